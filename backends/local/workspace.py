@@ -1,0 +1,175 @@
+"""A local ML workspace: a directory with its own MLflow store (tracking + registry).
+
+One sqlite store per environment keeps dev, test and prod as isolated as separate AML
+workspaces. MLflow resolves `models:/` URIs against the global tracking URI only (see FACTS.md),
+so everything here goes through an explicit MlflowClient and download URIs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from backends.base import DataAsset, ModelVersion, PipelineRun
+from backends.local.component_runner import ComponentRunner
+from backends.topology import EnvironmentSpec, Topology
+
+_store_lock = threading.Lock()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _to_model_version(mv: MlflowModelVersion) -> ModelVersion:
+    return ModelVersion(
+        name=mv.name,
+        version=str(mv.version),
+        source=mv.source,
+        run_id=mv.run_id or None,
+        tags=dict(mv.tags or {}),
+        aliases=tuple(mv.aliases or ()),
+    )
+
+
+class MlflowRegistry:
+    """A model registry in its own MLflow store: a workspace's, or the shared one."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = f"sqlite:///{directory / 'mlflow.db'}"
+        with _store_lock:  # the first open migrates the schema; do it once at a time
+            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self.client.search_experiments(max_results=1)
+
+    def experiment_id(self, name: str) -> str:
+        """Get or create an experiment whose artifacts live inside this directory."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (self.directory / "artifacts" / name).as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by another process
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def register_model(
+        self,
+        name: str,
+        model_dir: str,
+        run_id: str | None,
+        tags: Mapping[str, str],
+        description: str,
+        identity_tag: str,
+    ) -> ModelVersion:
+        """Register once per identity tag value: a re-run returns the version it made before."""
+        existing = [
+            v for v in self.list_model_versions(name) if v.tags.get(identity_tag) == tags[identity_tag]
+        ]
+        if existing:
+            return existing[0]
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as error:
+            if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code):
+                raise
+        mv = self.client.create_model_version(
+            name,
+            source=model_dir,
+            run_id=run_id,
+            tags={k: str(v) for k, v in tags.items()},
+            description=description,
+        )
+        return _to_model_version(mv)
+
+    def get_model(self, name: str, alias: str) -> ModelVersion | None:
+        try:
+            return _to_model_version(self.client.get_model_version_by_alias(name, alias))
+        except MlflowException:
+            return None
+
+    def set_model_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        found = self.client.search_model_versions(f"name = '{name}'")
+        return sorted((_to_model_version(v) for v in found), key=lambda v: int(v.version))
+
+    def model_path(self, model: ModelVersion) -> Path:
+        uri = self.client.get_model_version_download_uri(model.name, model.version)
+        return Path(uri.removeprefix("file://"))
+
+    def tracking_ui_command(self) -> str:
+        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
+
+
+class LocalWorkspace(MlflowRegistry):
+    """An environment's workspace: data assets, pipeline jobs, tracking and model registry."""
+
+    def __init__(self, spec: EnvironmentSpec, root: Path) -> None:
+        super().__init__(root / "workspaces" / spec.workspace)
+        self.name = spec.workspace
+        self.environment = spec.name
+        self.runner = ComponentRunner(self.directory / "jobs", self.tracking_uri, self.experiment_id)
+
+    def register_data(self, name: str, source: Path, description: str = "") -> DataAsset:
+        """Copy the file in as a new version, unless this exact content is already a version."""
+        source = Path(source)
+        if not source.is_file():
+            raise FileNotFoundError(f"data file {source} does not exist; pass a CSV file path")
+        content_hash = file_sha256(source)
+        asset_dir = self.directory / "data" / name
+        versions = sorted(
+            (int(p.name) for p in asset_dir.glob("*") if p.name.isdigit()), reverse=True
+        )
+        for version in versions:
+            meta = json.loads((asset_dir / str(version) / "asset.json").read_text())
+            if meta["content_hash"] == content_hash:
+                return DataAsset(name, str(version), meta["path"], content_hash)
+        version_dir = asset_dir / str((versions[0] if versions else 0) + 1)
+        version_dir.mkdir(parents=True)
+        target = version_dir / source.name
+        shutil.copyfile(source, target)
+        meta = {
+            "name": name,
+            "version": version_dir.name,
+            "path": str(target),
+            "content_hash": content_hash,
+            "description": description,
+            "source": str(source),
+        }
+        (version_dir / "asset.json").write_text(json.dumps(meta, indent=2))
+        return DataAsset(name, version_dir.name, str(target), content_hash)
+
+    def run_pipeline(
+        self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
+    ) -> PipelineRun:
+        return self.runner.run(pipeline, inputs, run_name)
+
+    def register_model(
+        self, name: str, model_dir: str, run_id: str, tags: Mapping[str, str], description: str
+    ) -> ModelVersion:
+        """Idempotent per pipeline run: re-running a crashed flow never adds a second version."""
+        if "pipeline_run_id" not in tags:
+            raise ValueError("register_model needs a pipeline_run_id tag for lineage")
+        return MlflowRegistry.register_model(
+            self, name, model_dir, run_id, tags, description, identity_tag="pipeline_run_id"
+        )
+
+
+def open_workspace(spec: EnvironmentSpec, topology: Topology) -> LocalWorkspace:
+    return LocalWorkspace(spec, topology.local_root)

@@ -1,0 +1,153 @@
+"""Score the candidate (and the champion, when there is one) on the same test set and gate it.
+
+Writes metrics.json, gate.json and roc_pr.png to the `evaluation` output. The gate is a decision
+the orchestrator enforces: thresholds on the candidate's own metrics, and, when a champion
+exists, a comparison with it on exactly these rows. Scoring the champion here, not reading
+its old metrics, is what makes the comparison fair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import mlflow.sklearn  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+    accuracy_score,
+    brier_score_loss,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+LABEL = "readmitted_30d"
+
+
+def score(model_dir: Path, features: pd.DataFrame) -> np.ndarray:
+    """Positive-class probabilities from an MLflow sklearn model folder."""
+    return mlflow.sklearn.load_model(str(model_dir)).predict_proba(features)[:, 1]
+
+
+def choose_threshold(labels: pd.Series, probabilities: np.ndarray) -> float:
+    """The decision threshold that maximizes F1, so F1/precision/recall describe a usable label."""
+    grid = np.linspace(0.05, 0.95, 91)
+    f1s = [f1_score(labels, probabilities >= t, zero_division=0) for t in grid]
+    return float(grid[int(np.argmax(f1s))])
+
+
+def metrics_for(labels: pd.Series, probabilities: np.ndarray, threshold: float) -> dict[str, float]:
+    predicted = (probabilities >= threshold).astype(int)
+    return {
+        "auc": float(roc_auc_score(labels, probabilities)),
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+        "precision": float(precision_score(labels, predicted, zero_division=0)),
+        "recall": float(recall_score(labels, predicted, zero_division=0)),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "brier": float(brier_score_loss(labels, probabilities)),
+        "threshold": threshold,
+    }
+
+
+def plot_curves(labels: pd.Series, curves: dict[str, np.ndarray], path: Path) -> None:
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, probabilities in curves.items():
+        RocCurveDisplay.from_predictions(labels, probabilities, name=name, ax=roc_ax)
+        PrecisionRecallDisplay.from_predictions(labels, probabilities, name=name, ax=pr_ax)
+    roc_ax.set_title("ROC")
+    pr_ax.set_title("Precision-recall")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def gate(
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    min_auc: float,
+    min_f1: float,
+    max_brier: float,
+    champion_min_delta: float,
+) -> dict:
+    """Every failed condition is listed with its numbers, so a failed gate explains itself."""
+    failures: list[str] = []
+    if candidate["auc"] < min_auc:
+        failures.append(f"AUC {candidate['auc']:.4f} is below the minimum {min_auc:.4f}")
+    if candidate["f1"] < min_f1:
+        failures.append(f"F1 {candidate['f1']:.4f} is below the minimum {min_f1:.4f}")
+    if candidate["brier"] > max_brier:
+        failures.append(f"Brier {candidate['brier']:.4f} is above the maximum {max_brier:.4f}")
+    if champion is not None:
+        needed = champion["auc"] + champion_min_delta
+        if candidate["auc"] < needed:
+            failures.append(
+                f"AUC {candidate['auc']:.4f} does not reach the champion's "
+                f"{champion['auc']:.4f} {champion_min_delta:+.4f} = {needed:.4f} on the same test set"
+            )
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "thresholds": {
+            "min_auc": min_auc,
+            "min_f1": min_f1,
+            "max_brier": max_brier,
+            "champion_min_delta": champion_min_delta,
+        },
+        "compared_with_champion": champion is not None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--test_data", type=Path, required=True)
+    parser.add_argument("--champion_model", type=Path, default=None)
+    parser.add_argument("--min_auc", type=float, default=0.7)
+    parser.add_argument("--min_f1", type=float, default=0.3)
+    parser.add_argument("--max_brier", type=float, default=0.2)
+    parser.add_argument("--champion_min_delta", type=float, default=-0.005)
+    parser.add_argument("--evaluation", type=Path, required=True)
+    args = parser.parse_args()
+
+    test = pd.read_parquet(args.test_data / "data.parquet")
+    features, labels = test.drop(columns=[LABEL]), test[LABEL]
+    candidate_p = score(args.model, features)
+    candidate = metrics_for(labels, candidate_p, choose_threshold(labels, candidate_p))
+    curves = {"candidate": candidate_p}
+    champion = None
+    if args.champion_model is not None:
+        champion_p = score(args.champion_model, features)
+        champion = metrics_for(labels, champion_p, choose_threshold(labels, champion_p))
+        curves["champion"] = champion_p
+    result = gate(
+        candidate, champion, args.min_auc, args.min_f1, args.max_brier, args.champion_min_delta
+    )
+
+    out = args.evaluation
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {"candidate": candidate, "champion": champion, "test_rows": len(test)}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "gate.json").write_text(json.dumps(result, indent=2))
+    plot_curves(labels, curves, out / "roc_pr.png")
+    with mlflow.start_run():
+        mlflow.log_metrics({f"test_{k}": v for k, v in candidate.items()})
+        if champion is not None:
+            mlflow.log_metrics({f"champion_test_{k}": v for k, v in champion.items()})
+        mlflow.log_metric("gate_passed", int(result["passed"]))
+        mlflow.log_artifact(str(out / "roc_pr.png"))
+        mlflow.log_dict(result, "gate.json")
+    print(json.dumps({"candidate": candidate, "gate": result}))
+
+
+if __name__ == "__main__":
+    main()

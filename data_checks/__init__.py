@@ -1,0 +1,1 @@
+"""Great Expectations data gate for the readmission data set."""

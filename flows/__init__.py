@@ -1,0 +1,1 @@
+"""Prefect flows: the lifecycle runbooks. Orchestration only; tasks do the work."""

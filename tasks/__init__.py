@@ -1,0 +1,1 @@
+"""Thin Prefect tasks: one backend operation each, with retries, artifacts and logging."""

@@ -1,0 +1,109 @@
+"""Training stage: find the champion, run the training pipeline, enforce the quality gate."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+import backends
+from backends.base import DataAsset, ModelVersion, PipelineRun
+from tasks.settings import PIPELINES_DIR, GateSettings, PipelineSettings
+
+METRICS = ("auc", "f1", "precision", "recall", "accuracy", "brier")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The evaluate step's verdict with the numbers behind it."""
+
+    passed: bool
+    failures: tuple[str, ...]
+    candidate: dict[str, float]
+    champion: dict[str, float] | None
+    evaluation_dir: str
+
+
+class QualityGateFailed(RuntimeError):
+    """The candidate did not meet the thresholds or did not match the champion."""
+
+
+@task(retries=2, retry_delay_seconds=5)
+def find_champion(environment: str, model_name: str) -> ModelVersion | None:
+    """The environment's current champion, which the candidate must match on the same rows."""
+    champion = backends.workspace(environment).get_model(model_name, "champion")
+    logger = get_run_logger()
+    if champion is None:
+        logger.info("No champion for %s in %s yet: thresholds only", model_name, environment)
+    else:
+        logger.info("Champion: %s version %s", model_name, champion.version)
+    return champion
+
+
+@task
+def run_training_pipeline(
+    environment: str,
+    asset: DataAsset,
+    champion: ModelVersion | None,
+    pipeline: PipelineSettings,
+    gate: GateSettings,
+) -> PipelineRun:
+    """prep -> train -> evaluate as one pipeline job in the environment's workspace."""
+    workspace = backends.workspace(environment)
+    inputs = {"raw_data": asset.path, **pipeline.model_dump(), **gate.model_dump()}
+    if champion is not None:
+        inputs["champion_model"] = str(workspace.model_path(champion))
+    run = workspace.run_pipeline(
+        PIPELINES_DIR / "train.yml", inputs, run_name=f"train on {asset.name}:{asset.version}"
+    )
+    for step in run.steps:
+        get_run_logger().info("Step %s finished in %.1f s (log: %s)", step.name, step.seconds, step.log_path)
+    return run
+
+
+@task
+def check_quality_gate(run: PipelineRun) -> GateResult:
+    """Publish the metrics and the verdict; a failed gate ends the flow Failed, loudly."""
+    evaluation = Path(run.outputs["evaluation"])
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    verdict = json.loads((evaluation / "gate.json").read_text())
+    result = GateResult(
+        passed=verdict["passed"],
+        failures=tuple(verdict["failures"]),
+        candidate=metrics["candidate"],
+        champion=metrics["champion"],
+        evaluation_dir=str(evaluation),
+    )
+    create_table_artifact(
+        key="model-metrics",
+        table=[
+            {
+                "metric": name,
+                "candidate": round(result.candidate[name], 4),
+                "champion": round(result.champion[name], 4) if result.champion else None,
+            }
+            for name in METRICS
+        ],
+        description=f"Test-set metrics ({metrics['test_rows']} rows), candidate vs champion",
+    )
+    thresholds = "\n".join(f"| {k} | {v} |" for k, v in verdict["thresholds"].items())
+    failures = "\n".join(f"- {f}" for f in result.failures) or "- none"
+    create_markdown_artifact(
+        key="quality-gate",
+        markdown=(
+            f"# Quality gate: {'PASSED' if result.passed else 'FAILED'}\n\n"
+            f"Failures:\n{failures}\n\n| threshold | value |\n|---|---|\n{thresholds}\n\n"
+            f"Compared with champion: {verdict['compared_with_champion']}\n\n"
+            f"ROC/PR plot: `{evaluation / 'roc_pr.png'}`\n\n"
+            f"MLflow pipeline run `{run.run_id}` in `{run.tracking_url}`\n"
+        ),
+        description="Thresholds and the champion comparison",
+    )
+    if not result.passed:
+        raise QualityGateFailed(
+            "quality gate failed, nothing registered: " + "; ".join(result.failures)
+        )
+    return result

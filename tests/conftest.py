@@ -1,0 +1,46 @@
+"""Test session: a real Prefect server on a free loopback port, stopped by pid at the end.
+
+PREFECT_API_URL must be set before Prefect is first imported, so the server starts in
+pytest_configure, before any test module is collected.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+_server = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _server
+    from mlops_cli.prefect_server import start_server
+
+    home = Path(tempfile.mkdtemp(prefix="prefect-test-home-"))
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["MLOPS_ROOT"] = str(home / "mlops-default")
+    _server = start_server(home)
+    os.environ["PREFECT_API_URL"] = _server.api_url
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from mlops_cli.prefect_server import stop_server
+
+    if _server is not None:
+        stop_server(_server)
+
+
+@pytest.fixture
+def mlops_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh local backend (workspaces, registries) for one test."""
+    root = tmp_path / "mlops"
+    monkeypatch.setenv("MLOPS_ROOT", str(root))
+    return root
