@@ -58,9 +58,7 @@ def load_topology(path: Path | None = None) -> Topology:
     root = Path(os.environ.get("MLOPS_ROOT", raw["local"]["root"]))
     if not root.is_absolute():
         root = (path.parent / root).resolve()
-    envs = {
-        name: EnvironmentSpec(name=name, **spec) for name, spec in raw["environments"].items()
-    }
+    envs = {name: EnvironmentSpec(name=name, **spec) for name, spec in raw["environments"].items()}
     return Topology(
         backend=os.environ.get("MLOPS_BACKEND", raw["backend"]),
         local_root=root,

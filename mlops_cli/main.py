@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -59,7 +60,9 @@ def server_stop() -> None:
 
 @app.command()
 def demo(
-    data: Path | None = typer.Option(None, help="A readmission CSV; the synthetic sample if unset."),
+    data: Annotated[
+        Path | None, typer.Option(help="A readmission CSV; the synthetic sample if unset.")
+    ] = None,
 ) -> None:
     """Run the lifecycle on the local backend, unattended, against a real Prefect server."""
     ui = ensure_server()

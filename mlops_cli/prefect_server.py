@@ -85,7 +85,9 @@ def start_server(home: Path, port: int | None = None, timeout: float = 90.0) -> 
             return server
         time.sleep(0.5)
     stop_server(server)
-    raise TimeoutError(f"Prefect server not healthy after {timeout:.0f} s; see {home / 'server.log'}")
+    raise TimeoutError(
+        f"Prefect server not healthy after {timeout:.0f} s; see {home / 'server.log'}"
+    )
 
 
 def running_server(home: Path) -> PrefectServer | None:

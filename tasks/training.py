@@ -60,7 +60,9 @@ def run_training_pipeline(
         PIPELINES_DIR / "train.yml", inputs, run_name=f"train on {asset.name}:{asset.version}"
     )
     for step in run.steps:
-        get_run_logger().info("Step %s finished in %.1f s (log: %s)", step.name, step.seconds, step.log_path)
+        get_run_logger().info(
+            "Step %s finished in %.1f s (log: %s)", step.name, step.seconds, step.log_path
+        )
     return run
 
 

@@ -34,8 +34,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     from mlops_cli.prefect_server import stop_server
 
-    if _server is not None:
-        stop_server(_server)
+    if _server is None:
+        return
+    if "prefect" in sys.modules:  # send buffered run logs before the API goes away
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()
+    stop_server(_server)
 
 
 @pytest.fixture

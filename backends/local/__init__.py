@@ -1,4 +1,4 @@
-"""The local backend: MLflow stores, a component runner and (later) endpoint servers on 127.0.0.1."""
+"""The local backend: MLflow stores, a component runner, endpoint servers on 127.0.0.1."""
 
 from backends.local.workspace import LocalWorkspace, MlflowRegistry, open_workspace
 

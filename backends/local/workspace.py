@@ -53,7 +53,9 @@ class MlflowRegistry:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = f"sqlite:///{directory / 'mlflow.db'}"
         with _store_lock:  # the first open migrates the schema; do it once at a time
-            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self.client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
             self.client.search_experiments(max_results=1)
 
     def experiment_id(self, name: str) -> str:
@@ -78,7 +80,9 @@ class MlflowRegistry:
     ) -> ModelVersion:
         """Register once per identity tag value: a re-run returns the version it made before."""
         existing = [
-            v for v in self.list_model_versions(name) if v.tags.get(identity_tag) == tags[identity_tag]
+            v
+            for v in self.list_model_versions(name)
+            if v.tags.get(identity_tag) == tags[identity_tag]
         ]
         if existing:
             return existing[0]
@@ -124,7 +128,9 @@ class LocalWorkspace(MlflowRegistry):
         super().__init__(root / "workspaces" / spec.workspace)
         self.name = spec.workspace
         self.environment = spec.name
-        self.runner = ComponentRunner(self.directory / "jobs", self.tracking_uri, self.experiment_id)
+        self.runner = ComponentRunner(
+            self.directory / "jobs", self.tracking_uri, self.experiment_id
+        )
 
     def register_data(self, name: str, source: Path, description: str = "") -> DataAsset:
         """Copy the file in as a new version, unless this exact content is already a version."""

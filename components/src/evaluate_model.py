@@ -92,7 +92,8 @@ def gate(
         if candidate["auc"] < needed:
             failures.append(
                 f"AUC {candidate['auc']:.4f} does not reach the champion's "
-                f"{champion['auc']:.4f} {champion_min_delta:+.4f} = {needed:.4f} on the same test set"
+                f"{champion['auc']:.4f} {champion_min_delta:+.4f} = {needed:.4f} "
+                "on the same test set"
             )
     return {
         "passed": not failures,

@@ -1,8 +1,9 @@
 """Split the validated raw data into a stratified train set and a held-out test set.
 
-A plain script: it runs as an Azure ML command component and, locally, as a subprocess of the
-component runner. The test set is written once here so the candidate and the champion are
-always scored on exactly the same rows.
+A plain script: it runs as an Azure ML command component and, locally, as a subprocess of
+the component runner; it imports only the data contract (`data_checks`) and libraries.
+The test set is written once here so the candidate and the champion are always scored on
+exactly the same rows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import mlflow
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-LABEL = "readmitted_30d"
+from data_checks.readmission_schema import ALL_COLUMNS, LABEL
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -38,6 +39,10 @@ def main() -> None:
     args = parser.parse_args()
 
     frame = read_table(args.raw_data)
+    unknown = [c for c in frame.columns if c not in ALL_COLUMNS]
+    if unknown:  # the data gate warned about these; the model never sees them
+        print(f"dropping columns outside the schema: {unknown}")
+        frame = frame[list(ALL_COLUMNS)]
     train, test = train_test_split(
         frame, test_size=args.test_size, random_state=args.seed, stratify=frame[LABEL]
     )

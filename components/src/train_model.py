@@ -121,9 +121,7 @@ def main() -> None:
     requirements = pip_requirements()
     with mlflow.start_run():
         mlflow.log_params({**params, "rows": len(frame)})
-        mlflow.log_metrics(
-            {"train_seconds": train_seconds, "iterations": model[-1].n_iter_}
-        )
+        mlflow.log_metrics({"train_seconds": train_seconds, "iterations": model[-1].n_iter_})
         mlflow.sklearn.log_model(
             model,
             name="model",

@@ -1,0 +1,1 @@
+"""Synthetic patient data for training, data-gate and drift tests."""
