@@ -89,3 +89,73 @@ class Workspace(Protocol):
     def model_path(self, model: ModelVersion) -> Path: ...
 
     def tracking_ui_command(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """One deployment (a colour, e.g. "blue") of an online endpoint and the model it serves."""
+
+    name: str
+    model_name: str
+    model_version: str
+    state: str  # "Succeeded" once loaded and smoke-tested
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    """An online endpoint: where to call it, its deployments, and how traffic is split."""
+
+    name: str
+    scoring_uri: str
+    deployments: tuple[DeploymentInfo, ...]
+    traffic: Mapping[str, int]
+    mirror_traffic: Mapping[str, int]
+
+    def serving(self) -> str | None:
+        """The deployment with the most live traffic (ties: the first), or None."""
+        live = [(pct, name) for name, pct in self.traffic.items() if pct > 0]
+        return max(live)[1] if live else None
+
+
+@dataclass(frozen=True)
+class DeploymentHealth:
+    """Live-traffic health of one deployment over a recent window, for gates between shifts."""
+
+    deployment: str
+    requests: int
+    errors: int
+    p95_ms: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+class DeploymentFailed(RuntimeError):
+    """A deployment did not load or did not pass its smoke test; it never receives traffic."""
+
+
+class Endpoints(Protocol):
+    """A workspace's online endpoints (AML managed online endpoints, or local HTTP servers)."""
+
+    def create_or_update_endpoint(self, name: str) -> EndpointInfo: ...
+
+    def get_endpoint(self, name: str) -> EndpointInfo | None: ...
+
+    def create_or_update_deployment(
+        self, endpoint: str, deployment: str, model: ModelVersion, model_dir: Path
+    ) -> DeploymentInfo: ...
+
+    def set_traffic(
+        self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int] | None
+    ) -> EndpointInfo: ...
+
+    def deployment_health(self, endpoint: str, deployment: str) -> DeploymentHealth: ...
+
+    def reset_health(self, endpoint: str) -> None: ...
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None: ...
+
+    def delete_endpoint(self, name: str) -> None: ...
+
+    def get_key(self, name: str) -> str: ...
