@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 from importlib import import_module
+from types import ModuleType
 
-from backends.base import Workspace
+from backends.base import Endpoints, ModelRegistry, Workspace
 from backends.topology import load_topology
 
 BACKENDS = {"local": "backends.local"}
 
 
+def _backend() -> ModuleType:
+    name = load_topology().backend
+    try:
+        return import_module(BACKENDS[name])
+    except KeyError:
+        raise ValueError(
+            f"backend {name!r} is not available; choose one of {sorted(BACKENDS)} "
+            "in environments.yaml (or MLOPS_BACKEND)"
+        ) from None
+
+
 def workspace(environment: str) -> Workspace:
     """The workspace of an environment ("dev", "test", "prod") on the configured backend."""
     topology = load_topology()
-    spec = topology.environment(environment)
-    try:
-        module = import_module(BACKENDS[topology.backend])
-    except KeyError:
-        raise ValueError(
-            f"backend {topology.backend!r} is not available; choose one of {sorted(BACKENDS)} "
-            "in environments.yaml (or MLOPS_BACKEND)"
-        ) from None
-    return module.open_workspace(spec, topology)
+    return _backend().open_workspace(topology.environment(environment), topology)
+
+
+def shared_registry() -> ModelRegistry:
+    """The one registry shared by all environments."""
+    return _backend().open_shared_registry(load_topology())
+
+
+def endpoints(environment: str) -> Endpoints:
+    """The online endpoints of an environment's workspace."""
+    return _backend().open_endpoints(workspace(environment))

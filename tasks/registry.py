@@ -13,9 +13,14 @@ from tasks.training import GateResult
 
 @task(retries=2, retry_delay_seconds=5)
 def register_model(
-    environment: str, model_name: str, run: PipelineRun, asset: DataAsset, gate: GateResult
+    environment: str,
+    model_name: str,
+    run: PipelineRun,
+    asset: DataAsset,
+    gate: GateResult,
+    alias: str = "champion",
 ) -> ModelVersion:
-    """Register the gated model and make it the environment's champion.
+    """Register the gated model and point `alias` at it (dev: its champion; test: candidate).
 
     Idempotent: the pipeline run id identifies the version, so a re-run after a crash returns
     the version it already made instead of adding a duplicate.
@@ -38,7 +43,7 @@ def register_model(
         tags,
         description=f"Trained on {asset.name}:{asset.version}; gate passed",
     )
-    workspace.set_model_alias(model_name, "champion", version.version)
+    workspace.set_model_alias(model_name, alias, version.version)
     create_link_artifact(
         key="registered-model",
         link=run.tracking_url,

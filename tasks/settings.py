@@ -48,3 +48,51 @@ def load_training_settings(path: Path | None = None) -> TrainingSettings:
     return TrainingSettings.model_validate(
         yaml.safe_load((path or CONFIG_DIR / "training.yaml").read_text())
     )
+
+
+class ApprovalSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    timeout_seconds: int = 86_400
+    poll_interval_seconds: int = 2
+
+
+class IntegrationSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    p95_budget_ms: float = 150
+    latency_requests: int = 200
+
+
+class RolloutStep(BaseModel):
+    """Either mirror a share of traffic to the new colour, or send it a share of live traffic.
+
+    A step may tighten the health budgets (e.g. a stricter p95 once most traffic has moved).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    mirror: int | None = None
+    traffic: int | None = None
+    max_error_rate: float | None = None
+    max_p95_ms: float | None = None
+
+
+class RolloutSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    probe_requests: int = 60
+    max_error_rate: float = 0.01
+    max_p95_ms: float = 250
+    steps: tuple[RolloutStep, ...]
+
+
+class ReleaseSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    test_endpoint: str
+    prod_endpoint: str
+    approval: ApprovalSettings
+    integration: IntegrationSettings
+    rollout: RolloutSettings
+
+
+def load_release_settings(path: Path | None = None) -> ReleaseSettings:
+    return ReleaseSettings.model_validate(
+        yaml.safe_load((path or CONFIG_DIR / "release.yaml").read_text())
+    )

@@ -31,23 +31,36 @@ class QualityGateFailed(RuntimeError):
     """The candidate did not meet the thresholds or did not match the champion."""
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The model a candidate must match: prod's (shared registry) once there is one."""
+
+    model: ModelVersion
+    model_dir: str
+    registry: str
+
+
 @task(retries=2, retry_delay_seconds=5)
-def find_champion(environment: str, model_name: str) -> ModelVersion | None:
-    """The environment's current champion, which the candidate must match on the same rows."""
-    champion = backends.workspace(environment).get_model(model_name, "champion")
+def find_champion(environment: str, model_name: str) -> Champion | None:
+    """The shared registry's champion, else the environment's own (before any release)."""
     logger = get_run_logger()
-    if champion is None:
-        logger.info("No champion for %s in %s yet: thresholds only", model_name, environment)
-    else:
-        logger.info("Champion: %s version %s", model_name, champion.version)
-    return champion
+    for registry, where in (
+        (backends.shared_registry(), "shared registry"),
+        (backends.workspace(environment), environment),
+    ):
+        champion = registry.get_model(model_name, "champion")
+        if champion is not None:
+            logger.info("Champion: %s v%s from the %s", model_name, champion.version, where)
+            return Champion(champion, str(registry.model_path(champion)), where)
+    logger.info("No champion for %s yet: thresholds only", model_name)
+    return None
 
 
 @task
 def run_training_pipeline(
     environment: str,
     asset: DataAsset,
-    champion: ModelVersion | None,
+    champion: Champion | None,
     pipeline: PipelineSettings,
     gate: GateSettings,
 ) -> PipelineRun:
@@ -55,7 +68,7 @@ def run_training_pipeline(
     workspace = backends.workspace(environment)
     inputs = {"raw_data": asset.path, **pipeline.model_dump(), **gate.model_dump()}
     if champion is not None:
-        inputs["champion_model"] = str(workspace.model_path(champion))
+        inputs["champion_model"] = champion.model_dir
     run = workspace.run_pipeline(
         PIPELINES_DIR / "train.yml", inputs, run_name=f"train on {asset.name}:{asset.version}"
     )

@@ -1,5 +1,28 @@
 """The local backend: MLflow stores, a component runner, endpoint servers on 127.0.0.1."""
 
-from backends.local.workspace import LocalWorkspace, MlflowRegistry, open_workspace
+from pathlib import Path
 
-__all__ = ["LocalWorkspace", "MlflowRegistry", "open_workspace"]
+from backends.local.workspace import (
+    LocalSharedRegistry,
+    LocalWorkspace,
+    MlflowRegistry,
+    open_shared_registry,
+    open_workspace,
+)
+
+
+def open_endpoints(workspace: LocalWorkspace):  # noqa: ANN201 - imported lazily
+    """Endpoint servers of a workspace (imported on use: serving pulls in FastAPI)."""
+    from backends.local.endpoints import LocalEndpoints
+
+    return LocalEndpoints(Path(workspace.directory))
+
+
+__all__ = [
+    "LocalSharedRegistry",
+    "LocalWorkspace",
+    "MlflowRegistry",
+    "open_endpoints",
+    "open_shared_registry",
+    "open_workspace",
+]

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from backends.base import DataAsset, ModelVersion, PipelineRun
 from backends.local.component_runner import ComponentRunner
-from backends.topology import EnvironmentSpec, Topology
+from backends.topology import EnvironmentSpec, RegistrySpec, Topology
 
 _store_lock = threading.Lock()
 
@@ -177,5 +177,34 @@ class LocalWorkspace(MlflowRegistry):
         )
 
 
+class LocalSharedRegistry(MlflowRegistry):
+    """The shared registry: its own MLflow store; promotion copies the model's files in."""
+
+    def __init__(self, spec: RegistrySpec, root: Path) -> None:
+        super().__init__(root / "registries" / spec.name)
+        self.name = spec.name
+
+    def promote(
+        self, model: ModelVersion, model_dir: Path, tags: Mapping[str, str], description: str
+    ) -> ModelVersion:
+        """Copy files, then register with the origin as identity tag: a re-run after a crash
+        at any point converges on exactly one version."""
+        origin = f"{tags['source_workspace']}:{model.name}:{model.version}"
+        target = self.directory / "models" / model.name / origin.replace(":", "_")
+        shutil.copytree(model_dir, target, dirs_exist_ok=True)
+        return self.register_model(
+            model.name,
+            str(target),
+            None,  # the training run lives in the source workspace's store, not this one
+            {**model.tags, **tags, "promoted_from": origin, "source_run_id": model.run_id or ""},
+            description,
+            identity_tag="promoted_from",
+        )
+
+
 def open_workspace(spec: EnvironmentSpec, topology: Topology) -> LocalWorkspace:
     return LocalWorkspace(spec, topology.local_root)
+
+
+def open_shared_registry(topology: Topology) -> LocalSharedRegistry:
+    return LocalSharedRegistry(topology.shared_registry, topology.local_root)

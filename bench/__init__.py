@@ -1,0 +1,1 @@
+"""Benchmarks that compare this project's figures against a named peer, one command each."""

@@ -1,0 +1,103 @@
+"""release: retrain in test, prove it on a test endpoint, ask a person, then roll out to prod."""
+
+from __future__ import annotations
+
+from prefect import flow, pause_flow_run
+from prefect.exceptions import FlowPauseTimeout
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
+from prefect.states import Cancelled, Failed, State
+from prefect.transactions import transaction
+
+from backends.base import ModelVersion
+from flows.training import train_in_environment
+from tasks.approval import PromotionApproval, evidence_pack
+from tasks.decisions import publish_evidence_pack, record_decision, record_timeout
+from tasks.integration_tests import run_integration_tests
+from tasks.promotion import crown_champion, promote_to_shared_registry
+from tasks.serving import (
+    delete_endpoint,
+    deploy_model,
+    endpoint_key,
+    ensure_endpoint,
+    idle_colour,
+    shift_traffic,
+)
+from tasks.settings import load_release_settings
+
+
+@flow(name="release", log_prints=True)
+def release(
+    data_path: str | None = None, approval_timeout_seconds: int | None = None
+) -> ModelVersion | State:
+    """Carry a candidate from test to prod through every gate.
+
+    Rejected or timed-out approval promotes nothing; a failed rollout puts prod traffic back
+    on the old colour, which stays deployed for instant rollback.
+    """
+    settings = load_release_settings()
+    timeout = approval_timeout_seconds or settings.approval.timeout_seconds
+
+    # Retrain in test on the full data, gated against prod's champion
+    trained = train_in_environment("test", data_path, alias="candidate")
+    candidate = trained.model
+
+    # Test endpoint and integration tests
+    test_endpoint = ensure_endpoint("test", settings.test_endpoint)
+    deploy_model("test", settings.test_endpoint, "blue", candidate, from_registry="test")
+    test_endpoint = ensure_endpoint("test", settings.test_endpoint)
+    integration = run_integration_tests(
+        test_endpoint,
+        endpoint_key("test", settings.test_endpoint),
+        trained.pipeline_run.outputs["prep.test_data"],
+        trained.gate.candidate["auc"],
+        settings.integration.p95_budget_ms,
+        settings.integration.latency_requests,
+    )
+
+    # Approval
+    pack = evidence_pack(
+        candidate,
+        trained.gate,
+        trained.data_report,
+        integration,
+        {
+            "Prefect flow run": f"{PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}",
+            "MLflow pipeline run": trained.pipeline_run.tracking_url,
+        },
+    )
+    publish_evidence_pack(pack)
+    try:
+        approval = pause_flow_run(
+            wait_for_input=PromotionApproval.with_initial_data(description=pack),
+            timeout=timeout,
+            poll_interval=settings.approval.poll_interval_seconds,
+            key="promotion-approval",
+        )
+    except FlowPauseTimeout:
+        delete_endpoint("test", settings.test_endpoint)
+        return Failed(message=record_timeout(candidate, timeout))
+    record_decision(candidate, approval)
+    delete_endpoint("test", settings.test_endpoint)
+    if not approval.approved:
+        return Cancelled(
+            message=f"Rejected by {approval.approver}: {approval.reason}. Nothing was promoted."
+        )
+
+    # Promotion
+    promoted = promote_to_shared_registry("test", candidate, approval)
+
+    # Prod blue/green
+    prod = ensure_endpoint("prod", settings.prod_endpoint)
+    colour = idle_colour(prod)
+    deploy_model("prod", settings.prod_endpoint, colour, promoted, from_registry="shared")
+    with transaction():
+        shift_traffic(
+            "prod",
+            settings.prod_endpoint,
+            colour,
+            trained.pipeline_run.outputs["prep.test_data"],
+            settings.rollout,
+        )
+        crown_champion(promoted)
+    return promoted

@@ -1,0 +1,51 @@
+"""The training runbook shared by every environment: data gate -> pipeline -> gate -> register."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow
+
+from backends.base import ModelVersion, PipelineRun
+from data_checks.validation import DataValidationReport
+from tasks.data import generate_synthetic_sample, register_data_asset, validate_data
+from tasks.registry import register_model
+from tasks.settings import load_training_settings
+from tasks.training import GateResult, check_quality_gate, find_champion, run_training_pipeline
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a training run leaves behind, for the release's evidence pack."""
+
+    model: ModelVersion
+    gate: GateResult
+    data_report: DataValidationReport
+    pipeline_run: PipelineRun
+
+
+@flow(name="train-in-environment")
+def train_in_environment(
+    environment: str, data_path: str | None = None, alias: str = "champion"
+) -> TrainingOutcome:
+    """Validate, train, gate and register in one environment's workspace."""
+    settings = load_training_settings()
+
+    # Data stage
+    source = (
+        Path(data_path)
+        if data_path
+        else generate_synthetic_sample(settings.demo_data.rows, settings.demo_data.seed)
+    )
+    data_report = validate_data(environment, source)
+    asset = register_data_asset(environment, source, settings.data_asset)
+
+    # Training stage
+    champion = find_champion(environment, settings.model_name)
+    run = run_training_pipeline(environment, asset, champion, settings.pipeline, settings.gate)
+    gate = check_quality_gate(run)
+
+    # Registration stage
+    model = register_model(environment, settings.model_name, run, asset, gate, alias)
+    return TrainingOutcome(model, gate, data_report, run)

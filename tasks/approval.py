@@ -1,0 +1,73 @@
+"""The promotion approval: the form a person fills in, and the evidence pack it shows.
+
+The form is a Prefect RunInput, so the Prefect UI renders it (the description as markdown, a
+switch for `approved`, text boxes for the rest) and the CLI resumes the run through the same
+API. Validation lives in the model: an empty approver or reason is refused at resume time and
+the run stays paused.
+"""
+
+from __future__ import annotations
+
+from prefect.input import RunInput
+from pydantic import field_validator
+
+from backends.base import ModelVersion
+from data_checks.validation import DataValidationReport
+from tasks.integration_tests import IntegrationReport
+from tasks.training import METRICS, GateResult
+
+
+class PromotionApproval(RunInput):
+    """Approve or reject promoting the candidate to the shared registry and prod."""
+
+    approved: bool = False
+    approver: str = ""
+    reason: str = ""
+
+    @field_validator("approver", "reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value or not value.strip():
+            raise ValueError("must not be empty: say who you are and why")
+        return value.strip()
+
+
+def evidence_pack(
+    candidate: ModelVersion,
+    gate: GateResult,
+    data_report: DataValidationReport,
+    integration: IntegrationReport,
+    links: dict[str, str],
+) -> str:
+    """Markdown for the approval form: everything a reviewer needs on one page."""
+    champion = gate.champion
+    rows = "\n".join(
+        f"| {name} | {gate.candidate[name]:.4f} | "
+        f"{'' if champion is None else f'{champion[name]:.4f}'} |"
+        for name in METRICS
+    )
+    checks = "\n".join(
+        f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in integration.checks
+    )
+    link_lines = "\n".join(f"- {label}: {url}" for label, url in links.items())
+    champion_note = (
+        "Champion scored on the same test rows."
+        if champion is not None
+        else "No champion yet: this would be the first production model."
+    )
+    return (
+        f"## Promote {candidate.name} v{candidate.version} (test) "
+        "to the shared registry and prod?\n\n"
+        f"### Candidate vs champion\n{champion_note}\n\n"
+        f"| metric | candidate | champion |\n|---|---|---|\n{rows}\n\n"
+        f"### Data gate\n{data_report.summary()}\n\n"
+        f"### Integration tests against the test endpoint\n"
+        f"p95 latency {integration.p95_ms:.1f} ms over {integration.requests} requests\n\n"
+        f"| check | result | detail |\n|---|---|---|\n{checks}\n\n"
+        f"### Lineage\n"
+        f"data {candidate.tags.get('data_asset')}:{candidate.tags.get('data_version')} "
+        f"(sha256 {candidate.tags.get('data_sha256', '')[:12]}), "
+        f"commit {candidate.tags.get('git_commit', '')[:12]}\n\n"
+        f"### Links\n{link_lines}\n\n"
+        "Set **approved**, your name as **approver** and a **reason**, then submit."
+    )
