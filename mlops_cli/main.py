@@ -1,13 +1,18 @@
-"""`mlops`: run the lifecycle on this machine and operate its Prefect server."""
+"""`mlops`: run the lifecycle on this machine, approve releases, read the audit log."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from backends.topology import load_topology
 from mlops_cli.prefect_server import running_server, start_server, stop_server
@@ -17,28 +22,41 @@ server_app = typer.Typer(help="The local Prefect server the demo runs against.")
 app.add_typer(server_app, name="server")
 console = Console()
 
+ApproverOption = Annotated[
+    str, typer.Option("--as", help="Who decides (recorded in the audit log).")
+]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
+
 
 def _prefect_home() -> Path:
     return load_topology().local_root / "prefect"
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
 def ensure_server() -> str:
-    """Reuse this checkout's Prefect server or start one; return its API URL.
+    """Reuse this checkout's Prefect server or start one; return its UI address.
 
     Prefect reads PREFECT_API_URL when it is first imported, so this runs before any flow import.
     """
     home = _prefect_home()
     server = running_server(home) or start_server(home, port=4200 if _port_free(4200) else None)
     os.environ["PREFECT_API_URL"] = server.api_url
-    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_UI_URL"] = server.ui_url
     return server.ui_url
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+def _use_running_server() -> None:
+    """Point this process at the checkout's server unless PREFECT_API_URL already says where."""
+    if "PREFECT_API_URL" not in os.environ:
+        server = running_server(_prefect_home())
+        if server is None:
+            console.print("No Prefect server: run `mlops server start` (or set PREFECT_API_URL).")
+            raise typer.Exit(2)
+        os.environ["PREFECT_API_URL"] = server.api_url
 
 
 @server_app.command("start")
@@ -49,13 +67,107 @@ def server_start() -> None:
 
 @server_app.command("stop")
 def server_stop() -> None:
-    """Stop the Prefect server this checkout started."""
+    """Stop the Prefect server and the endpoint servers this checkout started."""
+    from backends.local.endpoints import stop_all
+
+    for workspace in (load_topology().local_root / "workspaces").glob("*"):
+        stop_all(workspace)
     server = running_server(_prefect_home())
     if server is None:
         console.print("No Prefect server is running for this checkout.")
         return
     stop_server(server)
-    console.print(f"Stopped the Prefect server (pid {server.pid}).")
+    console.print(f"Stopped the Prefect server (pid {server.pid}) and the endpoint servers.")
+
+
+@app.command("paused")
+def paused() -> None:
+    """List flow runs waiting for an approval."""
+    _use_running_server()
+    from mlops_cli.approvals import list_paused_runs
+
+    table = Table("flow run id", "name", "flow", "state", "since")
+    for run in list_paused_runs():
+        table.add_row(run.id, run.name, run.flow_name, run.state, run.paused_since)
+    console.print(table)
+
+
+def _decide(run_id: str, approved: bool, approver: str, reason: str) -> None:
+    _use_running_server()
+    from mlops_cli.approvals import decide
+
+    try:
+        decide(run_id, approved, approver, reason)
+    except (RuntimeError, ValueError) as error:
+        console.print(f"[red]Refused:[/red] {error}. The run is still paused.")
+        raise typer.Exit(1) from None
+    console.print(f"{'Approved' if approved else 'Rejected'} {run_id} as {approver}.")
+
+
+@app.command()
+def approve(run_id: str, approver: ApproverOption, reason: ReasonOption) -> None:
+    """Approve a paused release: it goes on to promote and deploy to prod."""
+    _decide(run_id, True, approver, reason)
+
+
+@app.command()
+def reject(run_id: str, approver: ApproverOption, reason: ReasonOption) -> None:
+    """Reject a paused release: nothing is promoted."""
+    _decide(run_id, False, approver, reason)
+
+
+@app.command("approve-next")
+def approve_next(
+    approver: ApproverOption,
+    reason: ReasonOption,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for a paused release.")] = 900,
+) -> None:
+    """Wait for the next paused release and approve it (the unattended demo's approver)."""
+    _use_running_server()
+    from mlops_cli.approvals import decide, list_paused_runs
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        waiting = [r for r in list_paused_runs() if r.flow_name == "release"]
+        if waiting:
+            decide(waiting[0].id, True, approver, reason)
+            console.print(f"Approved release run {waiting[0].id} as {approver}.")
+            return
+        time.sleep(1)
+    console.print(f"No release waited for approval within {wait:.0f} s.")
+    raise typer.Exit(1)
+
+
+@app.command()
+def audit() -> None:
+    """Print the audit log: approvals, promotions, deployments, traffic, rollbacks."""
+    from tasks.audit import read_audit_log
+
+    table = Table("when", "action", "who", "what", "why", "flow run")
+    for entry in read_audit_log():
+        table.add_row(
+            entry.at,
+            entry.action,
+            entry.actor,
+            entry.subject,
+            entry.reason,
+            (entry.flow_run_id or "")[:8],
+        )
+    console.print(table)
+
+
+@app.command()
+def rollback(reason: ReasonOption, actor: ApproverOption = "operator") -> None:
+    """Return prod traffic and the champion alias to the last known good model."""
+    ensure_server()
+    from flows.rollback import rollback as rollback_flow
+
+    state = rollback_flow(reason=reason, actor=actor, return_state=True)
+    if state.is_failed():
+        console.print(f"[red]Rollback failed:[/red] {state.message}")
+        raise typer.Exit(1)
+    good = state.result()
+    console.print(f"Prod serves {good.name} v{good.version} again.")
 
 
 @app.command()
@@ -64,31 +176,73 @@ def demo(
         Path | None, typer.Option(help="A readmission CSV; the synthetic sample if unset.")
     ] = None,
 ) -> None:
-    """Run the lifecycle on the local backend, unattended, against a real Prefect server."""
+    """The whole lifecycle, unattended: train-dev, release, approval by a separate process."""
+    started = time.monotonic()
     ui = ensure_server()
     console.print(f"Prefect server: {ui}")
-    from prefect.context import get_run_context  # noqa: F401  (import after the API URL is set)
-
-    from flows.train_dev import train_dev
-
-    state = train_dev(data_path=str(data) if data else None, return_state=True)
-    model = state.result(raise_on_failure=False)
-    run_id = state.state_details.flow_run_id
-    console.print(f"\nFlow run: {ui}/runs/flow-run/{run_id}  ({state.name})")
-    if state.is_failed():
-        console.print(f"[red]train-dev failed:[/red] {model}")
-        raise typer.Exit(1)
-    import backends
-
-    workspace = backends.workspace("dev")
-    console.print(
-        f"Registered [bold]{model.name}[/bold] version {model.version} in {workspace.name} "
-        f"(aliases: {', '.join(model.aliases) or 'champion'})"
+    approver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlops_cli.main",
+            "approve-next",
+            "--as",
+            "demo-approver",
+            "--reason",
+            "unattended demo: evidence pack reviewed by the approval script",
+        ],
+        env=os.environ.copy(),
     )
-    for key in ("data_asset", "data_version", "git_commit", "test_auc", "test_brier"):
-        console.print(f"  {key}: {model.tags.get(key)}")
-    console.print(f"MLflow UI: {workspace.tracking_ui_command()}")
-    console.print("Stop the Prefect server with: make stop")
+    from flows.lifecycle import lifecycle
+
+    try:
+        state = lifecycle(data_path=str(data) if data else None, return_state=True)
+    finally:
+        if approver.poll() is None:
+            approver.terminate()
+    run_id = state.state_details.flow_run_id
+    console.print(f"\nLifecycle flow run: {ui}/runs/flow-run/{run_id}  ({state.name})")
+    if not state.is_completed():
+        console.print(f"[red]The lifecycle did not complete:[/red] {state.message}")
+        raise typer.Exit(1)
+    _print_prod(time.monotonic() - started)
+
+
+def _print_prod(seconds: float) -> None:
+    import backends
+    from tasks.settings import load_release_settings, load_training_settings
+
+    model_name = load_training_settings().model_name
+    registry = backends.shared_registry()
+    champion = registry.get_model(model_name, "champion")
+    endpoint_name = load_release_settings().prod_endpoint
+    endpoints = backends.endpoints("prod")
+    endpoint = endpoints.get_endpoint(endpoint_name)
+    assert champion is not None and endpoint is not None
+    key_file = load_topology().local_root / "prod-endpoint-key.txt"
+    key_file.write_text(endpoints.get_key(endpoint_name))
+    key_file.chmod(0o600)
+    console.print(
+        f"Prod serves [bold]{champion.name} v{champion.version}[/bold] (champion in "
+        f"{registry.name}, approved by {champion.tags.get('approved_by')}) on "
+        f"{endpoint.serving()} with traffic {dict(endpoint.traffic)}; "
+        f"lifecycle took {seconds:.0f} s"
+    )
+    console.print(f"Endpoint: {endpoint.scoring_uri}")
+    example = (
+        '{"input_data": [{"age": 71, "gender": "F", "num_prior_admissions": 2, '
+        '"length_of_stay_days": 6, "num_diagnoses": 9, "num_procedures": 2, '
+        '"num_medications": 14, "num_lab_results": 30, "days_since_last_admission": 45, '
+        '"bmi": 31.2, "heart_rate_avg": 88.0, "systolic_bp_avg": 141.0, "hba1c": 7.9, '
+        '"admission_type": "Emergency", "discharge_disposition": "Home", '
+        '"primary_diagnosis_group": "Circulatory", "payer_code": "Medicare"}]}'
+    )
+    console.print(
+        f'curl -s {endpoint.scoring_uri} -H "Authorization: Bearer $(cat {key_file})" '
+        f"-H 'Content-Type: application/json' -d '{example}'",
+        soft_wrap=True,
+    )
+    console.print("Audit log: .venv/bin/mlops audit    Stop the servers: make stop")
 
 
 if __name__ == "__main__":
