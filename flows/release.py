@@ -16,11 +16,11 @@ from tasks.decisions import publish_evidence_pack, record_decision, record_timeo
 from tasks.integration_tests import run_integration_tests
 from tasks.promotion import crown_champion, promote_to_shared_registry
 from tasks.serving import (
+    colour_for,
     delete_endpoint,
     deploy_model,
     endpoint_key,
     ensure_endpoint,
-    idle_colour,
     shift_traffic,
 )
 from tasks.settings import load_release_settings
@@ -89,7 +89,7 @@ def release(
 
     # Prod blue/green
     prod = ensure_endpoint("prod", settings.prod_endpoint)
-    colour = idle_colour(prod)
+    colour = colour_for(prod, promoted)
     deploy_model("prod", settings.prod_endpoint, colour, promoted, from_registry="shared")
     with transaction():
         shift_traffic(

@@ -9,26 +9,31 @@ the run stays paused.
 from __future__ import annotations
 
 from prefect.input import RunInput
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from backends.base import ModelVersion
 from data_checks.validation import DataValidationReport
 from tasks.integration_tests import IntegrationReport
 from tasks.training import METRICS, GateResult
 
+NOT_BLANK = r"\S"  # JSON-schema pattern: at least one non-space character
+
 
 class PromotionApproval(RunInput):
-    """Approve or reject promoting the candidate to the shared registry and prod."""
+    """Approve or reject promoting the candidate to the shared registry and prod.
 
-    approved: bool = False
-    approver: str = ""
-    reason: str = ""
+    The constraints are in the JSON schema (not only in Python validators) because the Prefect
+    server checks resume input against that schema: an empty approver or reason is refused
+    at resume time and the run stays paused, instead of crashing the flow after resuming.
+    """
+
+    approved: bool = Field(default=False, description="Promote this model to prod?")
+    approver: str = Field(min_length=1, pattern=NOT_BLANK, description="Your name")
+    reason: str = Field(min_length=1, pattern=NOT_BLANK, description="Why you decided so")
 
     @field_validator("approver", "reason")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value or not value.strip():
-            raise ValueError("must not be empty: say who you are and why")
+    def _strip(cls, value: str) -> str:
         return value.strip()
 
 

@@ -31,8 +31,12 @@ def ensure_endpoint(environment: str, name: str) -> EndpointInfo:
     return backends.endpoints(environment).create_or_update_endpoint(name)
 
 
-def idle_colour(endpoint: EndpointInfo) -> str:
-    """The colour not serving live traffic: the new model goes there, the old one stays put."""
+def colour_for(endpoint: EndpointInfo, model: ModelVersion) -> str:
+    """Where `model` goes: the colour already holding it (a re-run after a crash converges
+    there), else the colour not serving live traffic, so the old model stays put."""
+    for deployment in endpoint.deployments:
+        if (deployment.model_name, deployment.model_version) == (model.name, model.version):
+            return deployment.name
     serving = endpoint.serving()
     return "blue" if serving in (None, "green") else "green"
 
@@ -117,6 +121,9 @@ def shift_traffic(
     before = endpoints.get_endpoint(endpoint)
     assert before is not None, f"endpoint {endpoint} vanished"
     old = before.serving()
+    if old == new:
+        get_run_logger().info("%s already serves all traffic on %s", new, endpoint)
+        return before
     transaction = get_transaction()
     if transaction is not None:
         transaction.set("environment", environment)

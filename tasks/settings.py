@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -9,7 +10,12 @@ from pydantic import BaseModel, ConfigDict
 
 from backends.topology import REPO_ROOT
 
-CONFIG_DIR = REPO_ROOT / "config"
+
+def config_dir() -> Path:
+    """config/ in the repo; MLOPS_CONFIG_DIR points a run at another set of settings."""
+    return Path(os.environ.get("MLOPS_CONFIG_DIR", REPO_ROOT / "config"))
+
+
 PIPELINES_DIR = REPO_ROOT / "components" / "pipelines"
 
 
@@ -46,7 +52,7 @@ class TrainingSettings(BaseModel):
 
 def load_training_settings(path: Path | None = None) -> TrainingSettings:
     return TrainingSettings.model_validate(
-        yaml.safe_load((path or CONFIG_DIR / "training.yaml").read_text())
+        yaml.safe_load((path or config_dir() / "training.yaml").read_text())
     )
 
 
@@ -94,5 +100,5 @@ class ReleaseSettings(BaseModel):
 
 def load_release_settings(path: Path | None = None) -> ReleaseSettings:
     return ReleaseSettings.model_validate(
-        yaml.safe_load((path or CONFIG_DIR / "release.yaml").read_text())
+        yaml.safe_load((path or config_dir() / "release.yaml").read_text())
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -11,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 import backends
 from backends.base import DataAsset, ModelVersion, PipelineRun
+from backends.topology import load_topology
 from tasks.settings import PIPELINES_DIR, GateSettings, PipelineSettings
 
 METRICS = ("auc", "f1", "precision", "recall", "accuracy", "brier")
@@ -56,7 +59,30 @@ def find_champion(environment: str, model_name: str) -> Champion | None:
     return None
 
 
-@task
+def _training_cache_key(context: object, parameters: dict) -> str:
+    """Same data, settings, champion and local root -> the same pipeline run.
+
+    A release re-run after a crash (or a suspended run restarting from the top) reuses the
+    finished training instead of training a second, different candidate.
+    """
+    champion = parameters["champion"]
+    parts = (
+        str(load_topology().local_root),
+        parameters["environment"],
+        parameters["asset"].content_hash,
+        champion.model.version if champion else "-",
+        champion.registry if champion else "-",
+        parameters["pipeline"].model_dump_json(),
+        parameters["gate"].model_dump_json(),
+    )
+    return "train-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+@task(
+    cache_key_fn=_training_cache_key,
+    persist_result=True,
+    cache_expiration=timedelta(days=7),
+)
 def run_training_pipeline(
     environment: str,
     asset: DataAsset,
