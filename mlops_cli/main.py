@@ -46,6 +46,7 @@ def ensure_server() -> str:
     server = running_server(home) or start_server(home, port=4200 if _port_free(4200) else None)
     os.environ["PREFECT_API_URL"] = server.api_url
     os.environ["PREFECT_UI_URL"] = server.ui_url
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "storage"))
     return server.ui_url
 
 

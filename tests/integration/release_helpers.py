@@ -1,0 +1,52 @@
+"""Helpers for release tests: a person (or the CLI) deciding on a paused release."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from mlops_cli.approvals import decide, list_paused_runs
+
+
+def wait_for_paused_release(timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [r for r in list_paused_runs() if r.flow_name == "release"]
+        if runs:
+            return runs[0].id
+        time.sleep(0.5)
+    raise TimeoutError("no release paused for approval")
+
+
+@dataclass
+class Approver(threading.Thread):
+    """Waits for the paused release and decides, as a person would through the API."""
+
+    approved: bool
+    name_: str = "alice"
+    reason: str = "evidence pack reviewed"
+    try_invalid_first: bool = False
+    refused: list[str] = field(default_factory=list)
+    still_paused_after_refusal: bool | None = None
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        threading.Thread.__init__(self, daemon=True)
+
+    def run(self) -> None:
+        try:
+            run_id = wait_for_paused_release()
+            if self.try_invalid_first:
+                for approver, reason in (("   ", "ok"), ("bob", "")):
+                    try:
+                        decide(run_id, True, approver, reason)
+                    except RuntimeError as refused:
+                        self.refused.append(str(refused))
+                time.sleep(1)
+                self.still_paused_after_refusal = any(
+                    r.id == run_id and r.state == "Paused" for r in list_paused_runs()
+                )
+            decide(run_id, self.approved, self.name_, self.reason)
+        except BaseException as error:  # surfaced by the test
+            self.error = error
