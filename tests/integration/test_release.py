@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from backends.local.endpoints import stop_all
 from prefect.client.schemas.objects import StateType
 
 import backends
+from backends.local.endpoints import stop_all
 from flows.release import release
 from flows.rollback import rollback
 from synthetic_data.readmissions import generate_readmissions
