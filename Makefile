@@ -3,8 +3,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
+EVIDENTLY_VENV := .venv-evidently
+EVIDENTLY_STAMP := $(EVIDENTLY_VENV)/.installed
 
-.PHONY: demo test lint stop bench clean
+.PHONY: demo test lint stop bench bench-drift-peer clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +25,19 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: $(STAMP)
+# The drift benchmark's peer (Evidently) needs pandas<3, so it lives in a venv of its own.
+$(EVIDENTLY_STAMP): bench/requirements-evidently.lock
+	$(PYTHON) -m venv $(EVIDENTLY_VENV)
+	$(EVIDENTLY_VENV)/bin/pip install --quiet --upgrade pip
+	$(EVIDENTLY_VENV)/bin/pip install --quiet -r bench/requirements-evidently.lock
+	touch $(EVIDENTLY_STAMP)
+
+bench-drift-peer: $(EVIDENTLY_STAMP)
+
+bench: $(STAMP) $(EVIDENTLY_STAMP)
 	$(VENV)/bin/python -m bench.train
+	$(VENV)/bin/python -m bench.serve
+	$(VENV)/bin/python -m bench.drift
 
 stop: $(STAMP)
 	$(VENV)/bin/mlops server stop

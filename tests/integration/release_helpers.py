@@ -19,7 +19,7 @@ def wait_for_paused_release(timeout: float = 300) -> str:
     raise TimeoutError("no release paused for approval")
 
 
-@dataclass
+@dataclass(eq=False)  # threads must stay hashable
 class Approver(threading.Thread):
     """Waits for the paused release and decides, as a person would through the API."""
 

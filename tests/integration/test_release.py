@@ -35,6 +35,13 @@ def backend(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("release") / "mlops"
     patch = pytest.MonkeyPatch()
     patch.setenv("MLOPS_ROOT", str(root))
+    # 8k-row samples: the champion comparison's noise is bigger than the default margin
+    config = root.parent / "config"
+    shutil.copytree(config_dir(), config)
+    training = yaml.safe_load((config / "training.yaml").read_text())
+    training["gate"]["champion_min_delta"] = -0.05
+    (config / "training.yaml").write_text(yaml.safe_dump(training))
+    patch.setenv("MLOPS_CONFIG_DIR", str(config))
     yield root
     for workspace in (root / "workspaces").glob("*"):
         stop_all(workspace)
@@ -155,7 +162,7 @@ def test_failing_health_check_mid_shift_returns_traffic_to_the_old_colour(
     backend: Path, data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     strict = tmp_path / "config"
-    shutil.copytree(config_dir(), strict)
+    shutil.copytree(config_dir(), strict)  # the module's lenient training settings
     settings = yaml.safe_load((strict / "release.yaml").read_text())
     settings["rollout"]["steps"][2]["max_p95_ms"] = 0.001  # the 50% step cannot pass
     (strict / "release.yaml").write_text(yaml.safe_dump(settings))
