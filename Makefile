@@ -3,10 +3,12 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 EVIDENTLY_VENV := .venv-evidently
 EVIDENTLY_STAMP := $(EVIDENTLY_VENV)/.installed
 
-.PHONY: demo test lint stop bench bench-drift-peer clean
+.PHONY: demo test lint lint-infra checkov-venv stop bench bench-drift-peer clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +17,22 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# checkov (Bicep lint) pins packages that clash with ours: a venv of its own, from its lock.
+$(CHECKOV_STAMP): requirements-checkov.lock
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.lock
+	touch $(CHECKOV_STAMP)
+
+checkov-venv: $(CHECKOV_STAMP)
+
+lint-infra: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/checkov --config-file infra/checkov.yaml
+
 demo: $(STAMP)
 	$(VENV)/bin/mlops demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
