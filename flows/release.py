@@ -21,6 +21,7 @@ from tasks.serving import (
     deploy_model,
     endpoint_key,
     ensure_endpoint,
+    route_all_traffic,
     shift_traffic,
 )
 from tasks.settings import load_release_settings
@@ -43,9 +44,9 @@ def release(
     candidate = trained.model
 
     # Test endpoint and integration tests
-    test_endpoint = ensure_endpoint("test", settings.test_endpoint)
+    ensure_endpoint("test", settings.test_endpoint)
     deploy_model("test", settings.test_endpoint, "blue", candidate, from_registry="test")
-    test_endpoint = ensure_endpoint("test", settings.test_endpoint)
+    test_endpoint = route_all_traffic("test", settings.test_endpoint, "blue")
     integration = run_integration_tests(
         test_endpoint,
         endpoint_key("test", settings.test_endpoint),

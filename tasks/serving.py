@@ -68,6 +68,12 @@ def deploy_model(
 
 
 @task
+def route_all_traffic(environment: str, endpoint: str, colour: str) -> EndpointInfo:
+    """Point all live traffic at one deployment (test endpoints have nothing to protect)."""
+    return _set_traffic(environment, endpoint, {colour: 100}, {})
+
+
+@task
 def endpoint_key(environment: str, name: str) -> str:
     return backends.endpoints(environment).get_key(name)
 
