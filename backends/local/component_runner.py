@@ -9,6 +9,7 @@ which is how AML hands a run to a job too.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -37,6 +38,8 @@ def load_pipeline(pipeline: Path) -> Any:
     """Parse and validate the pipeline YAML with the AML SDK (offline)."""
     from azure.ai.ml import load_job
 
+    # azure-ai-ml announces every experimental schema class it touches; not news to a user
+    logging.getLogger("azure.ai.ml").setLevel(logging.ERROR)
     return load_job(pipeline)
 
 
