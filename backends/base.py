@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class Workspace(Protocol):
     environment: str
 
     def register_data(self, name: str, source: Path, description: str = "") -> DataAsset: ...
+
+    def get_data(self, name: str, version: str) -> DataAsset: ...
 
     def run_pipeline(
         self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
@@ -159,6 +165,8 @@ class Endpoints(Protocol):
     def delete_endpoint(self, name: str) -> None: ...
 
     def get_key(self, name: str) -> str: ...
+
+    def read_capture(self, name: str, since: datetime) -> pd.DataFrame: ...
 
 
 class ModelRegistry(Protocol):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prefect import flow, pause_flow_run
+from prefect import flow, pause_flow_run, suspend_flow_run
 from prefect.exceptions import FlowPauseTimeout
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import Cancelled, Failed, State
 from prefect.transactions import transaction
@@ -27,9 +27,24 @@ from tasks.serving import (
 from tasks.settings import load_release_settings
 
 
+def wait_for_approval(pack: str, timeout: int, poll_interval: int) -> PromotionApproval:
+    """Suspend when this is a deployment's own run (no process is held while a person
+    decides; on resume the run restarts from the top, its earlier steps cached or
+    idempotent, and this call returns the stored decision); pause otherwise (a laptop run,
+    or a subflow, which Prefect cannot suspend)."""
+    form = PromotionApproval.with_initial_data(description=pack)
+    if deployment.id is not None and flow_run.parent_flow_run_id is None:
+        return suspend_flow_run(wait_for_input=form, timeout=timeout, key="promotion-approval")
+    return pause_flow_run(
+        wait_for_input=form, timeout=timeout, poll_interval=poll_interval, key="promotion-approval"
+    )
+
+
 @flow(name="release", log_prints=True)
 def release(
-    data_path: str | None = None, approval_timeout_seconds: int | None = None
+    data_path: str | None = None,
+    approval_timeout_seconds: int | None = None,
+    champion_min_delta: float | None = None,
 ) -> ModelVersion | State:
     """Carry a candidate from test to prod through every gate.
 
@@ -40,7 +55,7 @@ def release(
     timeout = approval_timeout_seconds or settings.approval.timeout_seconds
 
     # Retrain in test on the full data, gated against prod's champion
-    trained = train_in_environment("test", data_path, alias="candidate")
+    trained = train_in_environment("test", data_path, "candidate", champion_min_delta)
     candidate = trained.model
 
     # Test endpoint and integration tests
@@ -69,12 +84,7 @@ def release(
     )
     publish_evidence_pack(pack)
     try:
-        approval = pause_flow_run(
-            wait_for_input=PromotionApproval.with_initial_data(description=pack),
-            timeout=timeout,
-            poll_interval=settings.approval.poll_interval_seconds,
-            key="promotion-approval",
-        )
+        approval = wait_for_approval(pack, timeout, settings.approval.poll_interval_seconds)
     except FlowPauseTimeout:
         delete_endpoint("test", settings.test_endpoint)
         return Failed(message=record_timeout(candidate, timeout))

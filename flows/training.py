@@ -27,10 +27,22 @@ class TrainingOutcome:
 
 @flow(name="train-in-environment")
 def train_in_environment(
-    environment: str, data_path: str | None = None, alias: str = "champion"
+    environment: str,
+    data_path: str | None = None,
+    alias: str = "champion",
+    champion_min_delta: float | None = None,
 ) -> TrainingOutcome:
-    """Validate, train, gate and register in one environment's workspace."""
+    """Validate, train, gate and register in one environment's workspace.
+
+    `champion_min_delta` overrides the configured margin over the champion (a retrain must
+    beat it: a positive margin).
+    """
     settings = load_training_settings()
+    gate_settings = (
+        settings.gate
+        if champion_min_delta is None
+        else settings.gate.model_copy(update={"champion_min_delta": champion_min_delta})
+    )
 
     # Data stage
     source = (
@@ -43,7 +55,7 @@ def train_in_environment(
 
     # Training stage
     champion = find_champion(environment, settings.model_name)
-    run = run_training_pipeline(environment, asset, champion, settings.pipeline, settings.gate)
+    run = run_training_pipeline(environment, asset, champion, settings.pipeline, gate_settings)
     gate = check_quality_gate(run)
 
     # Registration stage

@@ -35,6 +35,17 @@ def generate_synthetic_sample(rows: int, seed: int) -> Path:
 
 
 @task
+def find_recent_data(relative_path: str) -> str | None:
+    """Labelled recent data, where the data pipeline (or the traffic simulator) drops it."""
+    path = load_topology().local_root / relative_path
+    if path.exists():
+        get_run_logger().info("Recent data: %s", path)
+        return str(path)
+    get_run_logger().info("No recent data at %s: using the synthetic sample", path)
+    return None
+
+
+@task
 def validate_data(environment: str, data_path: Path) -> DataValidationReport:
     """Run the Great Expectations gate as a workspace job; stop the flow on bad data.
 

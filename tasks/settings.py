@@ -102,3 +102,38 @@ def load_release_settings(path: Path | None = None) -> ReleaseSettings:
     return ReleaseSettings.model_validate(
         yaml.safe_load((path or config_dir() / "release.yaml").read_text())
     )
+
+
+class ThresholdSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    numeric: float = 0.1
+    categorical: float = 0.1
+    prediction: float = 0.1
+
+
+class MonitoringSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    endpoint_environment: str = "prod"
+    window_hours: float = 24
+    min_rows: int = 200
+    reference_sample_rows: int = 200_000
+    thresholds: ThresholdSettings = ThresholdSettings()
+    event: str = "mlops.model.drift-detected"
+
+
+def load_monitoring_settings(path: Path | None = None) -> MonitoringSettings:
+    return MonitoringSettings.model_validate(
+        yaml.safe_load((path or config_dir() / "monitoring.yaml").read_text())
+    )
+
+
+class RetrainSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    min_auc_gain: float = 0.0
+    recent_data: str = "incoming/recent.csv"
+
+
+def load_retrain_settings(path: Path | None = None) -> RetrainSettings:
+    return RetrainSettings.model_validate(
+        yaml.safe_load((path or config_dir() / "retrain.yaml").read_text())
+    )

@@ -161,6 +161,13 @@ class LocalWorkspace(MlflowRegistry):
         (version_dir / "asset.json").write_text(json.dumps(meta, indent=2))
         return DataAsset(name, version_dir.name, str(target), content_hash)
 
+    def get_data(self, name: str, version: str) -> DataAsset:
+        meta_path = self.directory / "data" / name / str(version) / "asset.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"data asset {name}:{version} is not in {self.name}")
+        meta = json.loads(meta_path.read_text())
+        return DataAsset(name, str(version), meta["path"], meta["content_hash"])
+
     def run_pipeline(
         self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
     ) -> PipelineRun:
