@@ -1,0 +1,463 @@
+"""A workspace's online endpoints on the local backend: one server process per endpoint.
+
+The server (`backends/local/endpoint_server.py`) runs detached, in its own session, so an
+endpoint outlives the flow that created it, as an AML endpoint outlives its deployment job.
+Its durable state is `<workspace>/endpoints/<name>/state.json`; a server that crashed (or
+was stopped by `make stop`) is started again on the same state by the next call that needs
+it, so callers never see the difference beyond the restart time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+from backends.base import (
+    DeploymentFailed,
+    DeploymentHealth,
+    DeploymentInfo,
+    EndpointInfo,
+    ModelVersion,
+)
+from backends.local.endpoint_server import (
+    LOG_FILE,
+    NAME_PATTERN,
+    EndpointState,
+    read_state,
+    write_state,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVER_MODULE = "backends.local.endpoint_server"
+DEFAULT_THRESHOLD = 0.5
+
+_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Servers this process started, kept so they are reaped, not left as zombies."""
+
+
+class EndpointNotFound(LookupError):
+    """The endpoint was never created in this workspace (or was deleted)."""
+
+
+class EndpointRequestRejected(ValueError):
+    """The endpoint refused an admin change (bad traffic, deleting a live deployment)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class EndpointStartFailed(RuntimeError):
+    """The server process did not become healthy; the message points at its log."""
+
+
+@dataclass(frozen=True)
+class EndpointProcess:
+    """An endpoint's server process as last recorded, and whether it answers now."""
+
+    name: str
+    state_dir: Path
+    pid: int | None
+    port: int | None
+    running: bool
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class LocalEndpoints:
+    """The `Endpoints` Protocol for one local workspace, plus start/stop/status helpers."""
+
+    def __init__(
+        self,
+        workspace_dir: Path,
+        start_timeout: float = 120.0,
+        request_timeout: float = 300.0,
+    ) -> None:
+        # absolute, so every caller names the state dir the same way in the server's command
+        # line, which is how a pid is recognised as this endpoint's server
+        self.workspace_dir = Path(workspace_dir).resolve()
+        self.root = self.workspace_dir / "endpoints"
+        self.start_timeout = start_timeout
+        self.request_timeout = request_timeout
+
+    # --- the Endpoints Protocol -------------------------------------------------------------
+
+    def create_or_update_endpoint(self, name: str) -> EndpointInfo:
+        """Create the endpoint (key made once, stored 0600) and make sure its server runs."""
+        _check_name(name, "endpoint")
+        state_dir = self.state_dir(name)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _locked(state_dir):
+            if read_state(state_dir) is None:
+                write_state(state_dir, EndpointState(endpoint=name, key=secrets.token_urlsafe(32)))
+            self._ensure_running(name)
+        return self._info(name, self._admin(name, "GET", "/admin/state"))
+
+    def get_endpoint(self, name: str) -> EndpointInfo | None:
+        """None if never created; otherwise its state, restarting a crashed server first."""
+        if read_state(self.state_dir(name)) is None:
+            return None
+        return self._info(name, self._admin(name, "GET", "/admin/state"))
+
+    def create_or_update_deployment(
+        self, endpoint: str, deployment: str, model: ModelVersion, model_dir: Path
+    ) -> DeploymentInfo:
+        """Load and smoke-test the model in the endpoint; it gets 0% traffic until told.
+
+        The threshold is the model's `test_threshold` tag (chosen at evaluation), else 0.5.
+        Raises DeploymentFailed with the server's reason; traffic is then unchanged.
+        """
+        try:
+            threshold = float(model.tags.get("test_threshold", DEFAULT_THRESHOLD))
+        except ValueError:
+            raise DeploymentFailed(
+                f"model {model.name} v{model.version} has test_threshold="
+                f"{model.tags['test_threshold']!r}; tag it with a number in [0, 1]"
+            ) from None
+        body = {
+            "model_name": model.name,
+            "model_version": str(model.version),
+            "model_path": str(Path(model_dir).resolve()),
+            "threshold": threshold,
+        }
+        try:
+            reply = self._admin(endpoint, "PUT", f"/admin/deployments/{deployment}", body)
+        except EndpointRequestRejected as error:
+            raise DeploymentFailed(
+                f"deployment {deployment!r} of endpoint {endpoint!r} failed: {error.reason}"
+            ) from None
+        return _deployment_info(deployment, reply)
+
+    def set_traffic(
+        self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int] | None
+    ) -> EndpointInfo:
+        """Replace the traffic split. `mirror_traffic=None` means no mirroring: every call
+        states the whole routing, so a shift can never inherit a stale mirror."""
+        body = {"traffic": dict(traffic), "mirror_traffic": dict(mirror_traffic or {})}
+        return self._info(endpoint, self._admin(endpoint, "PUT", "/admin/traffic", body))
+
+    def deployment_health(self, endpoint: str, deployment: str) -> DeploymentHealth:
+        """Requests, model errors and p95 latency over the server's recent window (the last
+        60 s, at most 2,000 requests), counting mirrored requests on the mirror deployment."""
+        reply = self._admin(endpoint, "GET", "/admin/metrics")
+        try:
+            figures = reply["deployments"][deployment]
+        except KeyError:
+            known = sorted(reply["deployments"])
+            raise EndpointRequestRejected(
+                404, f"endpoint {endpoint!r} has no deployment {deployment!r}; it has {known}"
+            ) from None
+        return DeploymentHealth(
+            deployment=deployment,
+            requests=int(figures["requests"]),
+            errors=int(figures["errors"]),
+            p95_ms=float(figures["p95_ms"]),
+        )
+
+    def reset_health(self, endpoint: str) -> None:
+        self._admin(endpoint, "POST", "/admin/metrics/reset")
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+        """Delete a deployment with no traffic; deleting one that is gone is not an error.
+        Refused (EndpointRequestRejected, 409) while it takes live or mirror traffic."""
+        try:
+            self._admin(endpoint, "DELETE", f"/admin/deployments/{deployment}")
+        except EndpointRequestRejected as error:
+            if error.status != 404:
+                raise
+
+    def delete_endpoint(self, name: str) -> None:
+        """Stop the server and remove the endpoint's state, key and captured data."""
+        state_dir = self.state_dir(name)
+        if not state_dir.exists():
+            return
+        with _locked(state_dir):
+            self.stop(name)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    def get_key(self, name: str) -> str:
+        return self._state(name).key
+
+    def read_capture(self, name: str, since: datetime) -> pd.DataFrame:
+        """Inputs and outputs the endpoint captured since `since` (empty if it never ran)."""
+        from backends.local.capture import read_capture
+
+        return read_capture(self.state_dir(name), since)
+
+    # --- process helpers --------------------------------------------------------------------
+
+    def state_dir(self, name: str) -> Path:
+        _check_name(name, "endpoint")
+        return self.root / name
+
+    def list_endpoints(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.root.glob("*/state.json"))
+
+    def status(self, name: str) -> EndpointProcess:
+        """Where the server was last recorded and whether it answers now (no restart)."""
+        state = self._state(name)
+        running = (
+            state.pid is not None
+            and state.port is not None
+            and _is_server(state.pid, self.state_dir(name))
+            and _answers(state.port, name)
+        )
+        return EndpointProcess(name, self.state_dir(name), state.pid, state.port, running)
+
+    def start(self, name: str) -> EndpointProcess:
+        """Make sure the endpoint's server runs (started or restarted on its saved state)."""
+        state_dir = self.state_dir(name)
+        self._state(name)
+        with _locked(state_dir):
+            return self._ensure_running(name)
+
+    def stop(self, name: str, timeout: float = 10.0) -> bool:
+        """SIGTERM (the server flushes data capture), then SIGKILL; True if one was running.
+
+        The endpoint and its deployments stay: the next call that needs it starts it again.
+        """
+        state_dir = self.state_dir(name)
+        state = read_state(state_dir)
+        if state is None or state.pid is None or not _is_server(state.pid, state_dir):
+            return False
+        _terminate(state.pid, timeout)
+        return True
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _state(self, name: str) -> EndpointState:
+        state = read_state(self.state_dir(name))
+        if state is None:
+            raise EndpointNotFound(
+                f"endpoint {name!r} does not exist in {self.root}; create it with "
+                "create_or_update_endpoint"
+            )
+        return state
+
+    def _ensure_running(self, name: str) -> EndpointProcess:
+        """Caller holds the state dir lock. Reuse a healthy server, else (re)start one."""
+        state_dir = self.state_dir(name)
+        state = self._state(name)
+        if state.pid is not None and state.port is not None and _is_server(state.pid, state_dir):
+            if _wait_until_answers(state.pid, state.port, name, self.start_timeout):
+                return EndpointProcess(name, state_dir, state.pid, state.port, True)
+            _terminate(state.pid, 10.0)  # alive but not answering: hung, start afresh
+        ports = [state.port] if state.port and _port_free(state.port) else []
+        last_error = ""
+        for port in [*ports, _free_port(), _free_port()]:
+            pid = _spawn(state_dir, port)
+            if _wait_until_answers(pid, port, name, self.start_timeout):
+                return EndpointProcess(name, state_dir, pid, port, True)
+            last_error = _log_tail(state_dir / LOG_FILE)
+            if _alive(pid):
+                _terminate(pid, 10.0)
+        raise EndpointStartFailed(
+            f"the server of endpoint {name!r} did not start; see {state_dir / LOG_FILE}:\n"
+            f"{last_error}"
+        )
+
+    def _admin(
+        self, name: str, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One admin call, after making sure the server runs; 4xx/5xx -> the server's reason."""
+        state_dir = self.state_dir(name)
+        state = self._state(name)
+        with _locked(state_dir):
+            process = self._ensure_running(name)
+        response = httpx.request(
+            method,
+            f"{process.base_url}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {state.key}"},
+            timeout=self.request_timeout,
+        )
+        if response.status_code >= 400:
+            try:
+                reason = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                reason = response.text
+            raise EndpointRequestRejected(response.status_code, reason)
+        return response.json()
+
+    def _info(self, name: str, described: Mapping[str, Any]) -> EndpointInfo:
+        deployments = tuple(
+            _deployment_info(n, d) for n, d in sorted(described["deployments"].items())
+        )
+        return EndpointInfo(
+            name=name,
+            scoring_uri=described["scoring_uri"],
+            deployments=deployments,
+            traffic=dict(described["traffic"]),
+            mirror_traffic=dict(described["mirror_traffic"]),
+        )
+
+
+def stop_all(workspace_dir: Path) -> list[str]:
+    """Stop every endpoint server of a workspace (tests, `make stop`); returns the names that
+    were running. State stays, so the endpoints come back on their next use."""
+    endpoints = LocalEndpoints(workspace_dir)
+    return [name for name in endpoints.list_endpoints() if endpoints.stop(name)]
+
+
+def _deployment_info(name: str, described: Mapping[str, Any]) -> DeploymentInfo:
+    return DeploymentInfo(
+        name=name,
+        model_name=described["model_name"],
+        model_version=described["model_version"],
+        state=described["state"],
+    )
+
+
+def _check_name(name: str, what: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"{what} name {name!r} is not valid: start with a letter, then up to 31 letters, "
+            "digits or hyphens"
+        )
+
+
+@contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """One starter at a time per endpoint, across processes (two flows, a test and a CLI)."""
+    with (state_dir / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _spawn(state_dir: Path, port: int) -> int:
+    """Start the server detached (own session, output to server.log), so it outlives us."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    with (state_dir / LOG_FILE).open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                SERVER_MODULE,
+                "--state-dir",
+                str(state_dir),
+                "--port",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _children[process.pid] = process
+    return process.pid
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    """Free as uvicorn sees it (SO_REUSEADDR, so TIME_WAIT from a killed server is fine)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        _children.pop(pid, None)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_server(pid: int, state_dir: Path) -> bool:
+    """Alive and really this endpoint's server, not another process that reused the pid."""
+    if not _alive(pid):
+        return False
+    if not Path("/proc/self").exists():
+        return True  # no procfs (macOS): trust the pid; the health check names the endpoint
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return SERVER_MODULE.encode() in arguments and str(state_dir).encode() in arguments
+
+
+def _answers(port: int, name: str) -> bool:
+    try:
+        reply = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2.0)
+        return reply.status_code == 200 and reply.json().get("endpoint") == name
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _wait_until_answers(pid: int, port: int, name: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _answers(port, name):
+            return True
+        if not _alive(pid):
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM, wait, then SIGKILL: by pid only, never by name."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _alive(pid):
+            return
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

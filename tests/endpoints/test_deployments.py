@@ -1,0 +1,182 @@
+"""Deployments and traffic on a real endpoint: failed loads, weights, mirroring, deletion."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from backends.base import DeploymentFailed, DeploymentHealth
+from backends.local.endpoints import EndpointRequestRejected
+from tests.endpoints.conftest import (
+    Caller,
+    ModelDirs,
+    captured_lines,
+    model_version,
+    split_body,
+)
+from tests.endpoints.models import FRAGILE_AGE
+
+
+@pytest.fixture(autouse=True)
+def all_live_traffic_on_blue(shared: Caller) -> None:
+    shared.endpoints.set_traffic(shared.name, {"blue": 100}, None)
+    for name in {d.name for d in shared.info.deployments} - {"blue", "green"}:
+        shared.endpoints.delete_deployment(shared.name, name)
+
+
+def test_a_model_that_fails_to_load_never_gets_traffic_and_blue_keeps_serving(
+    shared: Caller, models: ModelDirs, rows: pd.DataFrame
+) -> None:
+    before = shared.info
+
+    with pytest.raises(DeploymentFailed, match="could not load the MLflow model"):
+        shared.endpoints.create_or_update_deployment(
+            shared.name, "green", model_version("3", models.broken), models.broken
+        )
+    with pytest.raises(DeploymentFailed, match="no MLflow model"):
+        shared.endpoints.create_or_update_deployment(
+            shared.name, "canary", model_version("4", models.good), models.good / "missing"
+        )
+
+    after = shared.info
+    assert after == before  # green still serves v2, no canary, traffic untouched
+    assert {d.name: d.model_version for d in after.deployments} == {"blue": "1", "green": "2"}
+    response = shared.score(split_body(rows.head(3)))
+    assert response.status_code == 200 and response.json()["deployment"] == "blue"
+
+
+def test_live_traffic_follows_the_weights(shared: Caller, rows: pd.DataFrame) -> None:
+    shared.endpoints.set_traffic(shared.name, {"blue": 80, "green": 20}, None)
+
+    served = Counter(
+        shared.score(split_body(rows.iloc[[i % len(rows)]])).json()["deployment"]
+        for i in range(500)
+    )
+
+    assert set(served) == {"blue", "green"}
+    assert abs(served["green"] / 500 - 0.20) < 0.07, served  # 4 standard deviations
+
+
+def settled_health(caller: Caller, deployment: str) -> DeploymentHealth:
+    previous = None
+    for _ in range(50):
+        health = caller.endpoints.deployment_health(caller.name, deployment)
+        if health == previous:
+            return health
+        previous = health
+        time.sleep(0.1)
+    raise AssertionError(f"{deployment} kept receiving requests: {previous}")
+
+
+def test_mirrored_copies_reach_the_mirror_without_changing_any_response(
+    shared: Caller, rows: pd.DataFrame
+) -> None:
+    shared.endpoints.set_traffic(shared.name, {"blue": 100, "green": 0}, {"green": 50})
+    shared.endpoints.reset_health(shared.name)
+
+    responses = [
+        shared.score(split_body(rows.iloc[[i]]), {"x-request-id": f"mirror-{i}"})
+        for i in range(200)
+    ]
+
+    assert all(r.status_code == 200 and r.json()["deployment"] == "blue" for r in responses)
+    blue = shared.endpoints.deployment_health(shared.name, "blue")
+    green = settled_health(shared, "green")  # the last copies run after their responses
+    assert blue.requests == 200
+    assert 50 <= green.requests <= 150 and green.errors == 0  # ~100 copies
+    state_dir = shared.endpoints.state_dir(shared.name)
+    copies = [
+        line
+        for line in captured_lines(state_dir, "green", lambda lines: len(lines) >= green.requests)
+        if line["request_id"].startswith("mirror-")
+    ]
+    assert len(copies) == green.requests and all(line["mirrored"] for line in copies)
+    copied = int(copies[0]["request_id"].removeprefix("mirror-"))
+    assert copies[0]["inputs"]["age"] == int(rows.iloc[copied]["age"])
+    assert shared.info.mirror_traffic == {"green": 50}
+
+
+@pytest.mark.parametrize(
+    ("traffic", "mirror", "reason"),
+    [
+        ({"blue": 90}, None, "adds up to 90%"),
+        ({"blue": 50, "green": 60}, None, "adds up to 110%"),
+        ({"blue": 100, "purple": 0}, None, "'purple'"),
+        ({"blue": 150, "green": -50}, None, "0-100"),
+        ({"blue": 50, "green": 50}, {"green": 10}, "cannot also be the mirror target"),
+        ({"blue": 100}, {"teal": 10}, "'teal'"),
+        ({"blue": 0, "green": 0}, None, "adds up to 0%"),
+    ],
+)
+def test_invalid_traffic_is_refused_and_changes_nothing(
+    shared: Caller, traffic: dict[str, int], mirror: dict[str, int] | None, reason: str
+) -> None:
+    before = shared.info
+
+    with pytest.raises(EndpointRequestRejected, match=reason):
+        shared.endpoints.set_traffic(shared.name, traffic, mirror)
+
+    assert shared.info == before
+
+
+def test_a_deployment_with_live_or_mirror_traffic_cannot_be_deleted(shared: Caller) -> None:
+    with pytest.raises(EndpointRequestRejected, match="shift its traffic") as live:
+        shared.endpoints.delete_deployment(shared.name, "blue")
+    shared.endpoints.set_traffic(shared.name, {"blue": 100}, {"green": 10})
+    with pytest.raises(EndpointRequestRejected, match="10% of mirror traffic"):
+        shared.endpoints.delete_deployment(shared.name, "green")
+
+    assert live.value.status == 409
+    assert {d.name for d in shared.info.deployments} == {"blue", "green"}
+
+
+def test_an_idle_deployment_is_deleted_and_deleting_it_again_is_a_no_op(
+    shared: Caller, models: ModelDirs
+) -> None:
+    shared.endpoints.create_or_update_deployment(
+        shared.name, "canary", model_version("5", models.good), models.good
+    )
+
+    shared.endpoints.delete_deployment(shared.name, "canary")
+    shared.endpoints.delete_deployment(shared.name, "canary")
+
+    assert {d.name for d in shared.info.deployments} == {"blue", "green"}
+
+
+def test_the_label_threshold_comes_from_the_models_test_threshold_tag(
+    shared: Caller, models: ModelDirs, rows: pd.DataFrame
+) -> None:
+    strict = model_version("6", models.good, {"test_threshold": "0.3"})
+    shared.endpoints.create_or_update_deployment(shared.name, "strict", strict, models.good)
+
+    answer = shared.score(split_body(rows.head(50)), {"azureml-model-deployment": "strict"}).json()
+
+    labels = [(p["probability"] >= 0.3, p["label"]) for p in answer["predictions"]]
+    assert all(expected == bool(label) for expected, label in labels)
+    assert any(0.3 <= p["probability"] < 0.5 for p in answer["predictions"])
+
+
+def test_a_model_error_is_a_500_counted_in_health_and_never_reaches_mirror_callers(
+    shared: Caller, models: ModelDirs, rows: pd.DataFrame
+) -> None:
+    fragile = model_version("7", models.fragile)
+    shared.endpoints.create_or_update_deployment(shared.name, "fragile", fragile, models.fragile)
+    very_old = json.loads(rows.head(1).to_json(orient="records"))[0] | {"age": FRAGILE_AGE + 3}
+    body = {"input_data": [very_old]}
+    shared.endpoints.reset_health(shared.name)
+
+    targeted = shared.score(body, {"azureml-model-deployment": "fragile"})
+    shared.endpoints.set_traffic(shared.name, {"blue": 100}, {"fragile": 100})
+    mirrored = [shared.score(body) for _ in range(5)]
+    shared.endpoints.set_traffic(shared.name, {"blue": 100}, None)
+
+    assert targeted.status_code == 500
+    assert "fragile failed to score" in targeted.json()["error"]
+    assert all(r.status_code == 200 and r.json()["deployment"] == "blue" for r in mirrored)
+    health = settled_health(shared, "fragile")
+    assert (health.requests, health.errors, health.error_rate) == (6, 6, 1.0)
+    assert shared.endpoints.deployment_health(shared.name, "blue").errors == 0

@@ -1,0 +1,238 @@
+"""Scoring through a real endpoint process: layouts, auth, bad requests, targeting, capture."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import pytest
+
+from backends.local.request_schema import MAX_ROWS
+from tests.endpoints.conftest import (
+    Caller,
+    ModelDirs,
+    captured_lines,
+    of_request,
+    records_body,
+    split_body,
+)
+
+
+@pytest.fixture(autouse=True)
+def all_live_traffic_on_blue(shared: Caller) -> None:
+    shared.endpoints.set_traffic(shared.name, {"blue": 100}, None)
+
+
+def test_split_and_records_layouts_return_the_models_probabilities_and_labels(
+    shared: Caller, rows: pd.DataFrame, models: ModelDirs
+) -> None:
+    batch = rows.head(7)
+    expected = mlflow.sklearn.load_model(str(models.good)).predict_proba(batch)[:, 1]
+
+    for body in (split_body(batch), records_body(batch)):
+        response = shared.score(body)
+
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["deployment"] == "blue"
+        assert answer["model"] == {"name": "readmission", "version": "1"}
+        probabilities = [p["probability"] for p in answer["predictions"]]
+        np.testing.assert_allclose(probabilities, expected, atol=1e-9)
+        assert [p["label"] for p in answer["predictions"]] == [int(p >= 0.5) for p in expected]
+
+
+def test_a_large_batch_gets_the_pipelines_probabilities_in_row_order(
+    shared: Caller, rows: pd.DataFrame, models: ModelDirs
+) -> None:
+    expected = mlflow.sklearn.load_model(str(models.good)).predict_proba(rows)[:, 1]
+
+    response = shared.score(split_body(rows))
+
+    assert response.status_code == 200, response.text
+    probabilities = [p["probability"] for p in response.json()["predictions"]]
+    np.testing.assert_allclose(probabilities, expected, atol=1e-9)
+
+
+def test_requests_without_the_key_or_with_a_wrong_key_are_refused(
+    shared: Caller, rows: pd.DataFrame
+) -> None:
+    body = split_body(rows.head(1))
+
+    missing = shared.http.post(shared.scoring_uri, json=body)
+    wrong = shared.http.post(
+        shared.scoring_uri, json=body, headers={"Authorization": "Bearer not-the-key"}
+    )
+
+    for response in (missing, wrong):
+        assert response.status_code == 401
+        assert "Authorization: Bearer" in response.json()["error"]
+    admin = shared.http.get(shared.scoring_uri.replace("/score", "/admin/state"))
+    assert admin.status_code == 401
+
+
+def _records(rows: pd.DataFrame, **changes: Any) -> bytes:
+    """Three records, the last one changed: the reason must name row 2."""
+    records = json.loads(rows.head(3).to_json(orient="records"))
+    records[2].update(changes)
+    return json.dumps({"input_data": records}).encode()
+
+
+def _without(rows: pd.DataFrame, column: str) -> bytes:
+    records = json.loads(rows.head(2).to_json(orient="records"))
+    for record in records:
+        del record[column]
+    return json.dumps({"input_data": records}).encode()
+
+
+def _too_many_rows(rows: pd.DataFrame) -> bytes:
+    many = pd.concat([rows] * (MAX_ROWS // len(rows) + 1)).head(MAX_ROWS + 1)
+    return json.dumps(split_body(many)).encode()
+
+
+def _ragged(rows: pd.DataFrame) -> bytes:
+    body = split_body(rows.head(2))
+    body["input_data"]["data"][1] = body["input_data"]["data"][1][:-1]
+    return json.dumps(body).encode()
+
+
+def _oversized_chunks() -> Iterator[bytes]:
+    yield b'{"input_data": ['
+    for _ in range(6):
+        yield b" " * (1024 * 1024)
+    yield b"]}"
+
+
+BAD_REQUESTS: dict[str, tuple[Any, int, tuple[str, ...]]] = {
+    # name: (body or a function of rows, status, words the reason must contain)
+    "malformed JSON": (b'{"input_data": [', 400, ("not valid JSON",)),
+    "not an object": (b"[1, 2, 3]", 422, ("input_data",)),
+    "wrong top-level key": (b'{"data": []}', 422, ("input_data",)),
+    "input_data is a string": (b'{"input_data": "age=70"}', 422, ("input_data is a str",)),
+    "missing column": (lambda r: _without(r, "age"), 422, ("missing columns", "age")),
+    "unknown column": (lambda r: _records(r, shoe_size=44), 422, ("unknown columns", "shoe_size")),
+    "string in a numeric column": (lambda r: _records(r, age="old"), 422, ("row 2", "'age'")),
+    "number in a categorical column": (
+        lambda r: _records(r, gender=1),
+        422,
+        ("row 2", "'gender'", "M, F"),
+    ),
+    "boolean in a numeric column": (lambda r: _records(r, bmi=True), 422, ("row 2", "'bmi'")),
+    "NaN": (lambda r: _records(r, bmi=math.nan), 422, ("row 2", "'bmi'", "not a finite")),
+    "Infinity": (lambda r: _records(r, hba1c=math.inf), 422, ("row 2", "'hba1c'")),
+    "null": (lambda r: _records(r, bmi=None), 422, ("row 2", "'bmi'", "null")),
+    "out of range": (lambda r: _records(r, age=230), 422, ("row 2", "'age'", "18 to 100")),
+    "fractional whole number": (lambda r: _records(r, age=70.5), 422, ("whole number",)),
+    "unknown category": (
+        lambda r: _records(r, payer_code="Bitcoin"),
+        422,
+        ("row 2", "'payer_code'", "Bitcoin"),
+    ),
+    "ragged split row": (_ragged, 422, ("row 1 has 16 values",)),
+    "empty input": (b'{"input_data": []}', 422, ("no rows",)),
+    "empty split data": (
+        lambda r: json.dumps({"input_data": {"columns": list(r.columns), "data": []}}).encode(),
+        422,
+        ("no rows",),
+    ),
+    "too many rows": (_too_many_rows, 413, (f"{MAX_ROWS + 1:,} rows",)),
+    "oversized body": (
+        b'{"input_data": [' + b" " * (6 * 1024 * 1024) + b"]}",
+        413,
+        ("bytes", "5,242,880"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_a_bad_request_gets_a_4xx_with_its_reason_and_the_server_keeps_serving(
+    shared: Caller, rows: pd.DataFrame, case: str
+) -> None:
+    body, status, words = BAD_REQUESTS[case]
+    content = body(rows) if callable(body) else body
+
+    response = shared.score(content)
+
+    assert response.status_code == status, response.text
+    reason = response.json()["error"]
+    for word in words:
+        assert word in reason, reason
+    assert shared.score(split_body(rows.head(1))).status_code == 200
+
+
+def test_an_oversized_body_without_content_length_is_refused_too(
+    shared: Caller, rows: pd.DataFrame
+) -> None:
+    response = shared.http.post(
+        shared.scoring_uri,
+        content=_oversized_chunks(),  # chunked: the size is only known by counting
+        headers={"Authorization": f"Bearer {shared.key}", "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 413
+    assert "more than the 5,242,880 allowed" in response.json()["error"]
+    assert shared.score(split_body(rows.head(1))).status_code == 200
+
+
+def test_the_deployment_header_targets_one_deployment_whatever_the_traffic(
+    shared: Caller, rows: pd.DataFrame
+) -> None:
+    body = split_body(rows.head(2))
+
+    green = shared.score(body, {"azureml-model-deployment": "green"})
+    unknown = shared.score(body, {"azureml-model-deployment": "purple"})
+
+    assert green.status_code == 200 and green.json()["deployment"] == "green"
+    assert green.headers["azureml-model-deployment"] == "green"
+    assert green.json()["model"]["version"] == "2"
+    assert unknown.status_code == 404
+    assert "purple" in unknown.json()["error"] and "green" in unknown.json()["error"]
+    assert shared.score(body).json()["deployment"] == "blue"
+
+
+def test_data_capture_records_each_rows_inputs_and_outputs(
+    shared: Caller, rows: pd.DataFrame
+) -> None:
+    batch = rows.iloc[10:13]
+
+    response = shared.score(split_body(batch), {"x-request-id": "capture-test-1"})
+
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "capture-test-1"
+    state_dir = shared.endpoints.state_dir(shared.name)
+    captured = captured_lines(state_dir, "blue", lambda lines: of_request(lines, "capture-test-1"))
+    lines = of_request(captured, "capture-test-1")
+    assert [line["row"] for line in lines] == [0, 1, 2]
+    sent = json.loads(batch.to_json(orient="records"))
+    predictions = response.json()["predictions"]
+    for line, inputs, prediction in zip(lines, sent, predictions, strict=True):
+        assert line["inputs"] == inputs
+        assert line["probability"] == prediction["probability"]
+        assert line["label"] == prediction["label"]
+        assert line["deployment"] == "blue" and line["model_version"] == "1"
+        assert line["mirrored"] is False
+        assert datetime.fromisoformat(line["timestamp"]).tzinfo is not None
+
+
+def test_health_probes_and_metrics_count_live_requests(shared: Caller, rows: pd.DataFrame) -> None:
+    base = shared.scoring_uri.removesuffix("/score")
+    shared.endpoints.reset_health(shared.name)
+
+    for i in range(25):
+        assert shared.score(split_body(rows.iloc[[i]])).status_code == 200
+    health = shared.endpoints.deployment_health(shared.name, "blue")
+    idle = shared.endpoints.deployment_health(shared.name, "green")
+    shared.endpoints.reset_health(shared.name)
+
+    assert httpx.get(f"{base}/health/live").status_code == 200
+    ready = httpx.get(f"{base}/health/ready")
+    assert ready.status_code == 200 and ready.json()["live"] == ["blue"]
+    assert (health.requests, health.errors) == (25, 0) and health.p95_ms > 0
+    assert (idle.requests, idle.errors, idle.p95_ms) == (0, 0, 0.0)
+    assert shared.endpoints.deployment_health(shared.name, "blue").requests == 0
