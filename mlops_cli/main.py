@@ -171,6 +171,40 @@ def rollback(reason: ReasonOption, actor: ApproverOption = "operator") -> None:
     console.print(f"Prod serves {good.name} v{good.version} again.")
 
 
+@app.command("simulate-traffic")
+def simulate_traffic(
+    rows: Annotated[int, typer.Option(help="Patients to score.")] = 2_000,
+    batch: Annotated[int, typer.Option(help="Rows per request.")] = 50,
+    age_offset: Annotated[float, typer.Option(help="Older patients (years), for drift.")] = 0.0,
+    admission_mix: Annotated[
+        str | None, typer.Option(help="e.g. Emergency=0.8,Urgent=0.15,Elective=0.05")
+    ] = None,
+    recent_data: Annotated[
+        bool, typer.Option(help="Also write labelled recent data for retraining.")
+    ] = False,
+) -> None:
+    """Send realistic (or shifted) patients to the prod endpoint."""
+    from mlops_cli.traffic import parse_mix, send_traffic
+
+    result = send_traffic(
+        rows, batch, age_offset, parse_mix(admission_mix), write_recent_data=recent_data
+    )
+    console.print(
+        f"Sent {result.rows} rows in {result.requests} requests, {result.errors} errors"
+        + (f"; recent data: {result.recent_data}" if result.recent_data else "")
+    )
+
+
+@app.command("monitor")
+def monitor() -> None:
+    """Run the drift monitor once now (the drift-monitor deployment runs it hourly)."""
+    ensure_server()
+    from flows.monitor_drift import monitor_drift
+
+    report = monitor_drift()
+    console.print(report.message)
+
+
 @app.command()
 def demo(
     data: Annotated[
