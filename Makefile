@@ -8,7 +8,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 EVIDENTLY_VENV := .venv-evidently
 EVIDENTLY_STAMP := $(EVIDENTLY_VENV)/.installed
 
-.PHONY: demo test lint lint-infra checkov-venv stop bench bench-drift-peer clean
+.PHONY: demo test lint lint-infra checkov-venv chromium stop bench bench-drift-peer clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,15 @@ checkov-venv: $(CHECKOV_STAMP)
 lint-infra: $(CHECKOV_STAMP)
 	$(CHECKOV_VENV)/bin/checkov --config-file infra/checkov.yaml
 
+# The browser test drives Debian's chromium with Playwright (no browser download).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will skip"
+
 demo: $(STAMP)
 	$(VENV)/bin/mlops demo
 
-test: $(STAMP) $(CHECKOV_STAMP)
+test: $(STAMP) $(CHECKOV_STAMP) chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
