@@ -1,0 +1,63 @@
+"""The azure backend under test: the real azure-ai-ml SDK on top of the fake REST API.
+
+`fake_azure` builds the fake with every workspace and the registry the topology names, and
+routes both kinds of SDK traffic to it:
+
+- MLClient calls, through the azure-core transport our backend passes to MLClient (the same
+  injection point production uses, with no transport given);
+- blob storage calls: azure-ai-ml builds its `BlobServiceClient`s internally without passing a
+  transport on, so the storage SDK's default `RequestsTransport` is swapped for the fake's for
+  the test. Still the HTTP layer: every upload/download is a real storage REST call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from backends.azure.clients import AzureConnection, set_connection_factory
+from backends.azure.retries import Deadlines, RetrySettings
+from backends.topology import Topology, load_topology
+from tests.azure.fake_arm import FakeAzureML, StaticTokenCredential
+
+FAST_RETRIES = RetrySettings(total=8, status=8, backoff_factor=0.01, backoff_max=0.05)
+FAST_DEADLINES = Deadlines(lro_seconds=30, job_seconds=30, job_poll_seconds=0.01)
+
+
+@dataclass
+class AzureUnderTest:
+    fake: FakeAzureML
+    credential: StaticTokenCredential
+    topology: Topology
+
+
+@pytest.fixture
+def fake_azure(mlops_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
+    import azure.storage.blob._shared.base_client as storage_base
+
+    credential = StaticTokenCredential()
+    fake = FakeAzureML(credential)
+    topology = load_topology()
+    for spec in topology.environments.values():
+        fake.add_workspace(
+            spec.subscription_id, spec.resource_group, spec.workspace, (spec.compute,)
+        )
+    registry = topology.shared_registry
+    fake.add_registry(registry.subscription_id, registry.resource_group, registry.name)
+    transport = fake.transport()
+    monkeypatch.setattr(storage_base, "RequestsTransport", lambda **_: fake.transport())
+    set_connection_factory(
+        lambda: AzureConnection(
+            credential=credential,
+            transport=transport,
+            retry=FAST_RETRIES,
+            deadlines=FAST_DEADLINES,
+        )
+    )
+    try:
+        yield AzureUnderTest(fake, credential, topology)
+    finally:
+        set_connection_factory(None)
