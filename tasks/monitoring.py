@@ -16,6 +16,7 @@ from backends.base import ModelVersion
 from backends.topology import load_topology
 from data_checks.readmission_schema import FEATURES
 from monitoring.drift import DriftReport, DriftThresholds, compute_drift, plot_drift
+from tasks.pictures import publish_image
 from tasks.settings import MonitoringSettings
 
 
@@ -95,6 +96,7 @@ def drift_report(
     if report.features:
         create_table_artifact(key="drift-features", table=report.table_rows())
         chart = plot_drift(report, report_dir / "drift.png")
+        publish_image(chart, "drift-chart", f"Per-feature drift: {report.message[:120]}")
         get_run_logger().info("Drift chart: %s", chart)
     get_run_logger().info(report.message)
     return report

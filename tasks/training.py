@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 import backends
 from backends.base import DataAsset, ModelVersion, PipelineRun
 from backends.topology import load_topology
+from tasks.pictures import publish_image
 from tasks.settings import PIPELINES_DIR, GateSettings, PipelineSettings
 
 METRICS = ("auc", "f1", "precision", "recall", "accuracy", "brier")
@@ -143,6 +144,15 @@ def check_quality_gate(run: PipelineRun) -> GateResult:
         ),
         description="Thresholds and the champion comparison",
     )
+    for picture, description in (
+        ("roc_pr.png", "ROC and precision-recall, candidate vs champion"),
+        ("calibration.png", "Calibration, candidate vs champion"),
+        ("feature_importance.png", "Permutation feature importance of the candidate"),
+    ):
+        if (evaluation / picture).exists():
+            publish_image(
+                evaluation / picture, picture.removesuffix(".png").replace("_", "-"), description
+            )
     if not result.passed:
         raise QualityGateFailed(
             "quality gate failed, nothing registered: " + "; ".join(result.failures)

@@ -20,6 +20,8 @@ import mlflow  # noqa: E402
 import mlflow.sklearn  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from sklearn.calibration import CalibrationDisplay  # noqa: E402
+from sklearn.inspection import permutation_importance  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
     PrecisionRecallDisplay,
     RocCurveDisplay,
@@ -69,6 +71,39 @@ def plot_curves(labels: pd.Series, curves: dict[str, np.ndarray], path: Path) ->
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_calibration(labels: pd.Series, curves: dict[str, np.ndarray], path: Path) -> None:
+    """Reliability diagram: the endpoint returns probabilities, so they must mean what they say."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, probabilities in curves.items():
+        CalibrationDisplay.from_predictions(labels, probabilities, n_bins=10, name=name, ax=ax)
+    ax.set_title("Calibration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_feature_importance(
+    model_dir: Path, features: pd.DataFrame, labels: pd.Series, path: Path
+) -> dict[str, float]:
+    """Permutation importance (AUC drop) on up to 3,000 test rows: model-agnostic and honest
+    about what the Pipeline, preprocessing included, actually relies on."""
+    model = mlflow.sklearn.load_model(str(model_dir))
+    sample = features.sample(n=min(3_000, len(features)), random_state=0)
+    result = permutation_importance(
+        model, sample, labels.loc[sample.index], scoring="roc_auc", n_repeats=3, random_state=0
+    )
+    importance = dict(zip(sample.columns, result.importances_mean.tolist(), strict=True))
+    ordered = sorted(importance.items(), key=lambda item: item[1])
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    ax.barh([name for name, _ in ordered], [value for _, value in ordered], color="#3b7dd8")
+    ax.set_xlabel("AUC drop when the feature is shuffled")
+    ax.set_title("Feature importance (permutation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return importance
 
 
 def gate(
@@ -140,12 +175,18 @@ def main() -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "gate.json").write_text(json.dumps(result, indent=2))
     plot_curves(labels, curves, out / "roc_pr.png")
+    plot_calibration(labels, curves, out / "calibration.png")
+    importance = plot_feature_importance(
+        args.model, features, labels, out / "feature_importance.png"
+    )
+    (out / "feature_importance.json").write_text(json.dumps(importance, indent=2))
     with mlflow.start_run():
         mlflow.log_metrics({f"test_{k}": v for k, v in candidate.items()})
         if champion is not None:
             mlflow.log_metrics({f"champion_test_{k}": v for k, v in champion.items()})
         mlflow.log_metric("gate_passed", int(result["passed"]))
-        mlflow.log_artifact(str(out / "roc_pr.png"))
+        for picture in ("roc_pr.png", "calibration.png", "feature_importance.png"):
+            mlflow.log_artifact(str(out / picture))
         mlflow.log_dict(result, "gate.json")
     print(json.dumps({"candidate": candidate, "gate": result}))
 
