@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ import pandas as pd
 import scipy
 from scipy import stats
 
+from bench.verdict import report_and_exit_code
 from monitoring.drift import CATEGORICAL_FEATURES, NUMERIC_FEATURES, DriftReport, compute_drift
 from synthetic_data.readmissions import PopulationShift, generate_readmissions
 
@@ -348,16 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     result = run(args.reference_rows, args.current_rows, args.repeats, args.peer_repeats)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    print(f"wrote {RESULTS}")
-    for failure in result.failures:
-        print(f"MISSED {failure}")
-    if result.failures and result.load_average_at_start > 0.5 * result.cpu_count:
-        print("       the CPUs were shared when this ran: rerun on a quiet machine before acting")
-    if not result.failures:
-        print("all goals met")
-    return 1 if result.failures and not args.no_fail else 0
+    return report_and_exit_code(result, RESULTS, args.no_fail)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -23,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -34,6 +33,7 @@ import pandas as pd
 
 from backends.base import ModelVersion
 from backends.local.endpoints import LocalEndpoints
+from bench.verdict import report_and_exit_code
 from synthetic_data.readmissions import generate_readmissions
 
 LABEL = "readmitted_30d"
@@ -408,16 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    print(f"wrote {RESULTS}")
-    for failure in result.failures:
-        print(f"MISSED {failure}")
-    if result.failures and result.load_average_at_start > 0.5 * result.cpu_count:
-        print("        the CPUs were shared when this ran: rerun on a quiet machine before acting")
-    if not result.failures:
-        print("all goals met")
-    return 1 if result.failures and not args.no_fail else 0
+    return report_and_exit_code(result, RESULTS, args.no_fail)
 
 
 if __name__ == "__main__":

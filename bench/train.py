@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -28,6 +27,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
+from bench.verdict import report_and_exit_code
 from synthetic_data.readmissions import generate_readmissions
 
 LABEL = "readmitted_30d"
@@ -226,16 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     result = run(args.rows, args.big_rows, args.repeats)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    print(f"wrote {RESULTS}")
-    for failure in result.failures:
-        print(f"MISSED {failure}")
-    if result.failures and result.load_average_at_start > 0.5 * result.cpu_count:
-        print("        the CPUs were shared when this ran: rerun on a quiet machine before acting")
-    if not result.failures:
-        print("all goals met")
-    return 1 if result.failures and not args.no_fail else 0
+    return report_and_exit_code(result, RESULTS, args.no_fail)
 
 
 if __name__ == "__main__":
