@@ -5,16 +5,23 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from mlops_cli.approvals import decide, list_paused_runs
 
 
-def wait_for_paused_release(timeout: float = 300) -> str:
+def wait_for_paused_release(timeout: float = 300, started_after: str = "") -> str:
+    """The newest release paused in-process (suspended deployment runs of other tests and
+    runs paused before `started_after` are not ours)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = [r for r in list_paused_runs() if r.flow_name == "release"]
+        runs = [
+            r
+            for r in list_paused_runs()
+            if r.flow_name == "release" and r.state == "Paused" and r.paused_since > started_after
+        ]
         if runs:
-            return runs[0].id
+            return max(runs, key=lambda r: r.paused_since).id
         time.sleep(0.5)
     raise TimeoutError("no release paused for approval")
 
@@ -30,13 +37,15 @@ class Approver(threading.Thread):
     refused: list[str] = field(default_factory=list)
     still_paused_after_refusal: bool | None = None
     error: BaseException | None = None
+    started_at: str = ""
 
     def __post_init__(self) -> None:
         threading.Thread.__init__(self, daemon=True)
+        self.started_at = datetime.now(UTC).isoformat()
 
     def run(self) -> None:
         try:
-            run_id = wait_for_paused_release()
+            run_id = wait_for_paused_release(started_after=self.started_at)
             if self.try_invalid_first:
                 for approver, reason in (("   ", "ok"), ("bob", "")):
                     try:

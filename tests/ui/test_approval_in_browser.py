@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.skipif(
 def paused_release(mlops_root: Path, tmp_path: Path):
     data = tmp_path / "data.csv"
     generate_readmissions(8_000, seed=61).to_csv(data, index=False)
+    started = datetime.now(UTC).isoformat()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -43,7 +45,7 @@ def paused_release(mlops_root: Path, tmp_path: Path):
         stderr=subprocess.STDOUT,
     )
     try:
-        yield wait_for_paused_release(timeout=300), process
+        yield wait_for_paused_release(timeout=300, started_after=started), process
     finally:
         if process.poll() is None:
             process.kill()
