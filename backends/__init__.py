@@ -5,10 +5,10 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
-from backends.base import Endpoints, ModelRegistry, Workspace
+from backends.base import Endpoints, Infrastructure, ModelRegistry, Workspace
 from backends.topology import load_topology
 
-BACKENDS = {"local": "backends.local"}
+BACKENDS = {"local": "backends.local", "azure": "backends.azure"}
 
 
 def _backend() -> ModuleType:
@@ -36,3 +36,8 @@ def shared_registry() -> ModelRegistry:
 def endpoints(environment: str) -> Endpoints:
     """The online endpoints of an environment's workspace."""
     return _backend().open_endpoints(workspace(environment))
+
+
+def infrastructure() -> Infrastructure:
+    """Bicep deployments for every environment and the shared registry."""
+    return _backend().open_infrastructure(load_topology())

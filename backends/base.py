@@ -185,3 +185,31 @@ class ModelRegistry(Protocol):
     def list_model_versions(self, name: str) -> list[ModelVersion]: ...
 
     def model_path(self, model: ModelVersion) -> Path: ...
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    """One resource in a what-if: what it is and what a deployment would do to it."""
+
+    resource: str
+    kind: str
+    action: str  # "create", "modify", "no change"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class InfraPlan:
+    environment: str
+    parameter_file: str
+    changes: tuple[PlannedChange, ...]
+
+    def has_changes(self) -> bool:
+        return any(c.action != "no change" for c in self.changes)
+
+
+class Infrastructure(Protocol):
+    """Bicep deployments (ARM on Azure; the local workspaces on a laptop)."""
+
+    def what_if(self, environment: str) -> InfraPlan: ...
+
+    def deploy(self, environment: str) -> InfraPlan: ...

@@ -19,15 +19,15 @@ from tasks.training import METRICS, GateResult
 NOT_BLANK = r"\S"  # JSON-schema pattern: at least one non-space character
 
 
-class PromotionApproval(RunInput):
-    """Approve or reject promoting the candidate to the shared registry and prod.
+class Approval(RunInput):
+    """A person's decision: the form the Prefect UI renders and the CLI fills.
 
     The constraints are in the JSON schema (not only in Python validators) because the Prefect
     server checks resume input against that schema: an empty approver or reason is refused
     at resume time and the run stays paused, instead of crashing the flow after resuming.
     """
 
-    approved: bool = Field(default=False, description="Promote this model to prod?")
+    approved: bool = Field(default=False, description="Go ahead?")
     approver: str = Field(min_length=1, pattern=NOT_BLANK, description="Your name")
     reason: str = Field(min_length=1, pattern=NOT_BLANK, description="Why you decided so")
 
@@ -35,6 +35,14 @@ class PromotionApproval(RunInput):
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+
+class PromotionApproval(Approval):
+    """Approve or reject promoting the candidate to the shared registry and prod."""
+
+
+class InfraApproval(Approval):
+    """Approve or reject applying an infrastructure plan to prod."""
 
 
 def evidence_pack(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from azure.ai.ml import MLClient
@@ -37,7 +38,10 @@ class AzureConnection:
         return kwargs
 
 
+@cache
 def _default_connection() -> AzureConnection:
+    """One DefaultAzureCredential per process: it caches tokens, and finding one (e.g. asking
+    the az CLI) costs a second or more, so every client shares it."""
     return AzureConnection(credential=default_credential())
 
 

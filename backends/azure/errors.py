@@ -84,8 +84,16 @@ def explain(action: str, error: Exception) -> AzureOperationFailed:
         return AzureOperationFailed(f"{action}: {error}")
     status = error.status_code
     code = service_code(error)
-    reason = service_message(error)
+    reason = service_message(error).rstrip(".")
     where = f"{action}: Azure answered {status}" + (f" {code}" if code else "") + f": {reason}"
+    if status in (200, 201, 202):  # a long-running operation that ran and ended Failed
+        return AzureOperationFailed(
+            f"{action}: the operation ran on Azure and failed"
+            + (f" ({code})" if code else "")
+            + f": {reason}. Fix the cause named there (logs, quota, the model), then re-run",
+            status,
+            code,
+        )
     if status == 401:
         return AzureNotSignedIn(
             f"{where}. The token was rejected: sign in again (`az login`) or check the tenant "

@@ -56,14 +56,14 @@ class OperationTimedOut(TimeoutError):
 
 def wait_for(poller: LROPoller[T], seconds: float, what: str, where: str) -> T:
     """The poller's result, or OperationTimedOut naming the operation and where to look."""
-    result = poller.result(timeout=seconds)
+    poller.wait(timeout=seconds)  # result(timeout) would read a half-finished resource
     if not poller.done():
         raise OperationTimedOut(
-            f"{what} did not finish within {seconds:.0f} s (status: {poller.status()}); it may "
+            f"{what} did not finish within {seconds:g} s (status: {poller.status()}); it may "
             f"still be running: check {where} in Azure ML studio, then re-run (the step is "
             "idempotent) or raise the deadline in backends.azure.retries.Deadlines"
         )
-    return result
+    return poller.result()
 
 
 def poll_until(
@@ -82,7 +82,7 @@ def poll_until(
             return status
         if time.monotonic() >= deadline:
             raise OperationTimedOut(
-                f"{what} is still {status} after {seconds:.0f} s; it keeps running on Azure: "
+                f"{what} is still {status} after {seconds:g} s; it keeps running on Azure: "
                 f"follow it at {where}, cancel it there if it is stuck, then re-run"
             )
         time.sleep(min(every, max(0.0, deadline - time.monotonic())))

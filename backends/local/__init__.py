@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from backends.local.infrastructure import open_infrastructure
 from backends.local.workspace import (
     LocalSharedRegistry,
     LocalWorkspace,
@@ -23,6 +24,7 @@ __all__ = [
     "LocalWorkspace",
     "MlflowRegistry",
     "open_endpoints",
+    "open_infrastructure",
     "open_shared_registry",
     "open_workspace",
 ]

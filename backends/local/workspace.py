@@ -12,6 +12,7 @@ import json
 import shutil
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,18 @@ class MlflowRegistry:
         self.client.set_registered_model_alias(name, alias, version)
 
     def list_model_versions(self, name: str) -> list[ModelVersion]:
+        """Versions in order, with their aliases (MLflow's search leaves aliases out)."""
         found = self.client.search_model_versions(f"name = '{name}'")
-        return sorted((_to_model_version(v) for v in found), key=lambda v: int(v.version))
+        if not found:
+            return []
+        by_version: dict[str, list[str]] = {}
+        for alias, version in self.client.get_registered_model(name).aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        versions = [
+            replace(_to_model_version(v), aliases=tuple(sorted(by_version.get(str(v.version), []))))
+            for v in found
+        ]
+        return sorted(versions, key=lambda v: int(v.version))
 
     def model_path(self, model: ModelVersion) -> Path:
         uri = self.client.get_model_version_download_uri(model.name, model.version)

@@ -7,14 +7,19 @@ routes both kinds of SDK traffic to it:
   injection point production uses, with no transport given);
 - blob storage calls: azure-ai-ml builds its `BlobServiceClient`s internally without passing a
   transport on, so the storage SDK's default `RequestsTransport` is swapped for the fake's for
-  the test. Still the HTTP layer: every upload/download is a real storage REST call.
+  the test. Still the HTTP layer: every upload/download is a real storage REST call;
+- the few clients azure-ai-ml builds from the credential alone (see registry.py) likewise.
+
+Name resolution is limited to loopback meanwhile, so nothing can reach a real host.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,8 +39,25 @@ class AzureUnderTest:
     topology: Topology
 
 
+class EscapedTheFake(AssertionError):
+    """A request tried to leave the process for a real host."""
+
+
+def _loopback_only(resolve: Callable[..., Any]) -> Callable[..., Any]:
+    """Name resolution for 127.0.0.1/localhost only: a request that slips past the fake fails
+    loudly here instead of waiting on a DNS timeout (or reaching Azure)."""
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(host) not in ("127.0.0.1", "localhost", "::1"):
+            raise EscapedTheFake(f"a request to {host} escaped the fake Azure")
+        return resolve(host, *args, **kwargs)
+
+    return guarded
+
+
 @pytest.fixture
 def fake_azure(mlops_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
+    import azure.core.pipeline.transport._requests_basic as requests_basic
     import azure.storage.blob._shared.base_client as storage_base
 
     credential = StaticTokenCredential()
@@ -49,6 +71,10 @@ def fake_azure(mlops_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Az
     fake.add_registry(registry.subscription_id, registry.resource_group, registry.name)
     transport = fake.transport()
     monkeypatch.setattr(storage_base, "RequestsTransport", lambda **_: fake.transport())
+    # clients the SDK builds for itself with only a credential (registry discovery inside
+    # `models.share` and the deployment-template check) get azure-core's default transport
+    monkeypatch.setattr(requests_basic, "RequestsTransport", lambda **_: fake.transport())
+    monkeypatch.setattr(socket, "getaddrinfo", _loopback_only(socket.getaddrinfo))
     set_connection_factory(
         lambda: AzureConnection(
             credential=credential,

@@ -1,0 +1,32 @@
+"""The azure backend: Azure ML workspaces, the shared registry and managed online endpoints,
+through azure-ai-ml with DefaultAzureCredential only (see credentials.py and clients.py)."""
+
+from __future__ import annotations
+
+from backends.azure.clients import connection
+from backends.azure.endpoints import AzureEndpoints
+from backends.azure.registry import AzureSharedRegistry
+from backends.azure.workspace import AzureWorkspace
+from backends.topology import EnvironmentSpec, Topology
+
+
+def open_workspace(spec: EnvironmentSpec, topology: Topology) -> AzureWorkspace:
+    return AzureWorkspace(spec, topology, connection())
+
+
+def open_shared_registry(topology: Topology) -> AzureSharedRegistry:
+    return AzureSharedRegistry(topology.shared_registry, topology, connection())
+
+
+def open_endpoints(workspace: AzureWorkspace) -> AzureEndpoints:
+    return AzureEndpoints(workspace)
+
+
+__all__ = [
+    "AzureEndpoints",
+    "AzureSharedRegistry",
+    "AzureWorkspace",
+    "open_endpoints",
+    "open_shared_registry",
+    "open_workspace",
+]

@@ -1,0 +1,286 @@
+"""Managed online endpoints behind the `Endpoints` Protocol: blue/green with traffic and mirror.
+
+Endpoints use `auth_mode: aad_token`, so callers present an Entra token from their own identity
+and no endpoint key exists to leak. Deployments are MLflow "no-code" deployments of a registered
+model (the workspace's own, or the shared registry's). A deployment that fails to provision
+raises DeploymentFailed and never gets traffic: traffic only moves in `set_traffic`, which
+states the whole routing (live and mirror) every time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from backends.azure.errors import AzureOperationFailed, explain, explained
+from backends.azure.retries import OperationTimedOut, wait_for
+from backends.base import (
+    DeploymentFailed,
+    DeploymentHealth,
+    DeploymentInfo,
+    EndpointInfo,
+    ModelVersion,
+)
+
+if TYPE_CHECKING:
+    from backends.azure.workspace import AzureWorkspace
+
+DEFAULT_INSTANCE_TYPE = "Standard_DS3_v2"
+REGISTRY_MODEL = re.compile(r"^azureml://registries/[^/]+/models/[^/]+/versions/[^/]+$")
+WORKSPACE_MODEL = re.compile(r"^azureml://locations/[^/]+/workspaces/(?P<guid>[^/]+)/models/")
+
+
+class HealthNotAvailable(NotImplementedError):
+    """Live health figures come from Azure Monitor metrics, which this backend does not read."""
+
+
+class AzureEndpoints:
+    """The `Endpoints` Protocol on one workspace's managed online endpoints."""
+
+    def __init__(
+        self,
+        workspace: AzureWorkspace,
+        instance_type: str = DEFAULT_INSTANCE_TYPE,
+        instance_count: int = 1,
+    ) -> None:
+        self.workspace = workspace
+        self.client = workspace.client
+        self.deadline = workspace.connection.deadlines.lro_seconds
+        self.instance_type = instance_type
+        self.instance_count = instance_count
+
+    # --- endpoints ---------------------------------------------------------------------------
+
+    def create_or_update_endpoint(self, name: str) -> EndpointInfo:
+        """Create the endpoint if it does not exist. An existing endpoint is left as it is:
+        a PUT would replace its traffic with the (empty) traffic of the new definition."""
+        existing = self.get_endpoint(name)
+        if existing is not None:
+            return existing
+        endpoint = ManagedOnlineEndpoint(
+            name=name,
+            auth_mode="aad_token",
+            description=f"readmission model ({self.workspace.environment})",
+            tags={"environment": self.workspace.environment},
+        )
+        self._wait(
+            lambda: self.client.online_endpoints.begin_create_or_update(endpoint),
+            f"create endpoint {name}",
+            name,
+        )
+        info = self.get_endpoint(name)
+        assert info is not None
+        return info
+
+    def get_endpoint(self, name: str) -> EndpointInfo | None:
+        with explained(f"read endpoint {name} in {self.workspace.name}"):
+            try:
+                endpoint = self.client.online_endpoints.get(name)
+            except ResourceNotFoundError:
+                return None
+            deployments = list(self.client.online_deployments.list(endpoint_name=name))
+        return EndpointInfo(
+            name=name,
+            scoring_uri=str(endpoint.scoring_uri or ""),
+            deployments=tuple(sorted((_info(d) for d in deployments), key=lambda d: d.name)),
+            traffic={k: int(v) for k, v in (endpoint.traffic or {}).items()},
+            mirror_traffic={k: int(v) for k, v in (endpoint.mirror_traffic or {}).items()},
+        )
+
+    def delete_endpoint(self, name: str) -> None:
+        """Delete the endpoint and its deployments; one that is gone is not an error."""
+        self._delete(
+            lambda: self.client.online_endpoints.begin_delete(name=name),
+            f"delete endpoint {name}",
+            name,
+        )
+
+    # --- deployments ------------------------------------------------------------------------
+
+    def create_or_update_deployment(
+        self, endpoint: str, deployment: str, model: ModelVersion, model_dir: Path
+    ) -> DeploymentInfo:
+        """Provision `model` as `deployment` with no traffic. `model_dir` is not uploaded:
+        Azure pulls the registered version itself."""
+        definition = ManagedOnlineDeployment(
+            name=deployment,
+            endpoint_name=endpoint,
+            model=self._model_reference(model),
+            instance_type=self.instance_type,
+            instance_count=self.instance_count,
+            tags={"model_name": model.name, "model_version": model.version},
+        )
+        try:
+            self._wait(
+                lambda: self.client.online_deployments.begin_create_or_update(definition),
+                f"deploy {model.name} v{model.version} as {deployment} on {endpoint}",
+                endpoint,
+            )
+        except (AzureOperationFailed, OperationTimedOut) as error:
+            raise DeploymentFailed(
+                f"deployment {deployment!r} of endpoint {endpoint!r} failed to provision: "
+                f"{error}. It has no traffic; the live deployment is unchanged. Logs: "
+                f"{self._logs_hint(endpoint, deployment)}"
+            ) from error
+        with explained(f"read deployment {deployment} of {endpoint}"):
+            created = self.client.online_deployments.get(name=deployment, endpoint_name=endpoint)
+        info = _info(created)
+        if info.state != "Succeeded":
+            raise DeploymentFailed(
+                f"deployment {deployment!r} of endpoint {endpoint!r} is {info.state}, not "
+                f"Succeeded; it has no traffic. Logs: {self._logs_hint(endpoint, deployment)}"
+            )
+        return info
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+        """Delete a deployment with no traffic (Azure refuses one with traffic)."""
+        self._delete(
+            lambda: self.client.online_deployments.begin_delete(
+                name=deployment, endpoint_name=endpoint
+            ),
+            f"delete deployment {deployment} of {endpoint}",
+            endpoint,
+        )
+
+    def _model_reference(self, model: ModelVersion) -> str:
+        """Registry models by their registry id; workspace models only in their own workspace
+        (AML deploys from the endpoint's workspace or a registry, nothing else)."""
+        if REGISTRY_MODEL.match(model.source):
+            return model.source
+        match = WORKSPACE_MODEL.match(model.source)
+        if match and match["guid"] != self.workspace.location_and_guid[1]:
+            raise DeploymentFailed(
+                f"{model.name} v{model.version} lives in another workspace ({model.source}); "
+                f"promote it to the shared registry and deploy it from there"
+            )
+        return f"azureml:{model.name}:{model.version}"
+
+    # --- traffic ----------------------------------------------------------------------------
+
+    def set_traffic(
+        self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int] | None
+    ) -> EndpointInfo:
+        """Replace the whole routing; `mirror_traffic=None` means no mirroring."""
+        mirror = dict(mirror_traffic or {})
+        info = self.get_endpoint(endpoint)
+        if info is None:
+            raise AzureOperationFailed(
+                f"endpoint {endpoint!r} does not exist in {self.workspace.name}; create it first"
+            )
+        _check_routing(info, dict(traffic), mirror)
+        with explained(f"read endpoint {endpoint}"):
+            definition = self.client.online_endpoints.get(endpoint)
+        definition.traffic = {k: int(v) for k, v in traffic.items()}
+        definition.mirror_traffic = mirror
+        self._wait(
+            lambda: self.client.online_endpoints.begin_create_or_update(definition),
+            f"set traffic of {endpoint} to {dict(traffic)} (mirror {mirror})",
+            endpoint,
+        )
+        updated = self.get_endpoint(endpoint)
+        assert updated is not None
+        return updated
+
+    def deployment_health(self, endpoint: str, deployment: str) -> DeploymentHealth:
+        raise HealthNotAvailable(
+            "live deployment health on Azure comes from Azure Monitor metrics "
+            "(RequestsPerMinute, RequestLatency_P95 by deployment), which the azure backend does "
+            f"not read yet; check {endpoint}/{deployment} in the studio's Monitoring tab"
+        )
+
+    def reset_health(self, endpoint: str) -> None:
+        """Azure Monitor windows are time-based: nothing to reset."""
+
+    # --- calling ----------------------------------------------------------------------------
+
+    def get_key(self, name: str) -> str:
+        """An Entra token for the endpoint (auth_mode aad_token): the caller's own identity,
+        short-lived; there is no endpoint key."""
+        with explained(f"get a token for endpoint {name}"):
+            token = self.client.online_endpoints.get_keys(name)
+        return str(getattr(token, "access_token", "") or getattr(token, "primary_key", ""))
+
+    def invoke(self, endpoint: str, body: Mapping[str, Any], deployment: str | None = None) -> Any:
+        """Score one request through Azure (the SDK attaches the caller's Entra token)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            request = Path(tmp) / "request.json"
+            request.write_text(json.dumps(body))
+            with explained(f"invoke endpoint {endpoint}"):
+                reply = self.client.online_endpoints.invoke(
+                    endpoint_name=endpoint, request_file=str(request), deployment_name=deployment
+                )
+        return json.loads(reply)
+
+    def deployment_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:
+        with explained(f"read the logs of {deployment} on {endpoint}"):
+            return str(
+                self.client.online_deployments.get_logs(
+                    name=deployment, endpoint_name=endpoint, lines=lines
+                )
+            )
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _wait(self, start: Any, what: str, endpoint: str) -> Any:
+        where = f"endpoint {endpoint} in workspace {self.workspace.name}"
+        try:
+            poller = start()
+            return wait_for(poller, self.deadline, what, where)
+        except (HttpResponseError, AzureOperationFailed) as error:
+            raise explain(what, error) from error
+
+    def _delete(self, start: Any, what: str, endpoint: str) -> None:
+        try:
+            self._wait(start, what, endpoint)
+        except AzureOperationFailed as error:
+            if error.status != 404:
+                raise
+
+    def _logs_hint(self, endpoint: str, deployment: str) -> str:
+        try:
+            tail = self.deployment_logs(endpoint, deployment, lines=20).strip()
+        except AzureOperationFailed:
+            tail = ""
+        return tail or (
+            f"`az ml online-deployment get-logs -e {endpoint} -n {deployment} "
+            f"-w {self.workspace.name}`"
+        )
+
+
+def _info(deployment: ManagedOnlineDeployment) -> DeploymentInfo:
+    tags = deployment.tags or {}
+    state = deployment.provisioning_state  # an enum in some SDK paths, a string in others
+    return DeploymentInfo(
+        name=str(deployment.name),
+        model_name=str(tags.get("model_name", "")),
+        model_version=str(tags.get("model_version", "")),
+        state=str(getattr(state, "value", state) or "Unknown"),
+    )
+
+
+def _check_routing(info: EndpointInfo, traffic: dict[str, int], mirror: dict[str, int]) -> None:
+    """Refuse what Azure would refuse, before a 10-minute update starts, in plain words."""
+    known = {d.name for d in info.deployments}
+    unknown = (set(traffic) | set(mirror)) - known
+    if unknown:
+        raise AzureOperationFailed(
+            f"endpoint {info.name!r} has no deployments {sorted(unknown)}; it has {sorted(known)}"
+        )
+    total = sum(traffic.values())
+    if traffic and total not in (0, 100):
+        raise AzureOperationFailed(
+            f"traffic of {info.name!r} must add up to 100 (or 0), not {total}: {traffic}"
+        )
+    for name, share in mirror.items():
+        if traffic.get(name, 0) > 0 or not 0 <= share <= 50:
+            raise AzureOperationFailed(
+                f"mirror traffic goes to a deployment with no live traffic, at most 50%: "
+                f"{name} has {traffic.get(name, 0)}% live and {share}% mirror"
+            )

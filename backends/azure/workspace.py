@@ -1,0 +1,155 @@
+"""An environment's Azure ML workspace behind the `Workspace` Protocol.
+
+Data assets are versioned by content (a `content_sha256` tag), models are registered once per
+pipeline run (a `pipeline_run_id` tag), and aliases follow the tag convention in aliases.py,
+so every write here can be repeated after a crash without making a second version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from azure.ai.ml import MLClient
+from azure.ai.ml.constants import AssetTypes
+from azure.ai.ml.entities import Data
+from azure.core.exceptions import ResourceNotFoundError
+
+from backends.azure.clients import AzureConnection, workspace_client
+from backends.azure.errors import explained
+from backends.azure.models import ModelStore
+from backends.azure.pipelines import PipelineRunner
+from backends.base import DataAsset, ModelVersion, PipelineRun
+from backends.topology import EnvironmentSpec, Topology
+
+CONTENT_TAG = "content_sha256"
+IDENTITY_TAG = "pipeline_run_id"
+# the SDK's own `models.share` builds the same id (azure.ai.ml.constants ASSET_ID_FORMAT)
+WORKSPACE_ASSET_ID = (
+    "azureml://locations/{location}/workspaces/{guid}/models/{name}/versions/{version}"
+)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class AzureWorkspace:
+    """The `Workspace` Protocol on one AML workspace (one MLClient)."""
+
+    def __init__(self, spec: EnvironmentSpec, topology: Topology, conn: AzureConnection) -> None:
+        self.spec = spec
+        self.name = spec.workspace
+        self.environment = spec.name
+        self.connection = conn
+        self.cache = topology.local_root / "azure" / spec.workspace
+        with explained(f"connect to workspace {spec.workspace}"):
+            self.client: MLClient = workspace_client(spec, conn)
+        self.models = ModelStore(
+            self.client,
+            f"workspace {spec.workspace}",
+            self.cache / "models",
+            self._asset_id,
+        )
+
+    # --- identity ----------------------------------------------------------------------------
+
+    @cached_property
+    def location_and_guid(self) -> tuple[str, str]:
+        """Where the workspace lives and its GUID: registry imports address models by these.
+        The SDK has no public accessor for the GUID; its own `models.share` reads the same
+        field of the workspace resource."""
+        with explained(f"read workspace {self.name}"):
+            found = self.client.workspaces.get(self.name)
+        return str(found.location), str(found._workspace_id)
+
+    def _asset_id(self, name: str, version: str) -> str:
+        location, guid = self.location_and_guid
+        return WORKSPACE_ASSET_ID.format(location=location, guid=guid, name=name, version=version)
+
+    @property
+    def arm_id(self) -> str:
+        return (
+            f"/subscriptions/{self.spec.subscription_id}/resourceGroups/"
+            f"{self.spec.resource_group}/providers/Microsoft.MachineLearningServices/"
+            f"workspaces/{self.spec.workspace}"
+        )
+
+    # --- data --------------------------------------------------------------------------------
+
+    def register_data(self, name: str, source: Path, description: str = "") -> DataAsset:
+        """Upload the file as a new version, unless a version with these bytes exists."""
+        source = Path(source)
+        if not source.is_file():
+            raise FileNotFoundError(f"data file {source} does not exist; pass a CSV file path")
+        content_hash = file_sha256(source)
+        versions = self._data_versions(name)
+        for existing in versions:
+            if (existing.tags or {}).get(CONTENT_TAG) == content_hash:
+                return DataAsset(name, str(existing.version), str(existing.path), content_hash)
+        numbers = [int(v.version) for v in versions if str(v.version).isdigit()]
+        data = Data(
+            name=name,
+            version=str(max(numbers, default=0) + 1),
+            path=str(source),
+            type=AssetTypes.URI_FILE,
+            description=description,
+            tags={CONTENT_TAG: content_hash, "source_file": source.name},
+        )
+        with explained(f"register data asset {name} in {self.name}"):
+            created = self.client.data.create_or_update(data)
+        return DataAsset(name, str(created.version), str(created.path), content_hash)
+
+    def _data_versions(self, name: str) -> list[Data]:
+        with explained(f"list versions of data asset {name} in {self.name}"):
+            try:
+                return list(self.client.data.list(name=name))
+            except ResourceNotFoundError:
+                return []
+
+    # --- pipelines ---------------------------------------------------------------------------
+
+    def run_pipeline(
+        self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
+    ) -> PipelineRun:
+        runner = PipelineRunner(
+            self.client, self.spec, self.cache / "jobs", self.connection.deadlines
+        )
+        return runner.run(pipeline, inputs, run_name)
+
+    # --- models ------------------------------------------------------------------------------
+
+    def register_model(
+        self, name: str, model_dir: str, run_id: str, tags: Mapping[str, str], description: str
+    ) -> ModelVersion:
+        """Idempotent per pipeline run: a re-run after a crash returns the version it made."""
+        if IDENTITY_TAG not in tags:
+            raise ValueError("register_model needs a pipeline_run_id tag for lineage")
+        existing = self.models.find(name, IDENTITY_TAG, str(tags[IDENTITY_TAG]))
+        if existing is not None:
+            return existing
+        return self.models.register(
+            name, str(model_dir), {**tags, "run_id": run_id or ""}, description
+        )
+
+    def get_model(self, name: str, alias: str) -> ModelVersion | None:
+        return self.models.get_model(name, alias)
+
+    def set_model_alias(self, name: str, alias: str, version: str) -> None:
+        self.models.set_model_alias(name, alias, version)
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        return self.models.list_model_versions(name)
+
+    def model_path(self, model: ModelVersion) -> Path:
+        return self.models.model_path(model)
+
+    def tracking_ui_command(self) -> str:
+        return f"open 'https://ml.azure.com/experiments?wsid={self.arm_id}'"

@@ -1,0 +1,46 @@
+"""infra: lint the Bicep, show each environment's plan, ask before prod, deploy in order."""
+
+from __future__ import annotations
+
+from prefect import flow, pause_flow_run
+from prefect.states import Cancelled, State
+
+from backends.base import InfraPlan
+from tasks.approval import InfraApproval
+from tasks.infra import deploy_infrastructure, lint_bicep, plan_markdown, what_if
+
+ORDER = ("shared", "dev", "test", "prod")
+
+
+@flow(name="infra", log_prints=True)
+def deploy_infra(
+    environment: str = "all", approval_timeout_seconds: int = 3600
+) -> list[InfraPlan] | State:
+    """The shared registry first (every workspace needs it), then dev, test, prod."""
+    targets = ORDER if environment == "all" else ("shared", environment)
+
+    lint_bicep()
+    plans = [what_if(name) for name in targets]
+
+    deployed = [
+        deploy_infrastructure(plan.environment, "infra-flow", "non-prod: no approval needed")
+        for plan in plans
+        if plan.environment != "prod"
+    ]
+
+    prod = next((p for p in plans if p.environment == "prod"), None)
+    if prod is None:
+        return deployed
+    actor, reason = "infra-flow", "no changes in prod"
+    if prod.has_changes():
+        approval = pause_flow_run(
+            wait_for_input=InfraApproval.with_initial_data(description=plan_markdown([prod])),
+            timeout=approval_timeout_seconds,
+            key="infra-approval",
+        )
+        if not approval.approved:
+            return Cancelled(
+                message=f"Prod plan rejected by {approval.approver}: {approval.reason}"
+            )
+        actor, reason = approval.approver, approval.reason
+    return [*deployed, deploy_infrastructure("prod", actor, reason)]

@@ -1,0 +1,1 @@
+"""The azure backend, tested through the real azure-ai-ml SDK on a fake Azure REST API."""

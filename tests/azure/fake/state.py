@@ -1,0 +1,118 @@
+"""What the fake Azure holds: blobs, long-running operations, workspaces and registries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import formatdate
+from typing import Any
+
+from tests.azure.fake.http import (
+    PROVIDER,
+    Reply,
+)
+
+# --- state ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Blob:
+    data: bytes
+    metadata: dict[str, str] = field(default_factory=dict)
+    etag: str = field(default_factory=lambda: '"0x' + uuid.uuid4().hex[:15].upper() + '"')
+    created: str = field(default_factory=lambda: formatdate(usegmt=True))
+
+
+@dataclass
+class Lro:
+    """A long-running operation: InProgress for `polls` status reads, then its outcome."""
+
+    id: str
+    kind: str  # "arm" (Azure-AsyncOperation status documents) or "assetstore" (registry)
+    polls: int
+    outcome: Callable[[], None] | None = None
+    error: dict[str, Any] | None = None
+    result_location: str | None = None
+    status: str = "InProgress"
+    started: str = field(default_factory=lambda: _now())
+
+
+@dataclass
+class Workspace:
+    subscription: str
+    resource_group: str
+    name: str
+    location: str
+    guid: str
+    storage_account: str
+    datastore_credentials: str = "None"
+    container_name: str | None = None
+    data: dict[str, dict[str, dict]] = field(default_factory=dict)
+    models: dict[str, dict[str, dict]] = field(default_factory=dict)
+    codes: dict[str, dict[str, dict]] = field(default_factory=dict)
+    environments: dict[str, dict[str, dict]] = field(default_factory=dict)
+    components: dict[str, dict[str, dict]] = field(default_factory=dict)
+    computes: dict[str, dict] = field(default_factory=dict)
+    jobs: dict[str, dict] = field(default_factory=dict)
+    endpoints: dict[str, dict] = field(default_factory=dict)
+    deployments: dict[str, dict[str, dict]] = field(default_factory=dict)
+
+    @property
+    def arm_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/{PROVIDER}/workspaces/{self.name}"
+        )
+
+    @property
+    def container(self) -> str:
+        return self.container_name or f"azureml-blobstore-{self.guid}"
+
+
+@dataclass
+class Registry:
+    subscription: str
+    resource_group: str
+    name: str
+    location: str
+    guid: str
+    storage_account: str
+    container_name: str | None = None
+    models: dict[str, dict[str, dict]] = field(default_factory=dict)
+
+    @property
+    def container(self) -> str:
+        return self.container_name or f"{self.name.lower()}-{self.guid}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _storage_id(subscription: str, resource_group: str, account: str) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/"
+        f"Microsoft.Storage/storageAccounts/{account}"
+    )
+
+
+def system_data() -> dict[str, str]:
+    now = _now()
+    return {
+        "createdAt": now,
+        "createdBy": "fake-user",
+        "createdByType": "User",
+        "lastModifiedAt": now,
+        "lastModifiedBy": "fake-user",
+        "lastModifiedByType": "User",
+    }
+
+
+# --- the fake service ------------------------------------------------------------------------
+
+Handler = Callable[..., Reply]
+SCOPE = r"/subscriptions/(?P<sub>[^/]+)/resource[gG]roups/(?P<rg>[^/]+)/providers/" + PROVIDER
+WS = SCOPE + r"/workspaces/(?P<ws>[^/]+)"
+REG = r"/mferp/managementfrontend" + SCOPE + r"/registries/(?P<reg>[^/]+)"

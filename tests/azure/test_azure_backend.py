@@ -1,0 +1,284 @@
+"""What only the azure backend has to get right: how a pipeline YAML becomes a job request,
+where deployments take their model from, aliases after a crash, endpoint calls through Azure.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import backends.azure
+from backends.azure import aliases
+from backends.azure.endpoints import HealthNotAvailable
+from backends.base import DeploymentFailed, ModelVersion
+from tests.azure.conftest import AzureUnderTest
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "readmission"
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "MLmodel").write_text(
+        "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n"
+    )
+    (folder / "model.skops").write_bytes(b"\x00fitted pipeline")
+    return folder
+
+
+@pytest.fixture
+def pipelines(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    for part in ("components", "data_checks"):
+        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".amlignore", root / ".amlignore")
+    return root / "components" / "pipelines"
+
+
+def workspace(azure: AzureUnderTest, environment: str = "test") -> backends.azure.AzureWorkspace:
+    return backends.azure.open_workspace(azure.topology.environment(environment), azure.topology)
+
+
+def register(ws: backends.azure.AzureWorkspace, model_dir: Path, run: str) -> ModelVersion:
+    return ws.register_model(MODEL, str(model_dir), f"train-{run}", {"pipeline_run_id": run}, "")
+
+
+def folder(path: Path, name: str, text: str) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / name).write_text(text)
+    return path
+
+
+# --- pipeline jobs ------------------------------------------------------------------------------
+
+
+def test_the_training_pipeline_runs_as_one_job_and_every_output_comes_home(
+    fake_azure: AzureUnderTest, pipelines: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "outputs"
+    fake_azure.fake.job_outputs["readmission-training"] = {
+        "prep.train_data": folder(out / "train", "data.parquet", "train rows"),
+        "prep.test_data": folder(out / "test", "data.parquet", "test rows"),
+        "train.model": folder(out / "model", "MLmodel", "flavors: {}"),
+        "evaluate.evaluation": folder(out / "evaluation", "gate.json", '{"passed": true}'),
+    }
+    data = tmp_path / "raw.csv"
+    data.write_text("age,readmitted_30d\n70,1\n")
+    ws = workspace(fake_azure, "dev")
+
+    run = ws.run_pipeline(
+        pipelines / "train.yml",
+        {"raw_data": str(data), "seed": 7, "min_auc": 0.75, "champion_model": str(model_dir)},
+        run_name="train on readmissions:1",
+    )
+
+    assert run.status == "Completed" and run.display_name == "train on readmissions:1"
+    assert [s.name for s in run.steps] == ["prep", "train", "evaluate"]
+    assert all(s.status == "Completed" and s.seconds > 0 for s in run.steps)
+    assert (Path(run.outputs["evaluation"]) / "gate.json").read_text() == '{"passed": true}'
+    assert (Path(run.outputs["prep.test_data"]) / "data.parquet").read_text() == "test rows"
+    assert run.outputs["train.model"] == run.outputs["model"]
+    assert (Path(run.outputs["model"]) / "MLmodel").is_file()
+    job = submitted_job(fake_azure)
+    assert job["settings"]["default_compute"].endswith("/computes/cpu-cluster")
+    assert job["inputs"]["seed"]["value"] == "7" and job["inputs"]["min_auc"]["value"] == "0.75"
+    assert job["inputs"]["raw_data"]["jobInputType"] == "uri_file"
+    champion = job["jobs"]["evaluate"]["inputs"]["champion_model"]
+    assert champion["job_input_type"] == "mlflow_model" and champion["uri"].startswith("azureml://")
+
+
+def test_without_a_champion_no_step_points_at_a_missing_input(
+    fake_azure: AzureUnderTest, pipelines: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "outputs"
+    fake_azure.fake.job_outputs["readmission-training"] = {
+        name: folder(out / name.replace(".", "-"), "f.txt", name)
+        for name in ("prep.train_data", "prep.test_data", "train.model", "evaluate.evaluation")
+    }
+    data = tmp_path / "raw.csv"
+    data.write_text("age,readmitted_30d\n70,1\n")
+
+    workspace(fake_azure, "dev").run_pipeline(pipelines / "train.yml", {"raw_data": str(data)})
+
+    evaluate = submitted_job(fake_azure)["jobs"]["evaluate"]["inputs"]
+    assert "champion_model" not in evaluate
+    assert "${{parent.inputs.champion_model}}" not in str(submitted_job(fake_azure))
+
+
+def test_an_input_the_pipeline_does_not_take_is_refused_before_anything_is_sent(
+    fake_azure: AzureUnderTest, pipelines: Path
+) -> None:
+    from backends.base import PipelineFailed
+
+    with pytest.raises(PipelineFailed, match="no inputs named \\['learning_rat'\\]"):
+        workspace(fake_azure, "dev").run_pipeline(pipelines / "train.yml", {"learning_rat": 0.1})
+    assert not [r for r in fake_azure.fake.requests if "/jobs/" in r.path]
+
+
+def submitted_job(azure: AzureUnderTest) -> dict:
+    put = [r for r in azure.fake.requests if r.method == "PUT" and "/jobs/" in r.path]
+    return put[-1].json()["properties"]
+
+
+def test_the_component_snapshot_leaves_local_venvs_out() -> None:
+    """`code: ..` uploads the repository root minus .amlignore; a venv in it means hundreds of
+    megabytes per pipeline submission (measured here: 776 MB, 35k files)."""
+    from azure.ai.ml._utils._asset_utils import get_ignore_file
+
+    ignore = get_ignore_file(str(REPO))
+    uploaded = [
+        p.name
+        for p in REPO.iterdir()
+        if p.is_dir()
+        and p.name.startswith(".venv")
+        and not ignore.is_file_excluded(str(p / "pyvenv.cfg"))
+    ]
+    assert not uploaded, f".amlignore does not exclude {uploaded}: add `.venv*/` to it"
+
+
+# --- deployments --------------------------------------------------------------------------------
+
+
+def test_prod_deploys_the_shared_registrys_copy(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    test_ws = workspace(fake_azure, "test")
+    registry = backends.azure.open_shared_registry(fake_azure.topology)
+    promoted = registry.promote(
+        register(test_ws, model_dir, "run-a"), model_dir, {"source_workspace": test_ws.name}, "ok"
+    )
+    endpoints = backends.azure.open_endpoints(workspace(fake_azure, "prod"))
+    endpoints.create_or_update_endpoint("readm")
+
+    blue = endpoints.create_or_update_deployment("readm", "blue", promoted, model_dir)
+
+    put = [r for r in fake_azure.fake.requests if r.method == "PUT" and "/deployments/" in r.path]
+    model = put[-1].json()["properties"]["model"]
+    assert model == f"azureml://registries/{registry.name}/models/{MODEL}/versions/1"
+    assert (blue.model_name, blue.model_version) == (MODEL, "1")
+
+
+def test_a_model_from_another_workspace_is_sent_through_the_registry(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    dev_model = register(workspace(fake_azure, "dev"), model_dir, "run-a")
+    endpoints = backends.azure.open_endpoints(workspace(fake_azure, "prod"))
+    endpoints.create_or_update_endpoint("readm")
+
+    with pytest.raises(DeploymentFailed, match="promote it to the shared registry"):
+        endpoints.create_or_update_deployment("readm", "blue", dev_model, model_dir)
+
+
+def test_endpoints_use_entra_tokens_and_are_called_through_azure(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    ws = workspace(fake_azure)
+    endpoints = backends.azure.open_endpoints(ws)
+    endpoints.create_or_update_endpoint("readm")
+    endpoints.create_or_update_deployment("readm", "blue", register(ws, model_dir, "a"), model_dir)
+    endpoints.set_traffic("readm", {"blue": 100}, None)
+    seen: list[tuple[str, object]] = []
+    fake_azure.fake.scoring = lambda endpoint, deployment, body: (
+        seen.append((deployment, body)) or [0.7]
+    )
+
+    assert endpoints.invoke("readm", {"input_data": {"columns": ["age"], "data": [[70]]}}) == [0.7]
+    assert endpoints.invoke("readm", {"input_data": {}}, deployment="blue") == [0.7]
+    assert [d for d, _ in seen] == ["blue", "blue"]
+    assert "blue" in endpoints.deployment_logs("readm", "blue")
+    created = [
+        r for r in fake_azure.fake.requests if r.method == "PUT" and r.path.endswith("/readm")
+    ]
+    assert created[0].json()["properties"]["authMode"] == "AADToken"
+    with pytest.raises(HealthNotAvailable, match="Azure Monitor"):
+        endpoints.deployment_health("readm", "blue")
+
+
+def test_traffic_azure_would_refuse_is_refused_first_in_plain_words(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    ws = workspace(fake_azure)
+    endpoints = backends.azure.open_endpoints(ws)
+    endpoints.create_or_update_endpoint("readm")
+    endpoints.create_or_update_deployment("readm", "blue", register(ws, model_dir, "a"), model_dir)
+    before = len(fake_azure.fake.requests)
+
+    with pytest.raises(Exception, match="must add up to 100"):
+        endpoints.set_traffic("readm", {"blue": 60}, None)
+    with pytest.raises(Exception, match="no deployments \\['green'\\]"):
+        endpoints.set_traffic("readm", {"blue": 100}, {"green": 10})
+
+    assert not [r for r in fake_azure.fake.requests[before:] if r.method == "PUT"]
+
+
+# --- aliases and promotion after a crash -------------------------------------------------------
+
+
+def test_an_alias_claimed_twice_by_a_crash_resolves_to_the_newest_claim(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    ws = workspace(fake_azure)
+    one, two = register(ws, model_dir, "a"), register(ws, model_dir, "b")
+    ws.set_model_alias(MODEL, "champion", one.version)
+    # a crash after tagging the new holder and before untagging the old one:
+    ws.models.set_tags(MODEL, two.version, {aliases.tag_for("champion"): aliases.claim()})
+
+    assert ws.get_model(MODEL, "champion").version == "2"
+    ws.set_model_alias(MODEL, "champion", two.version)  # the next set cleans up
+    tagged = [m.version for m in ws.models.versions(MODEL) if "alias.champion" in (m.tags or {})]
+    assert tagged == ["2"]
+
+
+def test_a_promotion_interrupted_after_the_copy_adopts_it_instead_of_copying_again(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    from azure.ai.ml.entities._assets.workspace_asset_reference import WorkspaceAssetReference
+
+    ws = workspace(fake_azure)
+    candidate = register(ws, model_dir, "run-a")
+    ws.set_model_alias(MODEL, "champion", candidate.version)
+    registry = backends.azure.open_shared_registry(fake_azure.topology)
+    registry.client.models.create_or_update(  # the import went through, then the flow died
+        WorkspaceAssetReference(name=MODEL, version="1", asset_id=candidate.source)
+    )
+
+    promoted = registry.promote(candidate, model_dir, {"source_workspace": ws.name}, "ok")
+
+    assert [v.version for v in registry.list_model_versions(MODEL)] == ["1"]
+    assert promoted.tags["promoted_from"] == f"{ws.name}:{MODEL}:1"
+    assert promoted.aliases == ()  # the workspace's champion claim was not carried over
+
+
+def test_a_model_from_outside_any_workspace_is_uploaded_to_the_registry(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    registry = backends.azure.open_shared_registry(fake_azure.topology)
+    outside = ModelVersion(MODEL, "7", str(model_dir), None, {"pipeline_run_id": "elsewhere"})
+
+    promoted = registry.promote(outside, model_dir, {"source_workspace": "laptop"}, "ok")
+
+    assert promoted.version == "1" and promoted.tags["promoted_from"] == f"laptop:{MODEL}:7"
+    assert (registry.model_path(promoted) / "model.skops").read_bytes() == b"\x00fitted pipeline"
+    uploads = [r for r in fake_azure.fake.requests if r.method == "PUT" and "sig=" in r.url]
+    assert uploads and all(r.query["sig"] in fake_azure.fake.issued_sas for r in uploads)
+
+
+# --- wiring -------------------------------------------------------------------------------------
+
+
+def test_the_topology_selects_the_azure_backend_by_name(
+    fake_azure: AzureUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What backends/__init__.py does once `"azure": "backends.azure"` is in BACKENDS."""
+    import backends as registry_of_backends
+
+    monkeypatch.setitem(registry_of_backends.BACKENDS, "azure", "backends.azure")
+    monkeypatch.setenv("MLOPS_BACKEND", "azure")
+
+    assert registry_of_backends.workspace("dev").name == "mlw-readmission-dev"
+    assert registry_of_backends.shared_registry().name == "mlr-readmission-shared"
+    assert registry_of_backends.endpoints("prod").get_endpoint("readm") is None

@@ -1,0 +1,296 @@
+"""One contract for both backends: what flows and tasks rely on from Workspace, ModelRegistry and
+Endpoints, run against the local backend for real and against the azure backend through the
+real azure-ai-ml SDK on the fake Azure REST API (tests/azure/fake_arm.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import backends.azure
+import backends.local
+from backends.base import DeploymentFailed, ModelVersion
+from backends.topology import Topology, load_topology
+from tests.azure.conftest import AzureUnderTest
+from tests.endpoints.models import save_broken_model, save_trained_model
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "readmission"
+
+
+@dataclass
+class Backend:
+    """A backend under contract, with the few hooks a test needs to arrange the world."""
+
+    name: str
+    module: ModuleType
+    topology: Topology
+    azure: AzureUnderTest | None
+
+    def workspace(self, environment: str = "test") -> Any:
+        return self.module.open_workspace(self.topology.environment(environment), self.topology)
+
+    def registry(self) -> Any:
+        return self.module.open_shared_registry(self.topology)
+
+    def endpoints(self, environment: str = "test") -> Any:
+        return self.module.open_endpoints(self.workspace(environment))
+
+    def will_fail_to_provision(self, deployment: str) -> None:
+        """Azure: the fake refuses to provision it. Local: the broken model fails for real."""
+        if self.azure is not None:
+            self.azure.fake.fail_deployment(
+                deployment, "model failed to load: could not load the MLflow model"
+            )
+
+    def job_will_output(self, experiment: str, outputs: dict[str, Path]) -> None:
+        """Azure: what the fake's job writes to storage. Local: the components write it."""
+        if self.azure is not None:
+            self.azure.fake.job_outputs[experiment] = outputs
+
+
+@pytest.fixture(params=["local", "azure"])
+def backend(request: pytest.FixtureRequest, mlops_root: Path) -> Iterator[Backend]:
+    if request.param == "local":
+        yield Backend("local", backends.local, load_topology(), None)
+        from backends.local.endpoints import stop_all
+
+        for workspace in (mlops_root / "workspaces").glob("*"):
+            stop_all(workspace)
+    else:
+        azure: AzureUnderTest = request.getfixturevalue("fake_azure")
+        yield Backend("azure", backends.azure, azure.topology, azure)
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pipeline and component YAMLs, byte for byte, in a folder holding only what their
+    `code: ..` snapshot needs (the repository root would upload every local venv: see
+    test_azure_backend.py::test_the_component_snapshot_leaves_local_venvs_out)."""
+    root = tmp_path_factory.mktemp("repo")
+    for part in ("components", "data_checks"):
+        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".amlignore", root / ".amlignore")
+    return root / "components" / "pipelines"
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A real MLflow model folder (as the training component writes it) and a broken copy."""
+    root = tmp_path_factory.mktemp("contract-models")
+    good = save_trained_model(root / "good", rows=800)
+    return good, save_broken_model(good, root / "broken")
+
+
+def csv(path: Path, rows: str) -> Path:
+    path.write_text("age,readmitted_30d\n" + rows)
+    return path
+
+
+def register(workspace: Any, model_dir: Path, run: str) -> ModelVersion:
+    return workspace.register_model(
+        MODEL, str(model_dir), f"train-{run}", {"pipeline_run_id": run, "gate": "passed"}, "test"
+    )
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def test_a_data_asset_gets_a_new_version_only_when_its_content_changes(
+    backend: Backend, tmp_path: Path
+) -> None:
+    workspace = backend.workspace("dev")
+    first = workspace.register_data("readmissions", csv(tmp_path / "a.csv", "70,1\n"))
+    again = workspace.register_data("readmissions", csv(tmp_path / "b.csv", "70,1\n"))
+    changed = workspace.register_data("readmissions", csv(tmp_path / "c.csv", "71,0\n"))
+    back = workspace.register_data("readmissions", csv(tmp_path / "d.csv", "70,1\n"))
+
+    assert (first.version, again.version, changed.version, back.version) == ("1", "1", "2", "1")
+    assert first.content_hash == again.content_hash != changed.content_hash
+    assert again.path == first.path
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+def test_registering_the_same_pipeline_run_twice_makes_one_version(
+    backend: Backend, model_dirs: tuple[Path, Path]
+) -> None:
+    workspace = backend.workspace()
+    first = register(workspace, model_dirs[0], "run-a")
+    retried = register(workspace, model_dirs[0], "run-a")
+    other = register(workspace, model_dirs[0], "run-b")
+
+    assert retried == first
+    assert (first.version, other.version) == ("1", "2")
+    assert [v.version for v in workspace.list_model_versions(MODEL)] == ["1", "2"]
+    assert first.tags["pipeline_run_id"] == "run-a" and other.tags["pipeline_run_id"] == "run-b"
+    assert workspace.list_model_versions("never-registered") == []
+
+
+def test_an_alias_points_at_exactly_one_version(
+    backend: Backend, model_dirs: tuple[Path, Path]
+) -> None:
+    workspace = backend.workspace()
+    one, two = (register(workspace, model_dirs[0], run) for run in ("run-a", "run-b"))
+
+    assert workspace.get_model(MODEL, "champion") is None
+    workspace.set_model_alias(MODEL, "champion", one.version)
+    workspace.set_model_alias(MODEL, "challenger", two.version)
+    assert workspace.get_model(MODEL, "champion").version == "1"
+
+    workspace.set_model_alias(MODEL, "champion", two.version)
+    workspace.set_model_alias(MODEL, "champion", two.version)  # idempotent
+
+    champion = workspace.get_model(MODEL, "champion")
+    assert champion.version == "2"
+    assert set(champion.aliases) == {"champion", "challenger"}
+    assert not any(key.startswith("alias.") for key in champion.tags)
+    held = {v.version: set(v.aliases) for v in workspace.list_model_versions(MODEL)}
+    assert held == {"1": set(), "2": {"champion", "challenger"}}
+
+
+def test_model_path_holds_the_registered_files(
+    backend: Backend, model_dirs: tuple[Path, Path]
+) -> None:
+    workspace = backend.workspace()
+    version = register(workspace, model_dirs[0], "run-a")
+
+    local = workspace.model_path(version)
+
+    assert (local / "MLmodel").is_file()
+    assert files(local) == files(model_dirs[0])
+
+
+def test_promotion_copies_once_with_its_lineage_and_keeps_aliases_apart(
+    backend: Backend, model_dirs: tuple[Path, Path]
+) -> None:
+    workspace = backend.workspace()
+    registry = backend.registry()
+    candidate = register(workspace, model_dirs[0], "run-a")
+    workspace.set_model_alias(MODEL, "champion", candidate.version)
+    approval = {"source_workspace": workspace.name, "approved_by": "dr.who"}
+
+    promoted = registry.promote(candidate, workspace.model_path(candidate), approval, "ok")
+    retried = registry.promote(candidate, workspace.model_path(candidate), approval, "ok")
+
+    assert retried == promoted
+    assert [v.version for v in registry.list_model_versions(MODEL)] == [promoted.version]
+    assert promoted.tags["promoted_from"] == f"{workspace.name}:{MODEL}:{candidate.version}"
+    assert promoted.tags["approved_by"] == "dr.who"
+    assert promoted.tags["pipeline_run_id"] == "run-a"
+    assert promoted.tags["source_run_id"] == "train-run-a"
+    assert registry.get_model(MODEL, "champion") is None  # the workspace's alias stays there
+    registry.set_model_alias(MODEL, "challenger", promoted.version)
+    assert registry.get_model(MODEL, "challenger").version == promoted.version
+    assert files(registry.model_path(promoted)) == files(model_dirs[0])
+
+
+# --- pipelines ----------------------------------------------------------------------------------
+
+
+def test_a_pipeline_run_brings_its_named_outputs_home(
+    backend: Backend, pipelines: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text(json.dumps({"passed": True}))
+    backend.job_will_output("readmission-data-validation", {"validate.report": report})
+    data = tmp_path / "sample.csv"
+    from synthetic_data.readmissions import generate_readmissions
+
+    generate_readmissions(200, seed=3).to_csv(data, index=False)
+
+    run = backend.workspace("dev").run_pipeline(
+        pipelines / "validate_data.yml", {"raw_data": str(data)}, run_name="validate sample"
+    )
+
+    assert run.status == "Completed"
+    assert [s.name for s in run.steps] == ["validate"]
+    assert run.step("validate").status == "Completed"
+    assert (Path(run.outputs["report"]) / "report.json").is_file()
+    assert run.outputs["validate.report"] == run.outputs["report"]
+
+
+# --- endpoints ----------------------------------------------------------------------------------
+
+
+def test_blue_green_with_mirror_then_shift_then_cleanup(
+    backend: Backend, model_dirs: tuple[Path, Path]
+) -> None:
+    workspace = backend.workspace()
+    endpoints = backend.endpoints()
+    one, two = (register(workspace, model_dirs[0], run) for run in ("run-a", "run-b"))
+
+    assert endpoints.get_endpoint("readm-test") is None
+    created = endpoints.create_or_update_endpoint("readm-test")
+    assert created.deployments == () and created.serving() is None
+    assert endpoints.create_or_update_endpoint("readm-test").name == "readm-test"  # idempotent
+
+    blue = endpoints.create_or_update_deployment(
+        "readm-test", "blue", one, workspace.model_path(one)
+    )
+    assert (blue.name, blue.model_version, blue.state) == ("blue", "1", "Succeeded")
+    assert endpoints.set_traffic("readm-test", {"blue": 100}, None).serving() == "blue"
+
+    endpoints.create_or_update_deployment("readm-test", "green", two, workspace.model_path(two))
+    mirrored = endpoints.set_traffic("readm-test", {"blue": 100, "green": 0}, {"green": 20})
+    assert live(mirrored.traffic) == {"blue": 100} and dict(mirrored.mirror_traffic) == {
+        "green": 20
+    }
+
+    shifted = endpoints.set_traffic("readm-test", {"blue": 0, "green": 100}, None)
+    assert shifted.serving() == "green" and live(shifted.mirror_traffic) == {}
+    assert endpoints.get_key("readm-test")
+
+    endpoints.delete_deployment("readm-test", "blue")
+    endpoints.delete_deployment("readm-test", "blue")  # already gone: not an error
+    remaining = endpoints.get_endpoint("readm-test")
+    assert [(d.name, d.model_version) for d in remaining.deployments] == [("green", "2")]
+
+    endpoints.delete_endpoint("readm-test")
+    endpoints.delete_endpoint("readm-test")
+    assert endpoints.get_endpoint("readm-test") is None
+
+
+def test_a_deployment_that_fails_to_provision_leaves_traffic_on_the_old_one(
+    backend: Backend, model_dirs: tuple[Path, Path]
+) -> None:
+    workspace = backend.workspace()
+    endpoints = backend.endpoints()
+    good = register(workspace, model_dirs[0], "run-a")
+    broken = register(workspace, model_dirs[1], "run-broken")
+    endpoints.create_or_update_endpoint("readm-fail")
+    endpoints.create_or_update_deployment("readm-fail", "blue", good, workspace.model_path(good))
+    endpoints.set_traffic("readm-fail", {"blue": 100}, None)
+    backend.will_fail_to_provision("green")
+
+    with pytest.raises(DeploymentFailed, match="green"):
+        endpoints.create_or_update_deployment(
+            "readm-fail", "green", broken, workspace.model_path(broken)
+        )
+
+    after = endpoints.get_endpoint("readm-fail")
+    assert live(after.traffic) == {"blue": 100} and after.serving() == "blue"
+    endpoints.delete_endpoint("readm-fail")
+
+
+def live(weights: Any) -> dict[str, int]:
+    """Weights above zero (Azure lists every deployment, with 0 for those without traffic)."""
+    return {name: int(pct) for name, pct in dict(weights).items() if int(pct) > 0}
