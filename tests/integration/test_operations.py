@@ -30,6 +30,7 @@ from tests.integration.release_helpers import Approver
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 DEPLOYMENTS = {
+    "infra",
     "train-dev",
     "release",
     "retrain-scheduled",
