@@ -253,7 +253,9 @@ def _print_prod(seconds: float) -> None:
     endpoint_name = load_release_settings().prod_endpoint
     endpoints = backends.endpoints("prod")
     endpoint = endpoints.get_endpoint(endpoint_name)
-    assert champion is not None and endpoint is not None
+    if champion is None or endpoint is None:
+        console.print("[red]The lifecycle completed but prod has no champion or endpoint.[/red]")
+        raise typer.Exit(1)
     key_file = load_topology().local_root / "prod-endpoint-key.txt"
     key_file.write_text(endpoints.get_key(endpoint_name))
     key_file.chmod(0o600)

@@ -125,7 +125,8 @@ def shift_traffic(
     logger = get_run_logger()
     endpoints = backends.endpoints(environment)
     before = endpoints.get_endpoint(endpoint)
-    assert before is not None, f"endpoint {endpoint} vanished"
+    if before is None:
+        raise RolloutFailed(f"endpoint {endpoint} does not exist in {environment}: nothing to shift")
     old = before.serving()
     if old == new:
         get_run_logger().info("%s already serves all traffic on %s", new, endpoint)
