@@ -126,7 +126,9 @@ def shift_traffic(
     endpoints = backends.endpoints(environment)
     before = endpoints.get_endpoint(endpoint)
     if before is None:
-        raise RolloutFailed(f"endpoint {endpoint} does not exist in {environment}: nothing to shift")
+        raise RolloutFailed(
+            f"endpoint {endpoint} does not exist in {environment}: nothing to shift"
+        )
     old = before.serving()
     if old == new:
         get_run_logger().info("%s already serves all traffic on %s", new, endpoint)
