@@ -13,11 +13,16 @@ import json
 import re
 import tempfile
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint
+from azure.core import PipelineClient
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HeadersPolicy, RetryPolicy
+from azure.core.rest import HttpRequest
 
 from backends.azure.errors import AzureOperationFailed, explain, explained
 from backends.azure.retries import OperationTimedOut, wait_for
@@ -34,11 +39,9 @@ if TYPE_CHECKING:
 
 DEFAULT_INSTANCE_TYPE = "Standard_DS3_v2"
 REGISTRY_MODEL = re.compile(r"^azureml://registries/[^/]+/models/[^/]+/versions/[^/]+$")
+ARM_ENDPOINT = "https://management.azure.com"
+METRICS_API_VERSION = "2023-10-01"
 WORKSPACE_MODEL = re.compile(r"^azureml://locations/[^/]+/workspaces/(?P<guid>[^/]+)/models/")
-
-
-class HealthNotAvailable(NotImplementedError):
-    """Live health figures come from Azure Monitor metrics, which this backend does not read."""
 
 
 class AzureEndpoints:
@@ -55,6 +58,8 @@ class AzureEndpoints:
         self.deadline = workspace.connection.deadlines.lro_seconds
         self.instance_type = instance_type
         self.instance_count = instance_count
+        self._health_since: dict[str, datetime] = {}
+        self._monitor_client: PipelineClient | None = None
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -189,14 +194,63 @@ class AzureEndpoints:
         return updated
 
     def deployment_health(self, endpoint: str, deployment: str) -> DeploymentHealth:
-        raise HealthNotAvailable(
-            "live deployment health on Azure comes from Azure Monitor metrics "
-            "(RequestsPerMinute, RequestLatency_P95 by deployment), which the azure backend does "
-            f"not read yet; check {endpoint}/{deployment} in the studio's Monitoring tab"
+        """Requests, 5xx errors and p95 latency of `deployment` since `reset_health` (else the
+        last five minutes), from the Azure Monitor metrics of the deployment resource."""
+        since = self._health_since.get(endpoint) or datetime.now(UTC) - timedelta(minutes=5)
+        until = datetime.now(UTC) + timedelta(seconds=1)
+        with explained(f"read deployment {deployment} of {endpoint}"):
+            resource = self.client.online_deployments.get(name=deployment, endpoint_name=endpoint)
+        query = urlencode(
+            {
+                "api-version": METRICS_API_VERSION,
+                "metricnames": "RequestsPerMinute,RequestLatency_P95",
+                "aggregation": "Total,Average",
+                "timespan": f"{since.isoformat()}/{until.isoformat()}",
+                "$filter": "statusCodeClass eq '*'",
+            }
         )
+        url = f"{ARM_ENDPOINT}{resource.id}/providers/Microsoft.Insights/metrics?{query}"
+        response = self._monitor().send_request(HttpRequest("GET", url))
+        if response.status_code != 200:
+            raise AzureOperationFailed(
+                f"Azure Monitor metrics of {endpoint}/{deployment}: HTTP {response.status_code} "
+                f"{response.text()[:300]}",
+                status=response.status_code,
+            )
+        requests = errors = 0
+        p95 = 0.0
+        for metric in response.json().get("value", []):
+            for series in metric.get("timeseries", []):
+                dimensions = {
+                    m["name"]["value"]: m["value"] for m in series.get("metadatavalues", [])
+                }
+                for point in series.get("data", []):
+                    if metric["name"]["value"] == "RequestsPerMinute":
+                        count = int(point.get("total") or 0)
+                        requests += count
+                        if dimensions.get("statusCodeClass") == "5xx":
+                            errors += count
+                    elif point.get("average") is not None:
+                        p95 = max(p95, float(point["average"]))
+        return DeploymentHealth(deployment=deployment, requests=requests, errors=errors, p95_ms=p95)
 
     def reset_health(self, endpoint: str) -> None:
-        """Azure Monitor windows are time-based: nothing to reset."""
+        """Azure Monitor windows are time-based: later health reads only count from now."""
+        self._health_since[endpoint] = datetime.now(UTC)
+
+    def _monitor(self) -> PipelineClient:
+        """An azure-core client for the Azure Monitor REST API, on the connection's credential
+        and transport (the same injection point as MLClient's)."""
+        if self._monitor_client is None:
+            conn = self.workspace.connection
+            policies = [
+                HeadersPolicy(),
+                RetryPolicy(**conn.retry.client_kwargs()),
+                BearerTokenCredentialPolicy(conn.credential, f"{ARM_ENDPOINT}/.default"),
+            ]
+            kwargs = {"transport": conn.transport} if conn.transport is not None else {}
+            self._monitor_client = PipelineClient(ARM_ENDPOINT, policies=policies, **kwargs)
+        return self._monitor_client
 
     # --- calling ----------------------------------------------------------------------------
 

@@ -35,12 +35,13 @@ from tests.azure.fake.http import (
 from tests.azure.fake.jobs import JobApi
 from tests.azure.fake.operations import LroApi
 from tests.azure.fake.registries import RegistryApi
+from tests.azure.fake.scoring import ScoringApi
 from tests.azure.fake.state import REG, WS, Blob, Handler, Lro, Registry, Workspace, system_data
 from tests.azure.fake.storage import BlobApi
 from tests.azure.fake.workspaces import WorkspaceApi
 
 
-class FakeAzureML(WorkspaceApi, BlobApi, LroApi, EndpointApi, RegistryApi, JobApi):
+class FakeAzureML(WorkspaceApi, BlobApi, LroApi, EndpointApi, RegistryApi, JobApi, ScoringApi):
     """The in-memory Azure ML control plane, registry data plane and blob storage."""
 
     def __init__(self, credential: StaticTokenCredential, location: str = "eastus2") -> None:
@@ -293,6 +294,7 @@ class FakeAzureML(WorkspaceApi, BlobApi, LroApi, EndpointApi, RegistryApi, JobAp
         r("GET", dep + r"/(?P<name>[^/]+)")(self._get_deployment)
         r("DELETE", dep + r"/(?P<name>[^/]+)")(self._delete_deployment)
         r("POST", dep + r"/(?P<name>[^/]+)/getLogs")(self._deployment_logs)
+        r("GET", dep + r"/(?P<name>[^/]+)/providers/Microsoft\.Insights/metrics")(self._metrics)
         r("GET", r"/registrymanagement/v1\.0/registries/(?P<name>[^/]+)/discovery")(
             self._registry_discovery
         )

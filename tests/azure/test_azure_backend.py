@@ -11,7 +11,6 @@ import pytest
 
 import backends.azure
 from backends.azure import aliases
-from backends.azure.endpoints import HealthNotAvailable
 from backends.base import DeploymentFailed, ModelVersion
 from tests.azure.conftest import AzureUnderTest
 
@@ -194,8 +193,9 @@ def test_endpoints_use_entra_tokens_and_are_called_through_azure(
         r for r in fake_azure.fake.requests if r.method == "PUT" and r.path.endswith("/readm")
     ]
     assert created[0].json()["properties"]["authMode"] == "AADToken"
-    with pytest.raises(HealthNotAvailable, match="Azure Monitor"):
-        endpoints.deployment_health("readm", "blue")
+    health = endpoints.deployment_health("readm", "blue")  # Azure Monitor, through the fake
+    assert (health.deployment, health.requests, health.errors) == ("blue", 0, 0)
+    assert any(r.path.endswith("/Microsoft.Insights/metrics") for r in fake_azure.fake.requests)
 
 
 def test_traffic_azure_would_refuse_is_refused_first_in_plain_words(

@@ -92,9 +92,7 @@ class EndpointApi:
 
         def done() -> None:
             resource["properties"]["provisioningState"] = "Succeeded"
-            resource["properties"]["scoringUri"] = (
-                f"https://{name}.{found.location}.inference.ml.azure.com/score"
-            )
+            resource["properties"]["scoringUri"] = self.scoring_uri_for(name, found.location)
             resource["properties"]["swaggerUri"] = (
                 f"https://{name}.{found.location}.inference.ml.azure.com/swagger.json"
             )
