@@ -11,7 +11,6 @@ by pid afterwards. Ours runs as in production: key auth, validation, data captur
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import signal
@@ -24,7 +23,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import numpy as np
@@ -33,13 +31,13 @@ import pandas as pd
 
 from backends.base import ModelVersion
 from backends.local.endpoints import LocalEndpoints
+from bench.train import load_train_script
 from bench.verdict import report_and_exit_code
 from synthetic_data.readmissions import generate_readmissions
 
 LABEL = "readmitted_30d"
 PEER = "mlflow models serve --env-manager local"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = REPO_ROOT / "components" / "src" / "train_model.py"
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
 ENDPOINT = "bench"
 
@@ -109,16 +107,6 @@ def lifecycle_wall_time() -> float | None:
         )
         return None
     return seconds
-
-
-def load_train_script() -> ModuleType:
-    """Import the training component as a file: it is a plain AML script, not a package."""
-    spec = importlib.util.spec_from_file_location("train_model", TRAIN_SCRIPT)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"cannot load {TRAIN_SCRIPT}; is the training component there?")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def save_model(directory: Path, rows: int) -> Path:

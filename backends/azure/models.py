@@ -182,3 +182,21 @@ def _number(version: str) -> tuple[int, str]:
 
 def _version_key(model: Model) -> tuple[int, str]:
     return _number(str(model.version))
+
+
+class ModelStoreDelegate:
+    """The model operations a workspace and the shared registry both answer from a ModelStore."""
+
+    models: ModelStore
+
+    def get_model(self, name: str, alias: str) -> ModelVersion | None:
+        return self.models.get_model(name, alias)
+
+    def set_model_alias(self, name: str, alias: str, version: str) -> None:
+        self.models.set_model_alias(name, alias, version)
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        return self.models.list_model_versions(name)
+
+    def model_path(self, model: ModelVersion) -> Path:
+        return self.models.model_path(model)

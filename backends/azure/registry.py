@@ -24,7 +24,7 @@ from azure.ai.ml.exceptions import ValidationException
 
 from backends.azure.clients import AzureConnection, registry_client
 from backends.azure.errors import AzureConflict, explained
-from backends.azure.models import ModelStore
+from backends.azure.models import ModelStore, ModelStoreDelegate
 from backends.base import ModelVersion
 from backends.topology import RegistrySpec, Topology
 
@@ -33,7 +33,7 @@ REGISTRY_ASSET_ID = "azureml://registries/{registry}/models/{name}/versions/{ver
 WORKSPACE_ASSET_PREFIX = "azureml://locations/"
 
 
-class AzureSharedRegistry:
+class AzureSharedRegistry(ModelStoreDelegate):
     """The `ModelRegistry` Protocol on an AML registry (one registry MLClient)."""
 
     def __init__(self, spec: RegistrySpec, topology: Topology, conn: AzureConnection) -> None:
@@ -103,15 +103,3 @@ class AzureSharedRegistry:
                 ) from error
             return found
         return self.models.get_version(model.name, version)
-
-    def get_model(self, name: str, alias: str) -> ModelVersion | None:
-        return self.models.get_model(name, alias)
-
-    def set_model_alias(self, name: str, alias: str, version: str) -> None:
-        self.models.set_model_alias(name, alias, version)
-
-    def list_model_versions(self, name: str) -> list[ModelVersion]:
-        return self.models.list_model_versions(name)
-
-    def model_path(self, model: ModelVersion) -> Path:
-        return self.models.model_path(model)

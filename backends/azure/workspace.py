@@ -20,7 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from backends.azure.clients import AzureConnection, workspace_client
 from backends.azure.errors import explained
-from backends.azure.models import ModelStore
+from backends.azure.models import ModelStore, ModelStoreDelegate
 from backends.azure.pipelines import PipelineRunner
 from backends.base import DataAsset, ModelVersion, PipelineRun
 from backends.topology import EnvironmentSpec, Topology
@@ -41,7 +41,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class AzureWorkspace:
+class AzureWorkspace(ModelStoreDelegate):
     """The `Workspace` Protocol on one AML workspace (one MLClient)."""
 
     def __init__(self, spec: EnvironmentSpec, topology: Topology, conn: AzureConnection) -> None:
@@ -138,18 +138,6 @@ class AzureWorkspace:
         return self.models.register(
             name, str(model_dir), {**tags, "run_id": run_id or ""}, description
         )
-
-    def get_model(self, name: str, alias: str) -> ModelVersion | None:
-        return self.models.get_model(name, alias)
-
-    def set_model_alias(self, name: str, alias: str, version: str) -> None:
-        self.models.set_model_alias(name, alias, version)
-
-    def list_model_versions(self, name: str) -> list[ModelVersion]:
-        return self.models.list_model_versions(name)
-
-    def model_path(self, model: ModelVersion) -> Path:
-        return self.models.model_path(model)
 
     def tracking_ui_command(self) -> str:
         return f"open 'https://ml.azure.com/experiments?wsid={self.arm_id}'"
