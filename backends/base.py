@@ -78,6 +78,10 @@ class Workspace(Protocol):
 
     def get_data(self, name: str, version: str) -> DataAsset: ...
 
+    def data_path(self, asset: DataAsset) -> Path:
+        """A local file with the asset's content (Azure: downloaded from its datastore)."""
+        ...
+
     def run_pipeline(
         self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
     ) -> PipelineRun: ...

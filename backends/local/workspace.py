@@ -179,6 +179,10 @@ class LocalWorkspace(MlflowRegistry):
         meta = json.loads(meta_path.read_text())
         return DataAsset(name, str(version), meta["path"], meta["content_hash"])
 
+    def data_path(self, asset: DataAsset) -> Path:
+        """The asset's own file: local assets already live on this disk."""
+        return Path(asset.path)
+
     def run_pipeline(
         self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
     ) -> PipelineRun:
