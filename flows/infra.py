@@ -16,21 +16,25 @@ ORDER = ("shared", "dev", "test", "prod")
 def deploy_infra(
     environment: str = "all", approval_timeout_seconds: int = 3600
 ) -> list[InfraPlan] | State:
-    """The shared registry first (every workspace needs it), then dev, test, prod."""
+    """The shared registry first (every workspace needs it), then dev, test, prod.
+
+    Each environment is planned right before it is deployed: on Azure an environment's what-if
+    needs what the ones before it created (main.bicep grants access to the shared registry's
+    resource group, which must exist by then).
+    """
     targets = ORDER if environment == "all" else ("shared", environment)
 
     lint_bicep()
-    plans = [what_if(name) for name in targets]
-
-    deployed = [
-        deploy_infrastructure(plan.environment, "infra-flow", "non-prod: no approval needed")
-        for plan in plans
-        if plan.environment != "prod"
-    ]
-
-    prod = next((p for p in plans if p.environment == "prod"), None)
-    if prod is None:
+    deployed = []
+    for name in targets:
+        if name == "prod":
+            break
+        what_if(name)
+        deployed.append(deploy_infrastructure(name, "infra-flow", "non-prod: no approval needed"))
+    if "prod" not in targets:
         return deployed
+
+    prod = what_if("prod")
     actor, reason = "infra-flow", "no changes in prod"
     if prod.has_changes():
         approval = pause_flow_run(

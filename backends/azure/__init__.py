@@ -1,10 +1,12 @@
-"""The azure backend: Azure ML workspaces, the shared registry and managed online endpoints,
-through azure-ai-ml with DefaultAzureCredential only (see credentials.py and clients.py)."""
+"""The azure backend: Azure ML workspaces, the shared registry and managed online endpoints
+through azure-ai-ml, and the Bicep through Resource Manager, with DefaultAzureCredential only
+(see credentials.py and clients.py)."""
 
 from __future__ import annotations
 
 from backends.azure.clients import connection
 from backends.azure.endpoints import AzureEndpoints
+from backends.azure.infrastructure import AzureInfrastructure, open_infrastructure
 from backends.azure.registry import AzureSharedRegistry
 from backends.azure.workspace import AzureWorkspace
 from backends.topology import EnvironmentSpec, Topology
@@ -24,9 +26,11 @@ def open_endpoints(workspace: AzureWorkspace) -> AzureEndpoints:
 
 __all__ = [
     "AzureEndpoints",
+    "AzureInfrastructure",
     "AzureSharedRegistry",
     "AzureWorkspace",
     "open_endpoints",
+    "open_infrastructure",
     "open_shared_registry",
     "open_workspace",
 ]

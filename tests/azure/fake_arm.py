@@ -8,8 +8,9 @@ azure-core `HttpTransport` (a `RequestsTransport` whose session answers in memor
 SDK, its retry policy and its LRO pollers run unchanged on top of it.
 
 This module holds the state, the routing and the fault switches (`throttle`, `inject`,
-`fail_next_lro`, `conflict_on_share`, `fail_deployment`); each service area lives in
-tests/azure/fake/ (workspaces, storage, operations, endpoints, registries, jobs). Every request
+`fail_next_lro`, `conflict_on_share`, `fail_deployment`, `fail_resource`); each service area
+lives in tests/azure/fake/ (workspaces, storage, operations, endpoints, registries, jobs,
+Resource Manager deployments). Every request
 is kept in `requests`, with the status it got, for assertions.
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.azure.fake.deployments import DeploymentApi
 from tests.azure.fake.endpoints import EndpointApi
 from tests.azure.fake.http import (
     API_VERSIONS,
@@ -41,7 +43,9 @@ from tests.azure.fake.storage import BlobApi
 from tests.azure.fake.workspaces import WorkspaceApi
 
 
-class FakeAzureML(WorkspaceApi, BlobApi, LroApi, EndpointApi, RegistryApi, JobApi, ScoringApi):
+class FakeAzureML(
+    WorkspaceApi, BlobApi, LroApi, EndpointApi, RegistryApi, JobApi, ScoringApi, DeploymentApi
+):
     """The in-memory Azure ML control plane, registry data plane and blob storage."""
 
     def __init__(self, credential: StaticTokenCredential, location: str = "eastus2") -> None:
@@ -67,6 +71,11 @@ class FakeAzureML(WorkspaceApi, BlobApi, LroApi, EndpointApi, RegistryApi, JobAp
         self._job_progress: dict[str, int] = {}
         self._children: dict[str, list[tuple[str, str, str, str | None]]] = {}
         self._staged: dict[tuple[str, str, str], dict[str, bytes]] = {}
+        # Resource Manager: resources by lower-cased ID, subscription deployments by name
+        self.arm_resources: dict[str, dict[str, Any]] = {}
+        self.arm_deployments: dict[str, dict[str, Any]] = {}
+        self._failing_resources: dict[str, tuple[str, str]] = {}
+        self._what_if_results: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._add_routes()
@@ -307,6 +316,7 @@ class FakeAzureML(WorkspaceApi, BlobApi, LroApi, EndpointApi, RegistryApi, JobAp
         )
         r("POST", REG + r"/datarefs/(?P<name>[^/]+)/versions/(?P<version>[^/]+)")(self._data_ref)
         r("GET", r"/assetstore/v1\.0/operations/(?P<op>[^/]+)")(self._asset_operation)
+        self.add_deployment_routes()
 
 
 __all__ = [

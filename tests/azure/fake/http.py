@@ -41,6 +41,8 @@ API_VERSIONS = {
     "deployment": {"2023-04-01-preview", "2022-02-01-preview"},
     "operation": {"2022-02-01-preview", "2023-04-01-preview"},
     "registry": {"2021-10-01-dataplanepreview"},
+    # azure-mgmt-resource-deployments 2.0.0 (Resource Manager template deployments)
+    "resource_deployment": {"2026-06-01"},
 }
 SAS_FIELDS = "sv=2021-10-04&se=2099-01-01T00%3A00%3A00Z&sr=c&sp=rcwl"  # what a service SAS carries
 TERMINAL_JOB_STATUSES = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}

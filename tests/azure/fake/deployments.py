@@ -1,0 +1,239 @@
+"""Resource Manager template deployments at subscription scope, as azure-mgmt-resource-deployments
+calls them: PUT a deployment (201 + `Azure-AsyncOperation`, status documents until Succeeded or
+Failed, then the deployment with its outputs), and POST whatIf (202 + `Location`, 202 while it
+runs, then 200 with the WhatIfOperationResult). The templates run in arm_templates.py against
+the fake's resources; deploying a workspace or registry also makes it usable by the AML routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from tests.azure.fake.arm_templates import Scope, TemplateEngine, TemplateError, what_if
+from tests.azure.fake.http import ARM_HOST, Reply, SeenRequest, arm_error
+from tests.azure.fake.state import Lro, _now
+
+DEPLOYMENT = (
+    r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Resources/deployments/(?P<name>[^/]+)"
+)
+FAILED = (
+    "At least one resource deployment operation failed. Please list deployment operations for "
+    "details. Please see https://aka.ms/arm-deployment-operations for usage details."
+)
+
+
+class DeploymentApi:
+    """Mixed into FakeAzureML, which holds the state and routes requests here."""
+
+    def add_deployment_routes(self) -> None:
+        r = self._route
+        r("PUT", DEPLOYMENT)(self._put_arm_deployment)
+        r("GET", DEPLOYMENT)(self._get_arm_deployment)
+        r("POST", DEPLOYMENT + r"/whatIf")(self._what_if)
+        r("GET", DEPLOYMENT + r"/operationStatuses/(?P<op>[^/]+)")(self._arm_deployment_status)
+        r("GET", r"/subscriptions/(?P<sub>[^/]+)/operationresults/(?P<op>[^/]+)")(
+            self._what_if_result
+        )
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def fail_resource(self, name: str, code: str, message: str) -> None:
+        """Deploying the resource of this name fails (e.g. a quota or a policy refusal)."""
+        self._failing_resources[name.lower()] = (code, message)
+
+    # --- deployments -------------------------------------------------------------------------
+
+    def _checked_body(self, request: SeenRequest) -> tuple[dict[str, Any], Reply | None]:
+        if bad := self._api_version(request, "resource_deployment"):
+            return {}, bad
+        body = request.json() or {}
+        properties = body.get("properties") or {}
+        if "location" not in body:
+            return body, arm_error(
+                400, "InvalidDeploymentLocation", "A subscription deployment needs a location."
+            )
+        if not isinstance(properties.get("template"), dict):
+            return body, arm_error(400, "InvalidTemplate", "properties.template is required.")
+        if properties.get("mode") not in ("Incremental", "Complete"):
+            return body, arm_error(400, "InvalidDeploymentMode", "mode must be Incremental.")
+        return body, None
+
+    def _put_arm_deployment(self, request: SeenRequest, sub: str, name: str) -> Reply:
+        body, bad = self._checked_body(request)
+        if bad:
+            return bad
+        properties = body["properties"]
+        deployment_id = f"/subscriptions/{sub}/providers/Microsoft.Resources/deployments/{name}"
+        template_hash = hashlib.sha256(
+            json.dumps(properties["template"], sort_keys=True).encode()
+        ).hexdigest()[:20]
+        document = {
+            "id": deployment_id,
+            "name": name,
+            "type": "Microsoft.Resources/deployments",
+            "location": body["location"],
+            "tags": body.get("tags") or {},
+            "properties": {
+                "templateHash": str(int(template_hash, 16)),
+                "parameters": properties.get("parameters") or {},
+                "mode": properties["mode"],
+                "provisioningState": "Accepted",
+                "timestamp": _now(),
+                "duration": "PT0S",
+                "correlationId": str(uuid.uuid4()),
+                "providers": [],
+                "dependencies": [],
+            },
+        }
+        self.arm_deployments[name.lower()] = document
+        op_id = uuid.uuid4().hex.upper()
+
+        def run() -> None:
+            self._run_template(sub, document, properties)
+
+        lro = Lro(op_id, "arm", self.lro_polls, run)
+        self.lros[op_id] = lro
+        status = (
+            f"https://{ARM_HOST}{deployment_id}/operationStatuses/{op_id}"
+            f"?api-version={request.query['api-version']}"
+        )
+        return Reply(201, document, {"Azure-AsyncOperation": status, "x-ms-retry-after-ms": "20"})
+
+    def _run_template(self, sub: str, document: dict, properties: dict) -> None:
+        engine = TemplateEngine(
+            self.arm_resources,
+            on_resource=self._provisioned,
+            deployment_name=document["name"],
+        )
+        document["properties"]["provisioningState"] = "Running"
+        outcome = engine.deploy(
+            properties["template"],
+            properties.get("parameters") or {},
+            Scope(sub, None, document["location"]),
+        )
+        document["properties"].update(
+            provisioningState="Succeeded",
+            outputs=outcome.outputs,
+            outputResources=[{"id": i} for i in dict.fromkeys(outcome.touched)],
+            duration="PT1S",
+        )
+
+    def _provisioned(self, resource: dict[str, Any]) -> None:
+        """A failing resource (fault switch) stops the deployment; workspaces and registries
+        become reachable through the AML routes once created."""
+        name = resource["name"].lower()
+        if name in self._failing_resources:
+            code, message = self._failing_resources.pop(name)
+            raise TemplateError(code, message, resource["id"])
+        parts = resource["id"].split("/")
+        subscription, group = parts[2], parts[4] if len(parts) > 4 else ""
+        if resource["type"] == "Microsoft.MachineLearningServices/workspaces":
+            if resource["name"].lower() not in self.workspaces:
+                self.add_workspace(
+                    subscription, group, resource["name"], location=resource.get("location")
+                )
+        elif resource["type"] == "Microsoft.MachineLearningServices/workspaces/computes":
+            ws = self.workspaces.get(parts[8].lower())
+            if ws is not None and resource["name"] not in ws.computes:
+                ws.computes[resource["name"]] = self._compute(ws, resource["name"])
+        elif (
+            resource["type"] == "Microsoft.MachineLearningServices/registries"
+            and resource["name"].lower() not in self.registries
+        ):
+            self.add_registry(subscription, group, resource["name"])
+
+    def _get_arm_deployment(self, request: SeenRequest, sub: str, name: str) -> Reply:
+        if bad := self._api_version(request, "resource_deployment"):
+            return bad
+        document = self.arm_deployments.get(name.lower())
+        if document is None or not document["id"].startswith(f"/subscriptions/{sub}/"):
+            return Reply(
+                404,
+                {
+                    "error": {
+                        "code": "DeploymentNotFound",
+                        "message": f"Deployment '{name}' could not be found.",
+                    }
+                },
+            )
+        return Reply(200, document)
+
+    def _arm_deployment_status(self, request: SeenRequest, sub: str, name: str, op: str) -> Reply:
+        lro = self.lros.get(op)
+        if lro is None:
+            return arm_error(404, "NotFound", f"operation {op} not found")
+        self._advance_deployment(lro, self.arm_deployments[name.lower()])
+        body: dict[str, Any] = {"status": "Running" if lro.status == "InProgress" else lro.status}
+        if lro.status == "Failed":
+            body["error"] = lro.error
+        return Reply(200, body, {"x-ms-retry-after-ms": "20"})
+
+    def _advance_deployment(self, lro: Lro, document: dict) -> None:
+        if lro.status != "InProgress":
+            return
+        if lro.polls > 0:
+            lro.polls -= 1
+            return
+        try:
+            if lro.outcome is not None:
+                lro.outcome()
+            lro.status = "Succeeded"
+        except TemplateError as error:
+            lro.status = "Failed"
+            lro.error = {
+                "code": "DeploymentFailed",
+                "target": document["id"],
+                "message": FAILED,
+                "details": [{"code": error.code, "target": error.target, "message": error.message}],
+            }
+            document["properties"].update(provisioningState="Failed", error=lro.error)
+
+    # --- what-if -----------------------------------------------------------------------------
+
+    def _what_if(self, request: SeenRequest, sub: str, name: str) -> Reply:
+        body, bad = self._checked_body(request)
+        if bad:
+            return bad
+        properties = body["properties"]
+        op_id = uuid.uuid4().hex
+        result: dict[str, Any] = {}
+
+        def predict() -> None:
+            try:
+                changes = what_if(
+                    self.arm_resources,
+                    properties["template"],
+                    properties.get("parameters") or {},
+                    Scope(sub, None, body["location"]),
+                )
+                result.update(status="Succeeded", properties={"changes": changes})
+            except TemplateError as error:
+                result.update(
+                    status="Failed",
+                    error={"code": error.code, "message": error.message, "target": error.target},
+                )
+
+        lro = Lro(op_id, "arm", self.lro_polls, predict)
+        self.lros[op_id] = lro
+        self._what_if_results[op_id] = result
+        location = f"https://{ARM_HOST}/subscriptions/{sub}/operationresults/{op_id}?api-version={request.query['api-version']}"
+        return Reply(202, None, {"Location": location, "x-ms-retry-after-ms": "20"})
+
+    def _what_if_result(self, request: SeenRequest, sub: str, op: str) -> Reply:
+        lro = self.lros.get(op)
+        if lro is None:
+            return arm_error(404, "NotFound", f"operation {op} not found")
+        if lro.status == "InProgress":
+            if lro.polls > 0:
+                lro.polls -= 1
+                return Reply(202, None, {"Location": request.url, "x-ms-retry-after-ms": "20"})
+            if lro.outcome is not None:
+                lro.outcome()
+            lro.status = "Succeeded"
+        result = self._what_if_results[op]
+        if result.get("status") == "Failed":
+            return Reply(400, {"error": result["error"]})
+        return Reply(200, result)
