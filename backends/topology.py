@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOPOLOGY = REPO_ROOT / "environments.yaml"
+TOPOLOGY_VARIABLE = "mlops_topology"  # the Prefect Variable `mlops config push` writes
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,45 @@ class Topology:
 
 
 def load_topology(path: Path | None = None) -> Topology:
-    """Read environments.yaml; MLOPS_TOPOLOGY, MLOPS_BACKEND and MLOPS_ROOT override it."""
+    """The topology: the file MLOPS_TOPOLOGY names, else the Prefect Variable
+    MLOPS_TOPOLOGY_VARIABLE names (when it is set on the server), else environments.yaml.
+    MLOPS_BACKEND and MLOPS_ROOT override single settings for one process."""
+    raw, where = _read_raw(path)
+    return topology_from(raw, where)
+
+
+def _read_raw(path: Path | None) -> tuple[dict[str, Any], Path]:
+    if "MLOPS_TOPOLOGY" not in os.environ and path is None:
+        name = os.environ.get("MLOPS_TOPOLOGY_VARIABLE")
+        if name:
+            from prefect.variables import Variable
+
+            value = Variable.get(name)
+            if value is not None:
+                if not isinstance(value, dict):
+                    raise ValueError(
+                        f"the Prefect Variable {name!r} must hold the topology as a JSON object "
+                        "(write it with `mlops config push`)"
+                    )
+                return value, DEFAULT_TOPOLOGY
     path = Path(os.environ.get("MLOPS_TOPOLOGY", path or DEFAULT_TOPOLOGY))
-    raw = yaml.safe_load(path.read_text())
-    root = Path(os.environ.get("MLOPS_ROOT", raw["local"]["root"]))
+    return yaml.safe_load(path.read_text()), path
+
+
+def topology_from(raw: dict[str, Any], where: Path) -> Topology:
+    """Build (and so validate) a topology; relative local roots are relative to `where`."""
+    try:
+        root = Path(os.environ.get("MLOPS_ROOT", raw["local"]["root"]))
+        envs = {
+            name: EnvironmentSpec(name=name, **spec) for name, spec in raw["environments"].items()
+        }
+        registry = RegistrySpec(**raw["shared_registry"])
+        backend = os.environ.get("MLOPS_BACKEND", raw["backend"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"the topology from {where} is incomplete or has an unknown key ({error}): "
+            "compare it with environments.yaml"
+        ) from None
     if not root.is_absolute():
-        root = (path.parent / root).resolve()
-    envs = {name: EnvironmentSpec(name=name, **spec) for name, spec in raw["environments"].items()}
-    return Topology(
-        backend=os.environ.get("MLOPS_BACKEND", raw["backend"]),
-        local_root=root,
-        environments=envs,
-        shared_registry=RegistrySpec(**raw["shared_registry"]),
-    )
+        root = (where.parent / root).resolve()
+    return Topology(backend=backend, local_root=root, environments=envs, shared_registry=registry)

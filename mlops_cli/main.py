@@ -14,12 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from backends.topology import load_topology
+from backends.topology import TOPOLOGY_VARIABLE, load_topology
 from mlops_cli.prefect_server import running_server, start_server, stop_server
 
 app = typer.Typer(help="Readmission MLOps lifecycle on Prefect (local backend by default).")
 server_app = typer.Typer(help="The local Prefect server the demo runs against.")
 app.add_typer(server_app, name="server")
+config_app = typer.Typer(help="The topology (non-secret settings) as a Prefect Variable.")
+app.add_typer(config_app, name="config")
 console = Console()
 
 ApproverOption = Annotated[
@@ -79,6 +81,48 @@ def server_stop() -> None:
         return
     stop_server(server)
     console.print(f"Stopped the Prefect server (pid {server.pid}) and the endpoint servers.")
+
+
+@config_app.command("push")
+def config_push(
+    file: Annotated[Path, typer.Option(help="The topology file to store.")] = Path(
+        "environments.yaml"
+    ),
+    variable: Annotated[str, typer.Option(help="Prefect Variable name.")] = TOPOLOGY_VARIABLE,
+) -> None:
+    """Store the topology in a Prefect Variable: deployments (MLOPS_TOPOLOGY_VARIABLE, set in
+    prefect.yaml) read it from there, so a subscription or workspace name changes in the UI,
+    without a commit. It holds names and IDs only; credentials come from DefaultAzureCredential."""
+    import yaml
+    from prefect.variables import Variable
+
+    from backends.topology import topology_from
+
+    _use_running_server()
+    raw = yaml.safe_load(file.read_text())
+    topology = topology_from(raw, file.resolve())  # refuse an incomplete topology here
+    Variable.set(variable, raw, tags=["mlops"], overwrite=True)
+    console.print(
+        f"Stored {file} as Prefect Variable [bold]{variable}[/bold] (backend "
+        f"{topology.backend}, environments {', '.join(topology.environments)})."
+    )
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """The topology this process would use, and where it came from."""
+    if os.environ.get("MLOPS_TOPOLOGY_VARIABLE"):
+        _use_running_server()
+    topology = load_topology()
+    table = Table("environment", "subscription", "resource group", "workspace", "compute")
+    for spec in topology.environments.values():
+        table.add_row(
+            spec.name, spec.subscription_id, spec.resource_group, spec.workspace, spec.compute
+        )
+    registry = topology.shared_registry
+    table.add_row("shared", registry.subscription_id, registry.resource_group, registry.name, "")
+    console.print(f"backend: [bold]{topology.backend}[/bold]")
+    console.print(table)
 
 
 @app.command("paused")
