@@ -33,7 +33,7 @@ from backends.azure.clients import AzureConnection, connection, quiet_sdk_logs
 from backends.azure.errors import AzureOperationFailed, explain
 from backends.azure.retries import wait_for
 from backends.base import InfraPlan, PlannedChange
-from backends.local.infrastructure import PARAMETERS_DIR
+from backends.local.infrastructure import PARAMETERS_DIR, check_names_agree
 from backends.topology import REPO_ROOT, Topology
 
 BICEP_INSTALL = (
@@ -134,6 +134,7 @@ class AzureInfrastructure:
         path = PARAMETERS_DIR / f"{environment}.bicepparam"
         if not path.exists():
             raise FileNotFoundError(f"no parameter file {path}: one per environment and shared")
+        check_names_agree(self.topology, environment, path)
         return compile_parameters(path)
 
     def what_if(self, environment: str) -> InfraPlan:

@@ -36,6 +36,27 @@ def read_bicepparam(path: Path) -> dict[str, str | int | bool]:
     return values
 
 
+def check_names_agree(
+    topology: Topology, environment: str, path: Path
+) -> dict[str, str | int | bool]:
+    """The parameter file's values, refused when its names differ from the topology's: the
+    flows would look for resources the Bicep never made."""
+    params = read_bicepparam(path)
+    if environment == "shared":
+        registry = topology.shared_registry
+        expected = {"registryName": registry.name, "resourceGroupName": registry.resource_group}
+    else:
+        spec = topology.environment(environment)
+        expected = {"workspaceName": spec.workspace, "resourceGroupName": spec.resource_group}
+    for name, value in expected.items():
+        if params.get(name) != value:
+            raise ValueError(
+                f"{path.name} sets {name} = {params.get(name)!r} but the topology says "
+                f"{value!r}: make them agree before deploying"
+            )
+    return params
+
+
 class LocalInfrastructure:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
@@ -45,14 +66,11 @@ class LocalInfrastructure:
         path = PARAMETERS_DIR / f"{environment}.bicepparam"
         if not path.exists():
             raise FileNotFoundError(f"no parameter file {path}: one per environment and shared")
-        params = read_bicepparam(path)
+        params = check_names_agree(self.topology, environment, path)
         if environment == "shared":
             expected = self.topology.shared_registry.name
-            self._agree(path, "registryName", params.get("registryName"), expected)
             return path, {expected: {"kind": "registry", "location": params.get("location")}}
         spec = self.topology.environment(environment)
-        self._agree(path, "workspaceName", params.get("workspaceName"), spec.workspace)
-        self._agree(path, "resourceGroupName", params.get("resourceGroupName"), spec.resource_group)
         desired = {
             spec.workspace: {"kind": "workspace", "location": params.get("location")},
             f"{spec.workspace}/{params.get('computeName')}": {
@@ -63,14 +81,6 @@ class LocalInfrastructure:
         if params.get("deployEndpointIdentity"):
             desired[f"{spec.workspace}/endpoint-identity"] = {"kind": "identity"}
         return path, desired
-
-    @staticmethod
-    def _agree(path: Path, name: str, found: object, expected: str) -> None:
-        if found != expected:
-            raise ValueError(
-                f"{path.name} sets {name} = {found!r} but environments.yaml says {expected!r}: "
-                "make them agree before deploying"
-            )
 
     def _deployed(self, environment: str) -> dict[str, dict]:
         state = self.state_dir / f"{environment}.json"

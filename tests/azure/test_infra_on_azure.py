@@ -244,3 +244,25 @@ def test_the_infra_flow_on_azure_waits_for_approval_before_prod(
     ]
     assert prod_audit and prod_audit[-1].actor == "ivan"
     assert load_topology().backend == "azure"
+
+
+def test_a_parameter_file_that_disagrees_with_the_topology_is_refused_before_azure(
+    empty_subscription: tuple[FakeAzureML, StaticTokenCredential],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import yaml
+
+    from backends.topology import DEFAULT_TOPOLOGY
+
+    raw = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    raw["environments"]["test"]["workspace"] = "mlw-renamed-test"
+    topology = tmp_path / "environments.yaml"
+    topology.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLOPS_TOPOLOGY", str(topology))
+
+    with pytest.raises(
+        ValueError, match="workspaceName = 'mlw-readmission-test'.*mlw-renamed-test"
+    ):
+        infrastructure().what_if("test")
+    assert empty_subscription[0].requests == []
