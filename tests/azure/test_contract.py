@@ -1,6 +1,6 @@
-"""One contract for both backends: what flows and tasks rely on from Workspace, ModelRegistry and
-Endpoints, run against the local backend for real and against the azure backend through the
-real azure-ai-ml SDK on the fake Azure REST API (tests/azure/fake_arm.py).
+"""One contract for both backends: what flows and tasks rely on from Workspace, ModelRegistry,
+Endpoints and Infrastructure, run against the local backend for real and against the azure
+backend through the real SDKs on the fake Azure REST API (tests/azure/fake_arm.py).
 """
 
 from __future__ import annotations
@@ -294,3 +294,21 @@ def test_a_deployment_that_fails_to_provision_leaves_traffic_on_the_old_one(
 def live(weights: Any) -> dict[str, int]:
     """Weights above zero (Azure lists every deployment, with 0 for those without traffic)."""
     return {name: int(pct) for name, pct in dict(weights).items() if int(pct) > 0}
+
+
+def test_infrastructure_plans_what_it_creates_then_converges(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # azure: the Bicep CLI stand-in (no Bicep CLI here; see test_infra_on_azure.py)
+    monkeypatch.setenv(
+        "MLOPS_BICEP", str(REPO / "tests" / "azure" / "fixtures" / "bicep" / "bicep")
+    )
+    infra = backend.module.open_infrastructure(backend.topology)
+
+    for environment in ("shared", "dev"):
+        plan = infra.what_if(environment)
+        assert plan.has_changes()
+        assert {c.action for c in plan.changes} <= {"create", "unknown"}, plan.changes
+        infra.deploy(environment)
+        again = infra.what_if(environment)
+        assert not again.has_changes(), [c for c in again.changes if c.action != "no change"]
