@@ -56,10 +56,9 @@ def load_reference(champion: ModelVersion, sample_rows: int) -> tuple[pd.DataFra
             f"champion v{champion.version} names source workspace {source!r}, which is not in "
             "environments.yaml; its training data cannot be found"
         )
-    asset = backends.workspace(environment).get_data(
-        champion.tags["data_asset"], champion.tags["data_version"]
-    )
-    reference = pd.read_csv(asset.path)
+    workspace = backends.workspace(environment)
+    asset = workspace.get_data(champion.tags["data_asset"], champion.tags["data_version"])
+    reference = pd.read_csv(workspace.data_path(asset))
     if len(reference) > sample_rows:
         reference = reference.sample(n=sample_rows, random_state=0)
     model_dir = backends.shared_registry().model_path(champion)
@@ -87,7 +86,7 @@ def drift_report(
         current_features,
         thresholds,
         reference_predictions=reference_scores,
-        current_predictions=current["probability"].to_numpy() if not current.empty else None,
+        current_predictions=_scored(current),
         min_rows=settings.min_rows,
     )
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +99,15 @@ def drift_report(
         get_run_logger().info("Drift chart: %s", chart)
     get_run_logger().info(report.message)
     return report
+
+
+def _scored(current: pd.DataFrame) -> np.ndarray | None:
+    """The window's probabilities. A row whose output was not logged (Azure's collector logs
+    inputs and outputs apart) has none, yet still counts for feature drift."""
+    if current.empty or "probability" not in current:
+        return None
+    scores = current["probability"].dropna().to_numpy(dtype=float)
+    return scores if len(scores) else None
 
 
 @task

@@ -1,5 +1,9 @@
 """Managed online endpoints behind the `Endpoints` Protocol: blue/green with traffic and mirror.
 
+Every deployment runs Azure ML's data collector (`model_inputs` and `model_outputs`, rolled
+hourly into the workspace blob datastore as JSON lines), and `read_capture` reads those files
+back through the storage SDK: the drift monitor's view of production traffic.
+
 Endpoints use `auth_mode: aad_token`, so callers present an Entra token from their own identity
 and no endpoint key exists to leak. Deployments are MLflow "no-code" deployments of a registered
 model (the workspace's own, or the shared registry's). A deployment that fails to provision
@@ -18,12 +22,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint
+from azure.ai.ml.entities import (
+    DataCollector,
+    DeploymentCollection,
+    ManagedOnlineDeployment,
+    ManagedOnlineEndpoint,
+)
 from azure.core import PipelineClient
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HeadersPolicy, RetryPolicy
 from azure.core.rest import HttpRequest
 
+from backends.azure.datastores import DatastorePath
 from backends.azure.errors import AzureOperationFailed, explain, explained
 from backends.azure.retries import OperationTimedOut, wait_for
 from backends.base import (
@@ -35,6 +45,8 @@ from backends.base import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from backends.azure.workspace import AzureWorkspace
 
 DEFAULT_INSTANCE_TYPE = "Standard_DS3_v2"
@@ -42,6 +54,13 @@ REGISTRY_MODEL = re.compile(r"^azureml://registries/[^/]+/models/[^/]+/versions/
 ARM_ENDPOINT = "https://management.azure.com"
 METRICS_API_VERSION = "2023-10-01"
 WORKSPACE_MODEL = re.compile(r"^azureml://locations/[^/]+/workspaces/(?P<guid>[^/]+)/models/")
+# the collection names Azure's model monitoring recognises; for MLflow deployments Azure
+# instruments the scoring itself and writes <collection>/yyyy/MM/dd/HH/<instance>.jsonl under
+# <endpoint>/<deployment>/ of this default (azure-ai-ml's DEFAULT_MDC_PATH), and registers that
+# folder as the data asset <endpoint>-<deployment>-<collection>
+COLLECTIONS = ("model_inputs", "model_outputs")
+COLLECTOR_ROOT = DatastorePath("workspaceblobstore", "modelDataCollector")
+ROLLED_HOUR = re.compile(r"/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+\.jsonl$")
 
 
 class AzureEndpoints:
@@ -121,6 +140,7 @@ class AzureEndpoints:
             instance_type=self.instance_type,
             instance_count=self.instance_count,
             tags={"model_name": model.name, "model_version": model.version},
+            data_collector=_data_collector(),
         )
         try:
             self._wait(
@@ -280,6 +300,97 @@ class AzureEndpoints:
                 )
             )
 
+    # --- data capture -----------------------------------------------------------------------
+
+    def read_capture(self, name: str, since: datetime) -> pd.DataFrame:
+        """What the data collector logged since `since`: one row per scored input row, its
+        `model_inputs` fields joined with the `model_outputs` of the same request
+        (`correlationid`), plus `probability`, `label`, `deployment`, `model_version`,
+        `mirrored` and `timestamp`, as the local backend's capture has them.
+
+        Collected records do not say whether a request was a mirrored copy; rows of a
+        deployment that now takes mirror traffic and no live traffic count as mirrored.
+        """
+        import pandas as pd
+
+        info = self.get_endpoint(name)
+        if info is None:
+            return pd.DataFrame()
+        rows: list[dict[str, Any]] = []
+        for deployment in info.deployments:
+            mirrored = (
+                info.traffic.get(deployment.name, 0) == 0
+                and info.mirror_traffic.get(deployment.name, 0) > 0
+            )
+            inputs = self._collected(name, deployment.name, "model_inputs", since)
+            outputs = {
+                event.get("correlationid"): event.get("data") or []
+                for event in self._collected(name, deployment.name, "model_outputs", since)
+            }
+            for event in inputs:
+                results = outputs.get(event.get("correlationid"), [])
+                for index, features in enumerate(event.get("data") or []):
+                    result = results[index] if index < len(results) else None
+                    probability = _probability(result)
+                    rows.append(
+                        {
+                            **features,
+                            "probability": probability,
+                            "label": None if probability is None else int(probability >= 0.5),
+                            "deployment": deployment.name,
+                            "model_version": deployment.model_version,
+                            "mirrored": mirrored,
+                            "timestamp": event["time"],
+                        }
+                    )
+        return pd.DataFrame.from_records(rows)
+
+    def _collected(
+        self, endpoint: str, deployment: str, collection: str, since: datetime
+    ) -> list[dict[str, Any]]:
+        """The collection's events logged at or after `since`, oldest first. Only the days
+        in the window are listed (the whole folder once for windows over a month)."""
+        root = self._collection_folder(endpoint, deployment, collection)
+        store = self.workspace.datastores
+        since = since.astimezone(UTC)
+        first_hour = since.replace(minute=0, second=0, microsecond=0)
+        first_day, today = first_hour.date(), datetime.now(UTC).date()
+        days = [first_day + timedelta(days=n) for n in range((today - first_day).days + 1)]
+        folders = (
+            [DatastorePath(root.datastore, f"{root.path}/{day:%Y/%m/%d}/") for day in days]
+            if len(days) <= 31
+            else [DatastorePath(root.datastore, f"{root.path}/")]
+        )
+        events: list[dict[str, Any]] = []
+        for folder in folders:
+            for blob in store.names(folder):
+                rolled = ROLLED_HOUR.search(blob)
+                if rolled is None:
+                    continue
+                hour = datetime(*(int(rolled[k]) for k in "ymdh"), tzinfo=UTC)  # type: ignore[misc]
+                if hour < first_hour:
+                    continue
+                for line in store.read(root.datastore, blob).decode().splitlines():
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if _event_time(event) >= since:
+                        events.append(event)
+        return sorted(events, key=_event_time)
+
+    def _collection_folder(self, endpoint: str, deployment: str, collection: str) -> DatastorePath:
+        """Where the collection's files are: the data asset azure-ai-ml registered for it when
+        the deployment was created, else Azure's default folder."""
+        with explained(f"read the {collection} data asset of {endpoint}/{deployment}"):
+            try:
+                asset = self.client.data.get(f"{endpoint}-{deployment}-{collection}", "1")
+                return DatastorePath.parse(str(asset.path))
+            except (ResourceNotFoundError, ValueError):
+                return DatastorePath(
+                    COLLECTOR_ROOT.datastore,
+                    f"{COLLECTOR_ROOT.path}/{endpoint}/{deployment}/{collection}",
+                )
+
     # --- internals --------------------------------------------------------------------------
 
     def _wait(self, start: Any, what: str, endpoint: str) -> Any:
@@ -306,6 +417,32 @@ class AzureEndpoints:
             f"`az ml online-deployment get-logs -e {endpoint} -n {deployment} "
             f"-w {self.workspace.name}`"
         )
+
+
+def _data_collector() -> DataCollector:
+    """Inputs and outputs of every request (sampling 100%), rolled into hourly folders.
+    A fresh object per deployment: the SDK consumes parts of it when it serializes."""
+    return DataCollector(
+        collections={name: DeploymentCollection(enabled="true") for name in COLLECTIONS},
+        rolling_rate="Hour",
+        sampling_rate=1.0,
+    )
+
+
+def _event_time(event: Mapping[str, Any]) -> datetime:
+    moment = datetime.fromisoformat(str(event["time"]))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _probability(result: Any) -> float | None:
+    """The positive-class probability from one logged output row: `{"probability": p, ...}`,
+    a `predict_proba` frame row (`{"0": q, "1": p}`) or a bare number."""
+    if isinstance(result, Mapping):
+        value = result.get("probability", result.get("1"))
+        return None if value is None else float(value)
+    if isinstance(result, int | float):
+        return float(result)
+    return None
 
 
 def _info(deployment: ManagedOnlineDeployment) -> DeploymentInfo:

@@ -19,7 +19,8 @@ from azure.ai.ml.entities import Data
 from azure.core.exceptions import ResourceNotFoundError
 
 from backends.azure.clients import AzureConnection, workspace_client
-from backends.azure.errors import explained
+from backends.azure.datastores import DatastorePath, Datastores
+from backends.azure.errors import AzureConflict, AzureResourceMissing, explained
 from backends.azure.models import ModelStore, ModelStoreDelegate
 from backends.azure.pipelines import PipelineRunner
 from backends.base import DataAsset, ModelVersion, PipelineRun
@@ -58,6 +59,7 @@ class AzureWorkspace(ModelStoreDelegate):
             self.cache / "models",
             self._asset_id,
         )
+        self.datastores = Datastores(self.client, conn, f"workspace {spec.workspace}")
 
     # --- identity ----------------------------------------------------------------------------
 
@@ -106,6 +108,38 @@ class AzureWorkspace(ModelStoreDelegate):
         with explained(f"register data asset {name} in {self.name}"):
             created = self.client.data.create_or_update(data)
         return DataAsset(name, str(created.version), str(created.path), content_hash)
+
+    def get_data(self, name: str, version: str) -> DataAsset:
+        """A registered version; its `path` is where Azure keeps it (`azureml://...`)."""
+        with explained(f"read data asset {name}:{version} in {self.name}"):
+            try:
+                found = self.client.data.get(name=name, version=version)
+            except ResourceNotFoundError as missing:
+                raise AzureResourceMissing(
+                    f"data asset {name}:{version} is not in workspace {self.name}; the model's "
+                    "lineage tags name a version that was never registered here (or was deleted)"
+                ) from missing
+        return DataAsset(
+            name, str(found.version), str(found.path), (found.tags or {}).get(CONTENT_TAG, "")
+        )
+
+    def data_path(self, asset: DataAsset) -> Path:
+        """A local copy of the asset's file, downloaded from its datastore once and reused
+        (a version's content never changes: `content_sha256` checks the copy)."""
+        where = DatastorePath.parse(asset.path)
+        target = self.cache / "data" / asset.name / asset.version / Path(where.path).name
+        if target.is_file() and (
+            not asset.content_hash or file_sha256(target) == asset.content_hash
+        ):
+            return target
+        self.datastores.download_file(where, target)
+        if asset.content_hash and file_sha256(target) != asset.content_hash:
+            raise AzureConflict(
+                f"data asset {asset.name}:{asset.version} in {self.name} no longer holds the "
+                f"bytes it was registered with ({where.path} changed since); register the data "
+                "again and retrain rather than compare against altered data"
+            )
+        return target
 
     def _data_versions(self, name: str) -> list[Data]:
         with explained(f"list versions of data asset {name} in {self.name}"):

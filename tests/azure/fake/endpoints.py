@@ -247,7 +247,7 @@ class EndpointApi:
             "egressPublicNetworkAccess": "Enabled",
             "endpointComputeType": "Managed",
             "modelMountPath": None,
-            "dataCollector": None,
+            "dataCollector": props.get("dataCollector"),
             "privateNetworkConnection": False,
             "properties": dict(props.get("properties") or {}),
         }

@@ -9,6 +9,15 @@ header pins a deployment, bad requests get 4xx with a reason, and rows are score
 model files the deployment's model version holds in the fake's storage (loaded as the local
 backend's endpoint server loads them). Every request is counted per deployment; the
 `Microsoft.Insights/metrics` route answers from those counts.
+
+A deployment created with a data collector gets what Azure instruments an MLflow deployment
+with: each scored request is logged to the workspace blob store as one JSON line per enabled
+collection (`model_inputs`: the rows sent, `model_outputs`: what was answered, sharing a
+`correlationid`) under `<collection folder>/yyyy/MM/dd/HH/<instance>.jsonl`, the collection
+folder being the data asset the SDK registered for it (by default
+`modelDataCollector/<endpoint>/<deployment>/<collection>`). Not reproduced: the collector's
+batching of close requests into one line, its delay before files appear, `sampling_rate`
+below 1, other rolling rates, payload (`request`/`response`) logging and custom datastores.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import re
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.azure.fake.http import PROVIDER, Reply, SeenRequest, arm_error
+from tests.azure.fake.state import Blob
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
@@ -95,6 +106,8 @@ class ScoringApi:
                 }
             model_ref = deployment["properties"]["model"]
             tags = deployment.get("tags") or {}
+            collector = deployment["properties"].get("dataCollector") or {}
+            source = deployment["id"]
         if len(body) > MAX_BODY_BYTES:
             return self._count(name, target, 413, started, {"error": "request body too large"})
         try:
@@ -107,16 +120,18 @@ class ScoringApi:
         except Exception as error:  # the container failed: a 5xx, counted as an error
             return self._count(name, target, 500, started, {"error": repr(error)})
         labels = (probabilities >= 0.5).astype(int)
+        outputs = [
+            {"probability": float(p), "label": int(label)}
+            for p, label in zip(probabilities, labels, strict=True)
+        ]
+        self._collect(ws, name, target, source, collector, list(batch.rows()), outputs)
         return self._count(
             name,
             target,
             200,
             started,
             {
-                "predictions": [
-                    {"probability": float(p), "label": int(label)}
-                    for p, label in zip(probabilities, labels, strict=True)
-                ],
+                "predictions": outputs,
                 "deployment": target,
                 "model": {"name": tags.get("model_name"), "version": tags.get("model_version")},
             },
@@ -127,6 +142,68 @@ class ScoringApi:
         with self._lock:
             self.served.append(Served(endpoint, deployment, time.time(), status, latency))
         return status, body
+
+    def _collect(
+        self,
+        ws: Any,
+        endpoint: str,
+        deployment: str,
+        source: str,
+        collector: dict,
+        inputs: list[dict],
+        outputs: list[dict],
+    ) -> None:
+        """Log one scored request as the data collector does: a CloudEvents-style JSON line
+        per enabled collection, appended to this hour's file of this (one) instance."""
+        collections = collector.get("collections") or {}
+        now = datetime.now(UTC)
+        correlation = str(uuid.uuid4())
+        for collection, data in (("model_inputs", inputs), ("model_outputs", outputs)):
+            settings = collections.get(collection) or {}
+            if str(settings.get("dataCollectionMode", "")).lower() != "enabled":
+                continue
+            body = json.dumps(data, separators=(",", ":"))
+            event = {
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": source,
+                "type": f"azureml.inference.{collection}",
+                "datacontenttype": "application/json",
+                "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "data": data,
+                "correlationid": correlation,
+                "xrequestid": correlation,
+                "modelversion": "default",
+                "collectdatatype": "pandas.core.frame.DataFrame",
+                "agent": "azureml-ai-monitoring/0.1.0b4",
+                "contentrange": f"bytes 0-{len(body) - 1}/{len(body)}",
+            }
+            folder = self._collection_folder(ws, endpoint, deployment, collection, settings)
+            instance = uuid.uuid5(uuid.NAMESPACE_URL, source)
+            name = f"{folder}/{now:%Y/%m/%d/%H}/{instance}.jsonl"
+            line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+            with self._lock:
+                blobs = self.blobs.setdefault((ws.storage_account, ws.container), {})
+                if name in blobs:
+                    blobs[name].data += line
+                else:
+                    blobs[name] = Blob(line)
+
+    def _collection_folder(
+        self, ws: Any, endpoint: str, deployment: str, collection: str, settings: dict
+    ) -> str:
+        """The folder of the data asset the collection names (`dataId`), else the default."""
+        asset = re.search(
+            r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", str(settings.get("dataId") or "")
+        )
+        if asset:
+            with self._lock:
+                found = ws.data.get(asset["name"], {}).get(asset["version"])
+            uri = (found or {}).get("properties", {}).get("dataUri", "")
+            path = re.search(r"/datastores/workspaceblobstore/paths/(?P<path>.+)$", uri)
+            if path:
+                return path["path"].strip("/")
+        return f"modelDataCollector/{endpoint}/{deployment}/{collection}"
 
     def _scorer(self, ws: Any, model_ref: str) -> Any:
         """Load the model files the deployment's model version points at, once per version."""
