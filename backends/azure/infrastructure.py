@@ -68,6 +68,10 @@ class CompiledDeployment:
     template: dict[str, Any]
     parameters: dict[str, Any]
 
+    def properties(self) -> dict[str, Any]:
+        """Incremental: resources the template does not mention are left alone."""
+        return {"mode": "Incremental", "template": self.template, "parameters": self.parameters}
+
 
 def bicep_cli() -> str:
     """MLOPS_BICEP, else `bicep` on PATH, else the one `az bicep install` puts in ~/.azure/bin."""
@@ -137,17 +141,28 @@ class AzureInfrastructure:
         check_names_agree(self.topology, environment, path)
         return compile_parameters(path)
 
-    def what_if(self, environment: str) -> InfraPlan:
+    def _prepared(
+        self, environment: str
+    ) -> tuple[DeploymentsMgmtClient, str, str, CompiledDeployment]:
+        """(client, deployment name, location, compiled Bicep) of one environment."""
         compiled = self._compiled(environment)
         subscription, location = self._target(environment)
-        name = deployment_name(environment)
+        return self._client(subscription), deployment_name(environment), location, compiled
+
+    def what_if(self, environment: str) -> InfraPlan:
+        return self._what_if(environment, *self._prepared(environment))
+
+    def _what_if(
+        self,
+        environment: str,
+        client: DeploymentsMgmtClient,
+        name: str,
+        location: str,
+        compiled: CompiledDeployment,
+    ) -> InfraPlan:
         request = DeploymentWhatIf(
-            location=location,
-            properties=DeploymentWhatIfProperties(
-                mode="Incremental", template=compiled.template, parameters=compiled.parameters
-            ),
+            location=location, properties=DeploymentWhatIfProperties(**compiled.properties())
         )
-        client = self._client(subscription)
         try:
             poller = client.deployments.begin_what_if_at_subscription_scope(name, request)
             result = wait_for(
@@ -168,19 +183,15 @@ class AzureInfrastructure:
         )
 
     def deploy(self, environment: str) -> InfraPlan:
-        """What-if, then deploy; a failed deployment raises with each failed resource's error."""
-        plan = self.what_if(environment)
-        compiled = self._compiled(environment)
-        subscription, location = self._target(environment)
-        name = deployment_name(environment)
+        """What-if (the plan the audit log records), then deploy; a failed deployment raises
+        with each failed resource's error."""
+        client, name, location, compiled = prepared = self._prepared(environment)
+        plan = self._what_if(environment, *prepared)
         request = Deployment(
             location=location,
-            properties=DeploymentProperties(
-                mode="Incremental", template=compiled.template, parameters=compiled.parameters
-            ),
+            properties=DeploymentProperties(**compiled.properties()),
             tags={"deployed-by": "mlops infra flow"},
         )
-        client = self._client(subscription)
         try:
             poller = client.deployments.begin_create_or_update_at_subscription_scope(name, request)
             wait_for(

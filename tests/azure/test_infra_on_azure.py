@@ -12,8 +12,6 @@ pollers and retry policy, and the fake's template engine (tests/azure/fake/arm_t
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,10 +27,10 @@ from backends.azure.infrastructure import (
 )
 from backends.topology import load_topology
 from flows.infra import deploy_infra
-from mlops_cli.approvals import decide, list_paused_runs
 from tasks.audit import read_audit_log
 from tests.azure.conftest import FAST_DEADLINES, FAST_RETRIES, _loopback_only
 from tests.azure.fake_arm import FakeAzureML, StaticTokenCredential
+from tests.integration.release_helpers import decide_when_paused
 
 STAND_IN_BICEP = Path(__file__).resolve().parent / "fixtures" / "bicep" / "bicep"
 CHECKOV = Path(__file__).resolve().parents[2] / ".venv-checkov" / "bin" / "checkov"
@@ -216,18 +214,14 @@ def test_the_infra_flow_on_azure_waits_for_approval_before_prod(
 ) -> None:
     fake, _ = empty_subscription
     decisions: list[str] = []
-
-    def approve() -> None:
-        for _ in range(240):
-            runs = [r for r in list_paused_runs() if r.flow_name == "infra" and r.state == "Paused"]
-            if runs:
-                decisions.append(str(fake.arm_deployments.get("mlops-prod")))
-                decide(runs[0].id, True, "ivan", "plan reviewed in change window")
-                return
-            time.sleep(0.5)
-
-    thread = threading.Thread(target=approve, daemon=True)
-    thread.start()
+    thread = decide_when_paused(
+        "infra",
+        True,
+        "ivan",
+        "plan reviewed in change window",
+        seen=decisions,
+        look=lambda: str(fake.arm_deployments.get("mlops-prod")),
+    )
     state = deploy_infra(environment="all", return_state=True)
     thread.join(timeout=10)
 

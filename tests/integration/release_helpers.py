@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,6 +25,34 @@ def wait_for_paused_release(timeout: float = 300, started_after: str = "") -> st
             return max(runs, key=lambda r: r.paused_since).id
         time.sleep(0.5)
     raise TimeoutError("no release paused for approval")
+
+
+def decide_when_paused(
+    flow_name: str,
+    approved: bool,
+    approver: str,
+    reason: str,
+    seen: list[str] | None = None,
+    look: Callable[[], str] | None = None,
+) -> threading.Thread:
+    """A thread that decides on the first paused run of `flow_name`; `look` records what the
+    world looked like while the run waited (in `seen`)."""
+
+    def decide_it() -> None:
+        for _ in range(240):
+            runs = [
+                r for r in list_paused_runs() if r.flow_name == flow_name and r.state == "Paused"
+            ]
+            if runs:
+                if look is not None and seen is not None:
+                    seen.append(look())
+                decide(runs[0].id, approved, approver, reason)
+                return
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=decide_it, daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass(eq=False)  # threads must stay hashable

@@ -8,8 +8,8 @@ import pytest
 from prefect.client.schemas.objects import StateType
 
 from flows.infra import deploy_infra
-from mlops_cli.approvals import decide, list_paused_runs
 from tasks.audit import read_audit_log
+from tests.integration.release_helpers import decide_when_paused
 
 pytestmark = pytest.mark.skipif(
     not (Path(__file__).resolve().parents[2] / ".venv-checkov" / "bin" / "checkov").exists(),
@@ -32,19 +32,7 @@ def test_non_prod_environments_deploy_and_a_second_plan_changes_nothing(mlops_ro
 
 
 def test_prod_waits_for_approval_and_a_rejection_deploys_nothing_there(mlops_root: Path) -> None:
-    import threading
-    import time
-
-    def reject() -> None:
-        for _ in range(240):
-            runs = [r for r in list_paused_runs() if r.flow_name == "infra" and r.state == "Paused"]
-            if runs:
-                decide(runs[0].id, False, "ivan", "change window closed")
-                return
-            time.sleep(0.5)
-
-    thread = threading.Thread(target=reject, daemon=True)
-    thread.start()
+    thread = decide_when_paused("infra", False, "ivan", "change window closed")
     state = deploy_infra(environment="prod", return_state=True)
     thread.join(timeout=10)
 
