@@ -37,7 +37,7 @@ from backends.base import (
     EndpointInfo,
     ModelVersion,
 )
-from backends.local.endpoint_server import (
+from backends.local.endpoint_state import (
     LOG_FILE,
     NAME_PATTERN,
     EndpointState,

@@ -8,7 +8,7 @@ import mlflow.sklearn
 import numpy as np
 import pytest
 
-from backends.local.endpoint_server import (
+from backends.local.scoring import (
     PACKED_MAX_ROWS,
     DeploymentLoadError,
     PipelineScorer,
