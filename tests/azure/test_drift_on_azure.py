@@ -209,3 +209,19 @@ def report_version() -> str:
     champion = backends.shared_registry().get_model(MODEL, "champion")
     assert champion is not None
     return champion.version
+
+
+def test_a_datastore_with_account_credentials_is_read_with_the_secret_the_workspace_issues(
+    fake_azure: AzureUnderTest, tmp_path: Path
+) -> None:
+    environment = fake_azure.topology.environment("test")
+    fake_azure.fake.workspace(environment.workspace).datastore_credentials = "AccountKey"
+    test = backends.azure.open_workspace(environment, fake_azure.topology)
+    data = tmp_path / "readmissions.csv"
+    data.write_text("age,readmitted_30d\n71,0\n")
+
+    asset = test.get_data("readmissions", test.register_data("readmissions", data).version)
+
+    assert test.data_path(asset).read_bytes() == data.read_bytes()
+    reads = [r for r in fake_azure.fake.requests if r.path.endswith("/readmissions.csv")]
+    assert reads[-1].method == "GET" and "sig" in reads[-1].query
