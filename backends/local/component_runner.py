@@ -206,6 +206,12 @@ class ComponentRunner:
                 pipeline_outputs[match.group(1)] = str(out)
 
         code_dir = (component_file.parent / (component.code or ".")).resolve()
+        # AML copies each `additional_includes` folder into the snapshot next to the code;
+        # here the folder's parent goes on PYTHONPATH so the same imports resolve
+        includes = [
+            str((component_file.parent / include).resolve().parent)
+            for include in getattr(component, "additional_includes", None) or []
+        ]
         argv = render_command(component.command, values)
         child = self.client.create_run(
             experiment_id,
@@ -218,7 +224,7 @@ class ComponentRunner:
             "MLFLOW_RUN_ID": child.info.run_id,
             "MLFLOW_EXPERIMENT_ID": experiment_id,
             "PYTHONPATH": os.pathsep.join(
-                p for p in (str(code_dir), os.environ.get("PYTHONPATH", "")) if p
+                p for p in (str(code_dir), *includes, os.environ.get("PYTHONPATH", "")) if p
             ),
             "AZUREML_RUN_ID": f"{name}_{uuid.uuid4().hex[:8]}",
         }
