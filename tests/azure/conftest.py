@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,10 @@ def _loopback_only(resolve: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-@pytest.fixture
-def fake_azure(mlops_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
+@contextmanager
+def azure_under_test(patch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
+    """The fake with every workspace and registry of the topology, all SDK traffic routed to
+    it through `patch` (undone by whoever owns `patch`)."""
     import azure.core.pipeline.transport._requests_basic as requests_basic
     import azure.storage.blob._shared.base_client as storage_base
 
@@ -70,11 +73,11 @@ def fake_azure(mlops_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Az
     registry = topology.shared_registry
     fake.add_registry(registry.subscription_id, registry.resource_group, registry.name)
     transport = fake.transport()
-    monkeypatch.setattr(storage_base, "RequestsTransport", lambda **_: fake.transport())
+    patch.setattr(storage_base, "RequestsTransport", lambda **_: fake.transport())
     # clients the SDK builds for itself with only a credential (registry discovery inside
     # `models.share` and the deployment-template check) get azure-core's default transport
-    monkeypatch.setattr(requests_basic, "RequestsTransport", lambda **_: fake.transport())
-    monkeypatch.setattr(socket, "getaddrinfo", _loopback_only(socket.getaddrinfo))
+    patch.setattr(requests_basic, "RequestsTransport", lambda **_: fake.transport())
+    patch.setattr(socket, "getaddrinfo", _loopback_only(socket.getaddrinfo))
     set_connection_factory(
         lambda: AzureConnection(
             credential=credential,
@@ -87,3 +90,19 @@ def fake_azure(mlops_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Az
         yield AzureUnderTest(fake, credential, topology)
     finally:
         set_connection_factory(None)
+
+
+@pytest.fixture
+def fake_azure(mlops_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
+    with azure_under_test(monkeypatch) as azure:
+        yield azure
+
+
+@pytest.fixture(scope="module")
+def fake_azure_for_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureUnderTest]:
+    """One fake Azure and one MLOPS_ROOT for a module whose tests build on each other, the
+    way a team's week of releases does (each release trains: minutes, not seconds)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_ROOT", str(tmp_path_factory.mktemp("azure") / "mlops"))
+        with azure_under_test(patch) as azure:
+            yield azure

@@ -4,17 +4,20 @@ The backend is selected by name (MLOPS_BACKEND=azure) and every Azure call goes 
 real azure-ai-ml SDK to the fake REST API (tests/azure/conftest.py). Two things the fake's
 service does for real here:
 
-- compute: a submitted training pipeline job runs its components (the same YAML and scripts)
-  with the local component runner, and what they write becomes the job's outputs in the
-  fake's storage, which the backend downloads through the SDK as from Azure;
+- compute: before a training pipeline job is submitted, its components (the same YAML and
+  scripts) run with the local component runner, and what they write becomes the job's outputs
+  in the fake's storage, which the backend downloads through the SDK as from Azure;
 - serving: endpoints answer on a loopback HTTP server with an Entra token, score with the model
   files the deployed version holds in the fake's storage, refuse bad requests with 4xx, and
   count every request for the Azure Monitor metrics the rollout's health checks read.
+
+The scenarios share one fake and build on each other like a team's week (each release trains,
+so ~30 s a scenario on 2 cores): train-dev, an approved first release, a rejected one, one whose
+new deployment falls over at 50% of the traffic, and a release that goes green then a rollback.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ from prefect.client.schemas.objects import StateType
 
 import backends
 from backends.azure.pipelines import PipelineRunner
+from backends.base import EndpointInfo
 from backends.local.workspace import LocalWorkspace
 from flows.release import release
 from flows.rollback import rollback
@@ -43,41 +47,62 @@ MODEL = load_training_settings().model_name
 SETTINGS = load_release_settings()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def azure_flows(
-    fake_azure: AzureUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_azure_for_module: AzureUnderTest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AzureUnderTest]:
-    """The azure backend selected by name, the fake's compute and serving switched on."""
-    monkeypatch.setenv("MLOPS_BACKEND", "azure")
-    # 8k-row samples: the champion comparison's noise is bigger than the default margin
-    config = tmp_path / "config"
-    shutil.copytree(config_dir(), config)
-    training = yaml.safe_load((config / "training.yaml").read_text())
-    training["gate"]["champion_min_delta"] = -0.05
-    (config / "training.yaml").write_text(yaml.safe_dump(training))
-    monkeypatch.setenv("MLOPS_CONFIG_DIR", str(config))
-    fake = fake_azure.fake
-    fake.serve_scoring()
-    compute = tmp_path / "compute"
-    submit = PipelineRunner.run
+    """The azure backend selected by name, the fake's compute and serving switched on; one
+    fake for the module, whose tests build on each other as a team's releases do."""
+    fake_azure = fake_azure_for_module
+    tmp_path = tmp_path_factory.mktemp("azure-flows")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("MLOPS_BACKEND", "azure")
+        # 8k-row samples: the champion comparison's noise is bigger than the default margin
+        config = tmp_path / "config"
+        shutil.copytree(config_dir(), config)
+        training = yaml.safe_load((config / "training.yaml").read_text())
+        training["gate"]["champion_min_delta"] = -0.05
+        (config / "training.yaml").write_text(yaml.safe_dump(training))
+        monkeypatch.setenv("MLOPS_CONFIG_DIR", str(config))
+        fake = fake_azure.fake
+        fake.serve_scoring()
+        compute = tmp_path / "compute"
+        submit = PipelineRunner.run
 
-    def run_on_fake_compute(
-        runner: PipelineRunner, pipeline: Path, inputs: dict[str, Any], run_name: str | None = None
-    ) -> Any:
-        """Run the components as the job will, then let the SDK submit, poll and download:
-        the fake's job "writes" what they produced."""
-        local_inputs = dict(inputs)
-        local_inputs["raw_data"] = _download_data(fake_azure, runner, inputs["raw_data"], compute)
-        ran = LocalWorkspace(runner.spec, compute).run_pipeline(pipeline, local_inputs, run_name)
-        experiment = yaml.safe_load(Path(pipeline).read_text())["experiment_name"]
-        fake.job_outputs[experiment] = {k: Path(v) for k, v in ran.outputs.items() if "." in k}
-        return submit(runner, pipeline, inputs, run_name)
+        def run_on_fake_compute(
+            runner: PipelineRunner,
+            pipeline: Path,
+            inputs: dict[str, Any],
+            run_name: str | None = None,
+        ) -> Any:
+            """Run the components as the job will, then let the SDK submit, poll and
+            download: the fake's job "writes" what they produced."""
+            local_inputs = dict(inputs)
+            local_inputs["raw_data"] = _download_data(
+                fake_azure, runner, inputs["raw_data"], compute
+            )
+            ran = LocalWorkspace(runner.spec, compute).run_pipeline(
+                pipeline, local_inputs, run_name
+            )
+            experiment = yaml.safe_load(Path(pipeline).read_text())["experiment_name"]
+            fake.job_outputs[experiment] = {k: Path(v) for k, v in ran.outputs.items() if "." in k}
+            return submit(runner, pipeline, inputs, run_name)
 
-    monkeypatch.setattr(PipelineRunner, "run", run_on_fake_compute)
-    try:
-        yield fake_azure
-    finally:
-        fake.stop_scoring()
+        monkeypatch.setattr(PipelineRunner, "run", run_on_fake_compute)
+        try:
+            yield fake_azure
+        finally:
+            fake.stop_scoring()
+
+
+@pytest.fixture(scope="module")
+def data(azure_flows: AzureUnderTest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("azure-flows-data")
+    paths = {}
+    for name, seed in (("dev", 20), ("first", 21), ("second", 22), ("third", 23), ("fourth", 24)):
+        paths[name] = str(folder / f"{name}.csv")
+        generate_readmissions(8_000, seed=seed).to_csv(paths[name], index=False)
+    return paths
 
 
 def _download_data(azure: AzureUnderTest, runner: PipelineRunner, uri: str, into: Path) -> str:
@@ -121,38 +146,85 @@ def score_prod() -> httpx.Response:
     )
 
 
-@pytest.mark.skipif(
-    os.environ.get("MLOPS_SLOW_TESTS") != "1",
-    reason="12 minutes on 2 cores (three trainings, two rollouts through the fake): "
-    "run with MLOPS_SLOW_TESTS=1; not in the default CI run yet",
-)
-@pytest.mark.timeout(1800)  # three trainings, two rollouts: minutes on a busy machine
-def test_train_dev_release_and_rollback_run_end_to_end_on_azure(
-    azure_flows: AzureUnderTest, tmp_path: Path
-) -> None:
-    data = {}
-    for name, seed in (("dev", 20), ("first", 21), ("second", 23)):
-        data[name] = str(tmp_path / f"{name}.csv")
-        generate_readmissions(8_000, seed=seed).to_csv(data[name], index=False)
-    fake = azure_flows.fake
+def prod() -> EndpointInfo:
+    endpoint = backends.endpoints("prod").get_endpoint(SETTINGS.prod_endpoint)
+    assert endpoint is not None
+    return endpoint
 
-    # train-dev: registered in the dev workspace with the champion alias (a tag on Azure)
+
+def shared_versions() -> list[str]:
+    return [v.version for v in backends.shared_registry().list_model_versions(MODEL)]
+
+
+def champion() -> str:
+    found = backends.shared_registry().get_model(MODEL, "champion")
+    assert found is not None
+    return found.version
+
+
+def crash_when_live(
+    fake: Any, monkeypatch: pytest.MonkeyPatch, deployment: str, share: int
+) -> None:
+    """`deployment`'s container starts failing (every request a 500, counted in its Azure
+    Monitor metrics) once it takes `share` percent of live traffic: a model that is fine on
+    a mirror and at 10% but falls over under load."""
+    scorer = fake._scorer
+
+    def crashing(ws: Any, model_ref: str) -> Any:
+        endpoint = ws.endpoints.get(SETTINGS.prod_endpoint)
+        pinned = ws.deployments.get(SETTINGS.prod_endpoint, {}).get(deployment)
+        if (
+            endpoint is not None
+            and pinned is not None
+            and pinned["properties"]["model"] == model_ref
+            and endpoint["properties"]["traffic"].get(deployment, 0) >= share
+        ):
+            raise MemoryError(f"{deployment} ran out of memory at {share}% of the traffic")
+        return scorer(ws, model_ref)
+
+    monkeypatch.setattr(fake, "_scorer", crashing)
+
+
+# --- the scenarios, in order: each starts from where the one before left prod -------------------
+
+
+def test_train_dev_registers_the_dev_champion_through_a_small_code_snapshot(
+    azure_flows: AzureUnderTest, data: dict[str, str]
+) -> None:
     trained = train_dev(data_path=data["dev"], return_state=True)
+
     assert trained.type == StateType.COMPLETED, trained.message
     dev_model = trained.result()
     dev = backends.workspace("dev")
     assert [v.version for v in dev.list_model_versions(MODEL)] == [dev_model.version]
     assert dev.get_model(MODEL, "champion").version == dev_model.version
+    # the components' code snapshot is their scripts plus data_checks (additional_includes),
+    # not the repository with its venvs: what every submission hashes and uploads
+    snapshots = [
+        blobs
+        for (_, container), blobs in azure_flows.fake.blobs.items()
+        if re.fullmatch(r"[0-9a-f-]{36}-[0-9a-f]{24}", container)
+    ]
+    uploaded = {name.split("/", 1)[1] for blobs in snapshots for name in blobs}
+    assert uploaded and all(
+        re.fullmatch(r"\w+\.py|data_checks/\w+\.py", name) for name in uploaded
+    ), sorted(uploaded)
+    assert {"train_model.py", "data_checks/readmission_schema.py"} <= uploaded
 
-    # first release, approved through the Prefect API: shared registry v1, prod blue 100%
+
+def test_approved_release_is_promoted_and_serves_in_prod(
+    azure_flows: AzureUnderTest, data: dict[str, str]
+) -> None:
+    fake = azure_flows.fake
+
     state = run_release(data["first"], Approver(approved=True, name_="alice"))
+
     assert state.type == StateType.COMPLETED, state.message
     promoted = state.result()
     registry = backends.shared_registry()
-    assert [v.version for v in registry.list_model_versions(MODEL)] == ["1"]
-    champion = registry.get_model(MODEL, "champion")
-    assert champion is not None and champion.version == promoted.version == "1"
-    assert champion.tags["approved_by"] == "alice"
+    assert shared_versions() == ["1"]
+    assert champion() == promoted.version == "1"
+    assert registry.get_model(MODEL, "champion").tags["approved_by"] == "alice"
     assert prod_endpoint(azure_flows)["traffic"] == {"blue": 100}
     assert backends.endpoints("test").get_endpoint(SETTINGS.test_endpoint) is None
     response = score_prod()
@@ -160,34 +232,92 @@ def test_train_dev_release_and_rollback_run_end_to_end_on_azure(
     # the rollout's health checks read Azure Monitor metrics of what the fake served
     metrics = [r for r in fake.requests if r.path.endswith("/Microsoft.Insights/metrics")]
     assert metrics and all(r.status == 200 for r in metrics)
+    actions = [(r.action, r.actor) for r in read_audit_log()]
+    assert ("approved", "alice") in actions and ("promoted", "alice") in actions
+    assert not fake.unhandled
 
-    # second release goes green through mirror -> 10 -> 50 -> 100, every step health-checked
-    state = run_release(data["second"], Approver(approved=True, name_="carol"))
-    assert state.type == StateType.COMPLETED, state.message
-    assert [v.version for v in registry.list_model_versions(MODEL)] == ["1", "2"]
-    endpoint = backends.endpoints("prod").get_endpoint(SETTINGS.prod_endpoint)
-    assert endpoint is not None
-    assert dict(endpoint.traffic) == {"blue": 0, "green": 100}
+
+def test_rejected_approval_promotes_nothing_and_leaves_prod_unchanged(
+    azure_flows: AzureUnderTest, data: dict[str, str]
+) -> None:
+    before = prod()
+    approver = Approver(
+        approved=False, name_="bob", reason="AUC gain too small", try_invalid_first=True
+    )
+
+    state = run_release(data["second"], approver)
+
+    assert len(approver.refused) == 2 and all("Validation failed" in r for r in approver.refused)
+    assert approver.still_paused_after_refusal is True
+    assert state.type == StateType.CANCELLED
+    assert "Rejected by bob" in state.message and "Nothing was promoted" in state.message
+    assert shared_versions() == ["1"] and champion() == "1"
+    after = prod()
+    assert dict(after.traffic) == dict(before.traffic) == {"blue": 100}
+    assert after.deployments == before.deployments  # nothing deployed to prod
+    assert backends.endpoints("test").get_endpoint(SETTINGS.test_endpoint) is None
+    assert score_prod().json()["model"]["version"] == "1"
+    assert ("rejected", "bob") in [(r.action, r.actor) for r in read_audit_log()]
+
+
+def test_failing_health_check_mid_shift_returns_traffic_to_the_old_deployment(
+    azure_flows: AzureUnderTest, data: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = azure_flows.fake
+    crash_when_live(fake, monkeypatch, "green", share=50)
+    shifts_before = len(_traffic_puts(fake))
+
+    state = run_release(data["third"], Approver(approved=True, name_="erin"))
+
+    assert state.type == StateType.FAILED
+    message = str(state.result(raise_on_failure=False))
+    assert "green failed its health check at step 3 (50% live)" in message, message
+    assert "traffic is back on blue" in message
+    # mirror -> 10% -> 50% (failed) -> back to blue; the candidate was promoted (approved)
+    # but never crowned: prod keeps serving the old model
+    shifts = _traffic_puts(fake)[shifts_before:]
+    assert [t.get("green", 0) for t, _ in shifts] == [0, 10, 50, 0]
+    assert shifts[0][1].get("green") and shifts[-1] == ({"blue": 100}, {})
+    assert shared_versions() == ["1", "2"] and champion() == "1"
+    endpoint = prod()
+    assert endpoint.traffic["blue"] == 100 and not endpoint.traffic.get("green")
+    assert endpoint.serving() == "blue" and not endpoint.mirror_traffic.get("green")
     assert {d.name: d.model_version for d in endpoint.deployments} == {"blue": "1", "green": "2"}
-    assert registry.get_model(MODEL, "champion").version == "2"
-    assert score_prod().json()["model"]["version"] == "2"
-    mirrored = [
-        r.json()["properties"]["mirrorTraffic"]
+    assert score_prod().json()["model"]["version"] == "1"
+    rollbacks = [r for r in read_audit_log() if r.action == "rollback"]
+    assert rollbacks and rollbacks[-1].reason == "health check failed during rollout"
+
+
+def test_next_release_goes_green_and_rollback_returns_blue(
+    azure_flows: AzureUnderTest, data: dict[str, str]
+) -> None:
+    fake = azure_flows.fake
+
+    state = run_release(data["fourth"], Approver(approved=True, name_="carol"))
+
+    assert state.type == StateType.COMPLETED, state.message
+    assert shared_versions() == ["1", "2", "3"] and champion() == "3"
+    endpoint = prod()
+    assert dict(endpoint.traffic) == {"blue": 0, "green": 100}
+    assert {d.name: d.model_version for d in endpoint.deployments} == {"blue": "1", "green": "3"}
+    assert score_prod().json()["model"]["version"] == "3"
+
+    back = rollback(reason="complaints from the ward", actor="dave", return_state=True)
+
+    assert back.type == StateType.COMPLETED, back.message
+    assert prod_endpoint(azure_flows)["traffic"]["blue"] == 100
+    assert champion() == "1"
+    assert score_prod().json()["model"]["version"] == "1"
+    actions = [(r.action, r.actor) for r in read_audit_log()]
+    assert ("approved", "carol") in actions and ("rollback", "dave") in actions
+    assert {"deployed", "traffic", "champion"} <= {a for a, _ in actions}
+    assert not fake.unhandled
+
+
+def _traffic_puts(fake: Any) -> list[tuple[dict, dict]]:
+    """(traffic, mirror traffic) of every update of the prod endpoint, in order."""
+    return [
+        (r.json()["properties"]["traffic"], r.json()["properties"].get("mirrorTraffic") or {})
         for r in fake.requests
         if r.method == "PUT" and r.path.endswith(f"/onlineEndpoints/{SETTINGS.prod_endpoint}")
     ]
-    assert any(m.get("green") for m in mirrored)  # the shift started with a mirror step
-
-    # rollback: traffic and the champion alias back on v1
-    back = rollback(reason="complaints from the ward", actor="dave", return_state=True)
-    assert back.type == StateType.COMPLETED, back.message
-    assert prod_endpoint(azure_flows)["traffic"]["blue"] == 100
-    assert registry.get_model(MODEL, "champion").version == "1"
-    assert score_prod().json()["model"]["version"] == "1"
-
-    actions = [(r.action, r.actor) for r in read_audit_log()]
-    for expected in (("approved", "alice"), ("promoted", "alice"), ("approved", "carol")):
-        assert expected in actions
-    assert ("rollback", "dave") in actions
-    assert {"deployed", "traffic", "champion"} <= {a for a, _ in actions}
-    assert not fake.unhandled
