@@ -63,6 +63,9 @@ def azure_flows(
         training = yaml.safe_load((config / "training.yaml").read_text())
         training["gate"]["champion_min_delta"] = -0.05
         (config / "training.yaml").write_text(yaml.safe_dump(training))
+        release_settings = yaml.safe_load((config / "release.yaml").read_text())
+        release_settings["approval"]["poll_interval_seconds"] = 1  # a decision seen in ~1 s
+        (config / "release.yaml").write_text(yaml.safe_dump(release_settings))
         monkeypatch.setenv("MLOPS_CONFIG_DIR", str(config))
         fake = fake_azure.fake
         fake.serve_scoring()
