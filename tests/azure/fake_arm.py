@@ -68,6 +68,7 @@ class FakeAzureML(
         self._failing_lros: list[tuple[re.Pattern[str], str]] = []
         self._share_conflicts = 0
         self._failing_deployments: dict[str, str] = {}
+        self.crashes: dict[tuple[str, str], int] = {}  # (endpoint, deployment) -> live % it dies at
         self._job_progress: dict[str, int] = {}
         self._children: dict[str, list[tuple[str, str, str, str | None]]] = {}
         self._staged: dict[tuple[str, str, str], dict[str, bytes]] = {}

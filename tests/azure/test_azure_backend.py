@@ -124,8 +124,9 @@ def submitted_job(azure: AzureUnderTest) -> dict:
 
 
 def test_the_component_snapshot_leaves_local_venvs_out() -> None:
-    """`code: ..` uploads the repository root minus .amlignore; a venv in it means hundreds of
-    megabytes per pipeline submission (measured here: 776 MB, 35k files)."""
+    """A component whose `code:` is the repository root would upload it minus .amlignore; a
+    venv in it means hundreds of megabytes per pipeline submission (measured here: 776 MB, 35k
+    files). The components snapshot ./src now, but .amlignore still guards the root."""
     from azure.ai.ml._utils._asset_utils import get_ignore_file
 
     ignore = get_ignore_file(str(REPO))

@@ -73,8 +73,7 @@ def backend(request: pytest.FixtureRequest, mlops_root: Path) -> Iterator[Backen
 @pytest.fixture(scope="module")
 def pipelines(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pipeline and component YAMLs, byte for byte, in a folder holding only what their
-    `code: ..` snapshot needs (the repository root would upload every local venv: see
-    test_azure_backend.py::test_the_component_snapshot_leaves_local_venvs_out)."""
+    snapshots need (`code: ./src` plus `additional_includes: [../data_checks]`)."""
     root = tmp_path_factory.mktemp("repo")
     for part in ("components", "data_checks"):
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))

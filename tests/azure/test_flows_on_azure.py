@@ -165,29 +165,6 @@ def champion() -> str:
     return found.version
 
 
-def crash_when_live(
-    fake: Any, monkeypatch: pytest.MonkeyPatch, deployment: str, share: int
-) -> None:
-    """`deployment`'s container starts failing (every request a 500, counted in its Azure
-    Monitor metrics) once it takes `share` percent of live traffic: a model that is fine on
-    a mirror and at 10% but falls over under load."""
-    scorer = fake._scorer
-
-    def crashing(ws: Any, model_ref: str) -> Any:
-        endpoint = ws.endpoints.get(SETTINGS.prod_endpoint)
-        pinned = ws.deployments.get(SETTINGS.prod_endpoint, {}).get(deployment)
-        if (
-            endpoint is not None
-            and pinned is not None
-            and pinned["properties"]["model"] == model_ref
-            and endpoint["properties"]["traffic"].get(deployment, 0) >= share
-        ):
-            raise MemoryError(f"{deployment} ran out of memory at {share}% of the traffic")
-        return scorer(ws, model_ref)
-
-    monkeypatch.setattr(fake, "_scorer", crashing)
-
-
 # --- the scenarios, in order: each starts from where the one before left prod -------------------
 
 
@@ -264,13 +241,16 @@ def test_rejected_approval_promotes_nothing_and_leaves_prod_unchanged(
 
 
 def test_failing_health_check_mid_shift_returns_traffic_to_the_old_deployment(
-    azure_flows: AzureUnderTest, data: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    azure_flows: AzureUnderTest, data: dict[str, str]
 ) -> None:
     fake = azure_flows.fake
-    crash_when_live(fake, monkeypatch, "green", share=50)
+    fake.crash_when_live(SETTINGS.prod_endpoint, "green", share=50)
     shifts_before = len(_traffic_puts(fake))
 
-    state = run_release(data["third"], Approver(approved=True, name_="erin"))
+    try:
+        state = run_release(data["third"], Approver(approved=True, name_="erin"))
+    finally:
+        fake.crashes.clear()  # the next release's green is healthy
 
     assert state.type == StateType.FAILED
     message = str(state.result(raise_on_failure=False))

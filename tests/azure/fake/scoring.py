@@ -52,6 +52,12 @@ class Served:
 class ScoringApi:
     """Mixed into FakeAzureML."""
 
+    def crash_when_live(self, endpoint: str, deployment: str, share: int) -> None:
+        """`deployment`'s container fails every request (a 500, counted in its Azure Monitor
+        metrics) once it takes `share` percent of `endpoint`'s live traffic: a model that is
+        fine on a mirror and at 10% but falls over under load. `crashes.clear()` heals it."""
+        self.crashes[(endpoint, deployment)] = share
+
     def serve_scoring(self) -> str:
         """Start the loopback scoring server (once); its base URL."""
         if getattr(self, "_scoring_server", None) is None:
@@ -105,6 +111,8 @@ class ScoringApi:
                     "error": f"endpoint {name} has no deployment {target!r} taking requests"
                 }
             model_ref = deployment["properties"]["model"]
+            crash_at = self.crashes.get((name, target or ""))
+            crashed = crash_at is not None and props["traffic"].get(target, 0) >= crash_at
             tags = deployment.get("tags") or {}
             collector = deployment["properties"].get("dataCollector") or {}
             source = deployment["id"]
@@ -115,6 +123,8 @@ class ScoringApi:
         except RequestError as error:
             return self._count(name, target, error.status, started, {"error": error.reason})
         try:
+            if crashed:
+                raise MemoryError(f"{target} ran out of memory at {crash_at}% of the traffic")
             scorer = self._scorer(ws, model_ref)
             probabilities = scorer.probabilities(batch)
         except Exception as error:  # the container failed: a 5xx, counted as an error
