@@ -13,13 +13,11 @@ the data collector does; the monitor reads them back through the storage SDK.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 import backends
@@ -28,13 +26,13 @@ from backends.azure.errors import AzureConflict
 from flows.monitor_drift import monitor_drift
 from mlops_cli.traffic import send_traffic
 from synthetic_data.readmissions import generate_readmissions
-from tasks.settings import load_monitoring_settings, load_release_settings, load_training_settings
+from tasks.settings import load_release_settings, load_training_settings
 from tests.azure.conftest import AzureUnderTest
+from tests.drift_events import drift_events, wait_for_events
 from tests.endpoints.models import save_trained_model
 
 MODEL = load_training_settings().model_name
 ENDPOINT = load_release_settings().prod_endpoint
-EVENT = load_monitoring_settings().event
 TRAINING_ROWS = 8_000
 TRAINING_SEED = 0
 
@@ -72,33 +70,6 @@ def azure_prod(
         yield fake_azure
     finally:
         fake.stop_scoring()
-
-
-def drift_events(since: datetime) -> list[dict]:
-    response = httpx.post(
-        f"{os.environ['PREFECT_API_URL']}/events/filter",
-        json={
-            "filter": {
-                "event": {"name": [EVENT]},
-                "occurred": {"since": since.isoformat()},
-                "resource": {"id": [f"mlops.model.{MODEL}"]},
-            },
-            "limit": 50,
-        },
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["events"]
-
-
-def wait_for_events(since: datetime, count: int, timeout: float = 30) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        events = drift_events(since)
-        if len(events) >= count:
-            return events
-        time.sleep(0.5)
-    return drift_events(since)
 
 
 def collected_files(azure: AzureUnderTest, collection: str) -> dict[str, bytes]:
@@ -175,7 +146,7 @@ def test_unshifted_traffic_raises_no_alarm(azure_prod: AzureUnderTest) -> None:
     assert report.reference_rows == TRAINING_ROWS
     assert downloaded_training_data(azure_prod)
     time.sleep(2)
-    assert drift_events(started) == []
+    assert drift_events(started, MODEL) == []
 
 
 def test_shifted_traffic_emits_a_drift_event(azure_prod: AzureUnderTest) -> None:
@@ -184,7 +155,7 @@ def test_shifted_traffic_emits_a_drift_event(azure_prod: AzureUnderTest) -> None
     report = monitor_drift()
     assert report.status == "drift"
     assert "age" in report.drifted_features
-    events = wait_for_events(started, 1)
+    events = wait_for_events(started, 1, MODEL)
     assert len(events) == 1
     event = events[0]
     assert event["resource"]["mlops.model.version"] == report_version()

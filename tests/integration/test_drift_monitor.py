@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from prefect.client.schemas.objects import StateType
 
@@ -15,10 +14,8 @@ from flows.monitor_drift import monitor_drift
 from flows.release import release
 from mlops_cli.traffic import send_traffic
 from synthetic_data.readmissions import generate_readmissions
-from tasks.settings import load_monitoring_settings
+from tests.drift_events import drift_events, wait_for_events
 from tests.integration.release_helpers import Approver
-
-EVENT = load_monitoring_settings().event
 
 
 @pytest.fixture(scope="module")
@@ -39,26 +36,6 @@ def prod_serving(tmp_path_factory: pytest.TempPathFactory):
     patch.undo()
 
 
-def drift_events() -> list[dict]:
-    response = httpx.post(
-        f"{os.environ['PREFECT_API_URL']}/events/filter",
-        json={"filter": {"event": {"name": [EVENT]}}, "limit": 50},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["events"]
-
-
-def wait_for_events(count: int, timeout: float = 30) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        events = drift_events()
-        if len(events) >= count:
-            return events
-        time.sleep(1)
-    return drift_events()
-
-
 def test_too_little_traffic_is_not_enough_data(prod_serving: Path) -> None:
     send_traffic(100, batch=20, seed=1)
     report = monitor_drift()
@@ -67,21 +44,23 @@ def test_too_little_traffic_is_not_enough_data(prod_serving: Path) -> None:
 
 
 def test_unshifted_traffic_raises_no_alarm(prod_serving: Path) -> None:
+    started = datetime.now(UTC)
     send_traffic(1_500, batch=50, seed=2)
     time.sleep(1.5)  # the endpoint flushes captured rows every second
     report = monitor_drift()
     assert report.status == "no_drift", report.to_markdown()
     time.sleep(3)
-    assert drift_events() == []
+    assert drift_events(started) == []
 
 
 def test_shifted_traffic_emits_a_drift_event(prod_serving: Path) -> None:
+    started = datetime.now(UTC)
     send_traffic(2_500, batch=50, age_offset=15, seed=3)
     time.sleep(1.5)
     report = monitor_drift()
     assert report.status == "drift"
     assert "age" in report.drifted_features
-    events = wait_for_events(1)
+    events = wait_for_events(started, 1)
     assert len(events) == 1
     event = events[0]
     assert event["resource"]["prefect.resource.id"] == "mlops.model.readmission-classifier"

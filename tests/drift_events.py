@@ -1,0 +1,41 @@
+"""Drift alarms as the Prefect server saw them, for tests that share one server: only events
+that occurred since a test started count, so another test's alarm is never taken for ours."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+import httpx
+
+from tasks.settings import load_monitoring_settings
+
+EVENT = load_monitoring_settings().event
+
+
+def drift_events(since: datetime, model: str | None = None) -> list[dict]:
+    """`mlops.model.drift-detected` events since `since` (of `model`, when given)."""
+    event_filter: dict = {"event": {"name": [EVENT]}, "occurred": {"since": since.isoformat()}}
+    if model is not None:
+        event_filter["resource"] = {"id": [f"mlops.model.{model}"]}
+    response = httpx.post(
+        f"{os.environ['PREFECT_API_URL']}/events/filter",
+        json={"filter": event_filter, "limit": 50},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+def wait_for_events(
+    since: datetime, count: int, model: str | None = None, timeout: float = 30
+) -> list[dict]:
+    """Events arrive asynchronously: wait until `count` are there (or the timeout passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = drift_events(since, model)
+        if len(events) >= count:
+            return events
+        time.sleep(0.5)
+    return drift_events(since, model)
