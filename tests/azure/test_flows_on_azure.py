@@ -41,7 +41,7 @@ from tasks.audit import read_audit_log
 from tasks.integration_tests import split_body
 from tasks.settings import config_dir, load_release_settings, load_training_settings
 from tests.azure.conftest import AzureUnderTest
-from tests.integration.release_helpers import Approver
+from tests.integration.release_helpers import Approver, assert_refused_then_rejected
 
 MODEL = load_training_settings().model_name
 SETTINGS = load_release_settings()
@@ -227,10 +227,7 @@ def test_rejected_approval_promotes_nothing_and_leaves_prod_unchanged(
 
     state = run_release(data["second"], approver)
 
-    assert len(approver.refused) == 2 and all("Validation failed" in r for r in approver.refused)
-    assert approver.still_paused_after_refusal is True
-    assert state.type == StateType.CANCELLED
-    assert "Rejected by bob" in state.message and "Nothing was promoted" in state.message
+    assert_refused_then_rejected(approver, state, rejected_by="bob")
     assert shared_versions() == ["1"] and champion() == "1"
     after = prod()
     assert dict(after.traffic) == dict(before.traffic) == {"blue": 100}

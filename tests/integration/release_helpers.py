@@ -8,6 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from prefect.client.schemas.objects import StateType
+from prefect.states import State
+
 from mlops_cli.approvals import decide, list_paused_runs
 
 
@@ -53,6 +56,16 @@ def decide_when_paused(
     thread = threading.Thread(target=decide_it, daemon=True)
     thread.start()
     return thread
+
+
+def assert_refused_then_rejected(approver: Approver, state: State, rejected_by: str) -> None:
+    """Both invalid inputs were refused while the run stayed paused, and the rejection that
+    followed cancelled the release with nothing promoted."""
+    assert len(approver.refused) == 2 and all("Validation failed" in r for r in approver.refused)
+    assert approver.still_paused_after_refusal is True
+    assert state.type == StateType.CANCELLED
+    assert f"Rejected by {rejected_by}" in state.message
+    assert "Nothing was promoted" in state.message
 
 
 @dataclass(eq=False)  # threads must stay hashable

@@ -23,7 +23,7 @@ from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.integration_tests import split_body
 from tasks.settings import config_dir, load_release_settings, load_training_settings
-from tests.integration.release_helpers import Approver
+from tests.integration.release_helpers import Approver, assert_refused_then_rejected
 
 MODEL = load_training_settings().model_name
 SETTINGS = load_release_settings()
@@ -120,10 +120,7 @@ def test_invalid_input_is_refused_then_a_rejection_promotes_nothing(
 
     state = run_release(data["second"], approver)
 
-    assert len(approver.refused) == 2 and all("Validation failed" in r for r in approver.refused)
-    assert approver.still_paused_after_refusal is True
-    assert state.type == StateType.CANCELLED
-    assert "Rejected by bob" in state.message and "Nothing was promoted" in state.message
+    assert_refused_then_rejected(approver, state, rejected_by="bob")
     assert shared_versions() == ["1"]
     assert dict(prod().traffic) == traffic_before
     assert score_prod().status_code == 200
