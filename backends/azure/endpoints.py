@@ -94,12 +94,16 @@ class AzureEndpoints:
             description=f"readmission model ({self.workspace.environment})",
             tags={"environment": self.workspace.environment},
         )
+        return self._put_endpoint(endpoint, f"create endpoint {name}")
+
+    def _put_endpoint(self, definition: ManagedOnlineEndpoint, what: str) -> EndpointInfo:
+        """Create or update the endpoint, wait for it, and read back what Azure now holds."""
         self._wait(
-            lambda: self.client.online_endpoints.begin_create_or_update(endpoint),
-            f"create endpoint {name}",
-            name,
+            lambda: self.client.online_endpoints.begin_create_or_update(definition),
+            what,
+            definition.name,
         )
-        info = self.get_endpoint(name)
+        info = self.get_endpoint(definition.name)
         assert info is not None
         return info
 
@@ -204,14 +208,9 @@ class AzureEndpoints:
             definition = self.client.online_endpoints.get(endpoint)
         definition.traffic = {k: int(v) for k, v in traffic.items()}
         definition.mirror_traffic = mirror
-        self._wait(
-            lambda: self.client.online_endpoints.begin_create_or_update(definition),
-            f"set traffic of {endpoint} to {dict(traffic)} (mirror {mirror})",
-            endpoint,
+        return self._put_endpoint(
+            definition, f"set traffic of {endpoint} to {dict(traffic)} (mirror {mirror})"
         )
-        updated = self.get_endpoint(endpoint)
-        assert updated is not None
-        return updated
 
     def deployment_health(self, endpoint: str, deployment: str) -> DeploymentHealth:
         """Requests, 5xx errors and p95 latency of `deployment` since `reset_health` (else the
