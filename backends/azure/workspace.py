@@ -7,7 +7,6 @@ so every write here can be repeated after a crash without making a second versio
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +23,7 @@ from backends.azure.errors import AzureConflict, AzureResourceMissing, explained
 from backends.azure.models import ModelStore, ModelStoreDelegate
 from backends.azure.pipelines import PipelineRunner
 from backends.base import DataAsset, ModelVersion, PipelineRun
+from backends.content_hash import file_sha256
 from backends.topology import EnvironmentSpec, Topology
 
 CONTENT_TAG = "content_sha256"
@@ -32,14 +32,6 @@ IDENTITY_TAG = "pipeline_run_id"
 WORKSPACE_ASSET_ID = (
     "azureml://locations/{location}/workspaces/{guid}/models/{name}/versions/{version}"
 )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class AzureWorkspace(ModelStoreDelegate):

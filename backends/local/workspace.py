@@ -7,7 +7,6 @@ so everything here goes through an explicit MlflowClient and download URIs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import threading
@@ -21,18 +20,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from backends.base import DataAsset, ModelVersion, PipelineRun
+from backends.content_hash import file_sha256
 from backends.local.component_runner import ComponentRunner
 from backends.topology import EnvironmentSpec, RegistrySpec, Topology
 
 _store_lock = threading.Lock()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _to_model_version(mv: MlflowModelVersion) -> ModelVersion:

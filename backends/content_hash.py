@@ -1,0 +1,15 @@
+"""The content hash both backends tag data assets with (`content_sha256`): a new version is
+registered only when the bytes change, and a downloaded copy is checked against it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
