@@ -8,8 +8,8 @@ so everything here goes through an explicit MlflowClient and download URIs.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -17,14 +17,38 @@ from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import ExclusiveFileLock
 
 from backends.base import DataAsset, ModelVersion, PipelineRun
 from backends.content_hash import file_sha256
 from backends.local.component_runner import ComponentRunner
 from backends.topology import EnvironmentSpec, RegistrySpec, Topology
 
-_store_lock = threading.Lock()
+
+def create_store_once(db: Path) -> None:
+    """Create a migrated MLflow sqlite store at `db`, whole or not at all.
+
+    MLflow migrates a new store on first open, one alembic revision at a time. A process killed
+    part-way (the release's crash-and-re-run promise) left a store whose columns were added but
+    whose revision was not, and every later open failed with "duplicate column name". So the
+    store is migrated under another name and renamed into place, under a file lock that also
+    serialises first opens across processes (flows, workers, component subprocesses).
+    """
+    if db.exists():
+        return
+    with ExclusiveFileLock(f"{db}.lock"):
+        if db.exists():
+            return
+        partial = db.with_name(f"{db.name}.partial")  # a killed attempt's leftovers
+        partial.unlink(missing_ok=True)
+        engine = create_sqlalchemy_engine(f"sqlite:///{partial}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(partial, db)
 
 
 def _to_model_version(mv: MlflowModelVersion) -> ModelVersion:
@@ -45,11 +69,8 @@ class MlflowRegistry:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = f"sqlite:///{directory / 'mlflow.db'}"
-        with _store_lock:  # the first open migrates the schema; do it once at a time
-            self.client = MlflowClient(
-                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-            )
-            self.client.search_experiments(max_results=1)
+        create_store_once(directory / "mlflow.db")
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def experiment_id(self, name: str) -> str:
         """Get or create an experiment whose artifacts live inside this directory."""
