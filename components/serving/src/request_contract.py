@@ -115,10 +115,10 @@ def _decode(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as fast_error:
-        try:
+        try:  # RecursionError: nested deeper than the interpreter's stack (~1,000 levels)
             return json.loads(body)
-        except ValueError:
-            raise RequestError(400, f"the body is not valid JSON: {fast_error}") from None
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise RequestError(400, f"the body is not valid UTF-8 JSON: {fast_error}") from None
 
 
 def _check_row_count(n_rows: int) -> None:
@@ -199,6 +199,8 @@ def _describe(value: Any) -> str:
         return f"{value!r} (a string)"
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} (not a finite number)"
+    if isinstance(value, int) and value.bit_length() > 64:  # repr of a huge int is itself huge
+        return f"a {value.bit_length()}-bit integer"
     if isinstance(value, int | float):
         return f"{value!r} (a number)"
     return f"a {type(value).__name__}"
