@@ -123,3 +123,11 @@ def collected_rows(
                 }
             )
     return rows
+
+
+def counted_as_mirrored(
+    deployment: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int]
+) -> bool:
+    """Collected records do not say whether a request was a mirrored copy, on Azure or here:
+    rows of a deployment that takes mirror traffic and no live traffic count as mirrored."""
+    return traffic.get(deployment, 0) == 0 and mirror_traffic.get(deployment, 0) > 0
