@@ -17,12 +17,12 @@ from tasks.integration_tests import run_integration_tests
 from tasks.promotion import crown_champion, promote_to_shared_registry
 from tasks.serving import (
     colour_for,
-    delete_endpoint,
     deploy_model,
     endpoint_key,
     ensure_endpoint,
     route_all_traffic,
     shift_traffic,
+    test_endpoint_lifetime,
 )
 from tasks.settings import load_release_settings
 
@@ -45,11 +45,13 @@ def release(
     data_path: str | None = None,
     approval_timeout_seconds: int | None = None,
     champion_min_delta: float | None = None,
+    keep_test_endpoint: bool = False,
 ) -> ModelVersion | State:
     """Carry a candidate from test to prod through every gate.
 
     Rejected or timed-out approval promotes nothing; a failed rollout puts prod traffic back
-    on the old colour, which stays deployed for instant rollback.
+    on the old colour, which stays deployed for instant rollback. The test endpoint is deleted
+    however the test stage ends, unless `keep_test_endpoint` (to debug a failure on it).
     """
     settings = load_release_settings()
     timeout = approval_timeout_seconds or settings.approval.timeout_seconds
@@ -58,38 +60,35 @@ def release(
     trained = train_in_environment("test", data_path, "candidate", champion_min_delta)
     candidate = trained.model
 
-    # Test endpoint and integration tests
-    ensure_endpoint("test", settings.test_endpoint)
-    deploy_model("test", settings.test_endpoint, "blue", candidate, from_registry="test")
-    test_endpoint = route_all_traffic("test", settings.test_endpoint, "blue")
-    integration = run_integration_tests(
-        test_endpoint,
-        endpoint_key("test", settings.test_endpoint),
-        trained.pipeline_run.outputs["prep.test_data"],
-        trained.gate.candidate["auc"],
-        settings.integration.p95_budget_ms,
-        settings.integration.latency_requests,
-    )
-
-    # Approval
-    pack = evidence_pack(
-        candidate,
-        trained.gate,
-        trained.data_report,
-        integration,
-        {
-            "Prefect flow run": f"{PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}",
-            "MLflow pipeline run": trained.pipeline_run.tracking_url,
-        },
-    )
-    publish_evidence_pack(pack)
-    try:
-        approval = wait_for_approval(pack, timeout, settings.approval.poll_interval_seconds)
-    except FlowPauseTimeout:
-        delete_endpoint("test", settings.test_endpoint)
-        return Failed(message=record_timeout(candidate, timeout))
-    record_decision(candidate, approval)
-    delete_endpoint("test", settings.test_endpoint)
+    # Test endpoint, integration tests, approval (the test endpoint goes when they end)
+    with test_endpoint_lifetime("test", settings.test_endpoint, keep=keep_test_endpoint):
+        ensure_endpoint("test", settings.test_endpoint)
+        deploy_model("test", settings.test_endpoint, "blue", candidate, from_registry="test")
+        test_endpoint = route_all_traffic("test", settings.test_endpoint, "blue")
+        integration = run_integration_tests(
+            test_endpoint,
+            endpoint_key("test", settings.test_endpoint),
+            trained.pipeline_run.outputs["prep.test_data"],
+            trained.gate.candidate["auc"],
+            settings.integration.p95_budget_ms,
+            settings.integration.latency_requests,
+        )
+        pack = evidence_pack(
+            candidate,
+            trained.gate,
+            trained.data_report,
+            integration,
+            {
+                "Prefect flow run": f"{PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}",
+                "MLflow pipeline run": trained.pipeline_run.tracking_url,
+            },
+        )
+        publish_evidence_pack(pack)
+        try:
+            approval = wait_for_approval(pack, timeout, settings.approval.poll_interval_seconds)
+        except FlowPauseTimeout:
+            return Failed(message=record_timeout(candidate, timeout))
+        record_decision(candidate, approval)
     if not approval.approved:
         return Cancelled(
             message=f"Rejected by {approval.approver}: {approval.reason}. Nothing was promoted."

@@ -62,6 +62,7 @@ def bad_requests(good_row: dict) -> dict[str, bytes]:
         return json.dumps({"input_data": [row]}).encode()
 
     missing = {k: v for k, v in good_row.items() if k != "age"}
+    columns, values = list(good_row), list(good_row.values())
     return {
         "malformed JSON": b'{"input_data": [',
         "missing column": records(missing),
@@ -73,7 +74,22 @@ def bad_requests(good_row: dict) -> dict[str, bytes]:
         "unknown category": records({**good_row, "payer_code": "Bitcoin"}),
         "empty": json.dumps({"input_data": []}).encode(),
         "oversized": b'{"input_data": [' + b" " * (6 * 1024 * 1024) + b"]}",
+        "nested 3,000 levels deep": b"[" * 3_000 + b"]" * 3_000,
+        "a 400-digit number": records({**good_row, "age": 10**400}),
+        "invalid UTF-8": b'{"input_data": [{"gender": "\xff\xfe"}]}',
+        "a column named twice": json.dumps(
+            {"input_data": {"columns": [*columns, "age"], "data": [[*values, 70]]}}
+        ).encode(),
     }
+
+
+def _reason(response: httpx.Response) -> str:
+    """Why a request was refused: the scoring script's (and the inference server's)
+    `{"message": ...}`, else the start of whatever came back."""
+    try:
+        return str(response.json().get("message", response.text))
+    except (ValueError, AttributeError):
+        return response.text[:80]
 
 
 @task
@@ -134,11 +150,7 @@ def run_integration_tests(
                 endpoint.scoring_uri, content=payload, headers={"Content-Type": "application/json"}
             )
             alive = client.post(endpoint.scoring_uri, json=split_body(features.head(1)))
-            reason = (
-                bad.json().get("error", "")
-                if bad.headers.get("content-type", "").startswith("application/json")
-                else bad.text[:80]
-            )
+            reason = _reason(bad)
             checks.append(
                 CheckResult(
                     f"bad request: {name}",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.exceptions import PrefectSignal
 from prefect.transactions import Transaction, get_transaction
 
 import backends
@@ -82,6 +83,27 @@ def endpoint_key(environment: str, name: str) -> str:
 def delete_endpoint(environment: str, name: str) -> None:
     backends.endpoints(environment).delete_endpoint(name)
     get_run_logger().info("Deleted endpoint %s in %s", name, environment)
+
+
+@contextlib.contextmanager
+def test_endpoint_lifetime(environment: str, name: str, keep: bool = False) -> Iterator[None]:
+    """The test endpoint is deleted when the block ends, however it ends (integration tests
+    failed, approval rejected or timed out, a deploy error), unless the run asks to keep it: on
+    Azure it is a billed instance. A suspension (Prefect's Pause signal, raised while a
+    deployed release waits for a person) is not an end: the resumed run uses the endpoint again.
+    """
+    try:
+        yield
+    except PrefectSignal:
+        raise
+    except BaseException:
+        if not keep:
+            delete_endpoint(environment, name)
+        raise
+    if not keep:
+        delete_endpoint(environment, name)
+    else:
+        get_run_logger().info("Keeping endpoint %s in %s as the run asked", name, environment)
 
 
 def _probe(endpoint: EndpointInfo, key: str, colour: str, rows: pd.DataFrame) -> None:

@@ -177,3 +177,22 @@ def test_failing_health_check_mid_shift_returns_traffic_to_the_old_colour(
     assert dict(prod().traffic) == before and prod().serving() == serving_colour
     assert backends.shared_registry().get_model(MODEL, "champion").version == "1"
     assert score_prod().status_code == 200
+
+
+def test_failed_integration_tests_delete_the_test_endpoint_and_promote_nothing(
+    backend: Path, data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    strict = tmp_path / "config"
+    shutil.copytree(config_dir(), strict)  # the module's lenient training settings
+    settings = yaml.safe_load((strict / "release.yaml").read_text())
+    settings["integration"]["p95_budget_ms"] = 0.001  # no endpoint answers that fast
+    (strict / "release.yaml").write_text(yaml.safe_dump(settings))
+    monkeypatch.setenv("MLOPS_CONFIG_DIR", str(strict))
+    versions, traffic = shared_versions(), dict(prod().traffic)
+
+    state = run_release(data["fourth"], None)
+
+    assert state.type == StateType.FAILED
+    assert "latency" in str(state.result(raise_on_failure=False))
+    assert backends.endpoints("test").get_endpoint(SETTINGS.test_endpoint) is None
+    assert shared_versions() == versions and dict(prod().traffic) == traffic
