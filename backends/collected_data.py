@@ -31,7 +31,15 @@ COLLECTIONS = ("model_inputs", "model_outputs")
 COLLECTOR_FOLDER = "modelDataCollector"
 EVENT_TYPE = "azureml.inference.{collection}"
 ROLLED_HOUR = re.compile(r"/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+\.jsonl$")
-CAPTURE_COLUMNS = ("probability", "label", "deployment", "model_version", "mirrored", "timestamp")
+CAPTURE_COLUMNS = (
+    "probability",
+    "label",
+    "deployment",
+    "model_version",
+    "mirrored",
+    "timestamp",
+    "request_id",
+)
 """What `collected_rows` adds to each row's input fields."""
 
 
@@ -104,7 +112,8 @@ def collected_rows(
 ) -> list[dict[str, Any]]:
     """One row per scored input row: its fields, joined on the correlation id with the output
     row the scoring script collected for it (`probability`, `label`), plus `deployment`,
-    `model_version`, `mirrored` and `timestamp`. Inputs without collected outputs get None."""
+    `model_version`, `mirrored`, `timestamp` and `request_id` (the correlation id, which the
+    scoring script sets to the request's x-request-id). Inputs without outputs get None."""
     answered = {event.get("correlationid"): event.get("data") or [] for event in outputs}
     rows: list[dict[str, Any]] = []
     for event in sorted(inputs, key=event_time):
@@ -120,6 +129,7 @@ def collected_rows(
                     "model_version": model_version,
                     "mirrored": mirrored,
                     "timestamp": event["time"],
+                    "request_id": event.get("correlationid"),
                 }
             )
     return rows
