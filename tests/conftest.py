@@ -43,6 +43,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     stop_server(_server)
 
 
+SLOW = (
+    "tests/integration/",
+    "tests/ui/",
+    "tests/azure/test_flows_on_azure.py",
+    "tests/azure/test_drift_on_azure.py",
+    "tests/azure/test_infra_on_azure.py",
+)
+"""Whole flows on a real Prefect server (minutes): `pytest -m "not slow"` is the fast loop."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        where = Path(str(item.fspath)).relative_to(REPO_ROOT).as_posix()
+        if where.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def mlops_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh local backend (workspaces, registries) for one test."""
