@@ -7,6 +7,7 @@ same flow code runs against the laptop or a subscription with one setting change
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,11 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOPOLOGY = REPO_ROOT / "environments.yaml"
 TOPOLOGY_VARIABLE = "mlops_topology"  # the Prefect Variable `mlops config push` writes
+USER_ASSIGNED_IDENTITY = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}"
+    r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[-\w]{3,128}$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,22 @@ class EnvironmentSpec:
     subscription_id: str
     location: str
     compute: str
+    endpoint_identity: str | None = None
+    """Resource ID of the user-assigned identity the environment's online endpoints run under
+    (infra/ creates it as id-<project>-<env>-endpoint and grants its roles). None: endpoints
+    get a system-assigned identity, which Azure ML grants pull rights on the workspace's own
+    registry and storage only, so they cannot serve models from the shared registry."""
+
+    def __post_init__(self) -> None:
+        if self.endpoint_identity is not None and not USER_ASSIGNED_IDENTITY.match(
+            self.endpoint_identity
+        ):
+            raise ValueError(
+                f"environments.{self.name}.endpoint_identity is {self.endpoint_identity!r}, not "
+                "the resource ID of a user-assigned identity: /subscriptions/<id>/resourceGroups"
+                "/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name> "
+                "(the endpointIdentityId output of the environment's infra deployment)"
+            )
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ param registryResourceGroup string
 @description('Subscription of the shared registry.')
 param registrySubscriptionId string = subscription().subscriptionId
 
-@description('Create the user-assigned identity of the online endpoint (prod).')
+@description('Create the user-assigned identity the online endpoints run under, with its roles (test and prod: they serve models from the shared registry).')
 param deployEndpointIdentity bool = false
 
 @description('Days to keep logs in Log Analytics.')
@@ -179,12 +179,23 @@ module workspaceRoleAssignments 'modules/workspace-role-assignments.bicep' = {
 }
 
 // Cross-resource-group: the shared registry lives in its own resource group (shared.bicep).
+// The endpoint identity gets AzureML Registry User there, to pull registry models.
 module registryAccess 'modules/registry-access.bicep' = {
   name: '${projectName}-${environmentName}-registry-access'
   scope: resourceGroup(registrySubscriptionId, registryResourceGroup)
   params: {
     registryName: registryName
     workspacePrincipalId: workspace.outputs.workspacePrincipalId
+    endpointPrincipalId: deployEndpointIdentity ? endpointIdentity.outputs.principalId : ''
+  }
+}
+
+// The registry's own storage and container registry sit in a resource group Azure manages;
+// the endpoint identity reads them through grants at the registry's subscription.
+module registrySubscriptionAccess 'modules/registry-subscription-access.bicep' = if (deployEndpointIdentity) {
+  name: '${projectName}-${environmentName}-registry-subscription-access'
+  scope: subscription(registrySubscriptionId)
+  params: {
     endpointPrincipalId: deployEndpointIdentity ? endpointIdentity.outputs.principalId : ''
   }
 }

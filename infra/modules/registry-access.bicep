@@ -29,7 +29,7 @@ resource workspaceRegistryUser 'Microsoft.Authorization/roleAssignments@2022-04-
   }
 }
 
-// The prod endpoint serves the champion straight from the registry.
+// The test and prod endpoints serve models straight from the registry.
 resource endpointRegistryUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(endpointPrincipalId)) {
   name: guid(registry.id, endpointPrincipalId, azureMLRegistryUser)
   scope: registry

@@ -65,7 +65,8 @@ resource computeKeyVaultSecrets 'Microsoft.Authorization/roleAssignments@2022-04
   }
 }
 
-// The online endpoint pulls its serving image ...
+// The online endpoints pull the inference environment's image the workspace built (Azure ML
+// grants this to a system-assigned endpoint identity itself, never to a user-assigned one) ...
 resource endpointAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(endpointPrincipalId)) {
   name: guid(containerRegistry.id, endpointPrincipalId, acrPull)
   scope: containerRegistry
@@ -76,7 +77,11 @@ resource endpointAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-// ... reads the model files and writes the captured requests that drift monitoring reads.
+// ... read the workspace's models and code (Storage Blob Data Reader would do), and their data
+// collector writes model_inputs/model_outputs to this storage account's default container
+// (Storage Blob Data Contributor on the destination, which includes the reads). The container
+// is named after the workspace ID, known only once the workspace exists: granted on the
+// account.
 resource endpointBlobData 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(endpointPrincipalId)) {
   name: guid(storage.id, endpointPrincipalId, storageBlobDataContributor)
   scope: storage

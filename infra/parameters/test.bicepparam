@@ -9,7 +9,7 @@ param computeName = 'cpu-cluster'
 param computeMaxNodeCount = 4
 param registryName = 'mlr-readmission-shared'
 param registryResourceGroup = 'rg-readmission-shared'
-param deployEndpointIdentity = false
+param deployEndpointIdentity = true
 param tags = {
   owner: 'mlops'
 }

@@ -313,8 +313,13 @@ def test_role_assignment_names_are_guid_of_scope_principal_and_role(
             name = config["name"]["function"]
             assert name["type"] == "guid", f"{path}:{symbol} is not named with guid()"
             scope_id, principal, role = name["parameters"].values()
-            accessor = scope_id["operator"]["operands"]
-            assert accessor == {"operand_1": config["scope"], "operand_2": "id"}, symbol
+            if "scope" in config:
+                accessor = scope_id["operator"]["operands"]
+                assert accessor == {"operand_1": config["scope"], "operand_2": "id"}, symbol
+            else:  # assigned at the template's own scope: a subscription
+                assert parsed_file["globals"]["scope"]["value"] == "subscription", symbol
+                call = scope_id["function"]
+                assert (call["type"], call.get("property_name")) == ("subscription", "id"), symbol
             assert principal == config["properties"]["principalId"], symbol
             assert role == config["properties"]["roleDefinitionId"], symbol
             role_id = variables[role]["value"]["function"]
@@ -419,7 +424,8 @@ def test_parameter_file_names_the_environment_as_environments_yaml_does(
     assert params["computeName"] == expected["compute"]
     assert params["registryName"] == shared["name"]
     assert params["registryResourceGroup"] == shared["resource_group"]
-    assert params["deployEndpointIdentity"] is (environment == "prod")
+    # test and prod endpoints serve registry models under their own identity; dev has none
+    assert params["deployEndpointIdentity"] is (environment in ("test", "prod"))
 
 
 def test_shared_parameter_file_names_the_registry_as_environments_yaml_does(
@@ -431,6 +437,68 @@ def test_shared_parameter_file_names_the_registry_as_environments_yaml_does(
     assert parameter_file["parameters"]["registryName"] == shared["name"]
     assert parameter_file["parameters"]["resourceGroupName"] == shared["resource_group"]
     assert parameter_file["parameters"]["location"] == shared["location"]
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_topologys_endpoint_identity_is_the_one_the_environments_bicep_creates(
+    files: dict[str, Any], topology: dict[str, Any], environment: str
+) -> None:
+    params = files[f"parameters/{environment}.bicepparam"]["parameters"]
+    names = main_template_names(files["main.bicep"], files, params)
+    spec = topology["environments"][environment]
+    if not params["deployEndpointIdentity"]:
+        assert "endpoint_identity" not in spec, f"{environment}'s Bicep creates no identity"
+        return
+    expected = (
+        f"/subscriptions/{spec['subscription_id']}/resourceGroups/{spec['resource_group']}"
+        "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/"
+        f"{names['modules/endpoint-identity.bicep:endpointIdentity']}"
+    )
+    assert spec["endpoint_identity"] == expected
+
+
+def test_the_endpoint_identity_gets_what_azure_ml_documents_for_serving_from_the_registry(
+    files: dict[str, Any],
+) -> None:
+    """AcrPull + blob read on the workspace's registry and storage (automatic only for a
+    system-assigned identity), blob write where the data collector writes, AzureML Registry
+    User on the shared registry, and AcrPull + blob read on the registry's own storage and
+    registry (at its subscription: they sit in a resource group Azure manages)."""
+    roles = {
+        "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
+        "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+        "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
+        "1823dd4f-9b8c-4ab6-ab4e-7397a3684615": "AzureML Registry User",
+    }
+    granted = set()
+    for path in (
+        "modules/workspace-role-assignments.bicep",
+        "modules/registry-access.bicep",
+        "modules/registry-subscription-access.bicep",
+    ):
+        parsed_file = files[path]
+        variables = parsed_file.get("variables", {})
+        for resource in parsed_file.get("resources", {}).values():
+            if resource["type"] != "Microsoft.Authorization/roleAssignments":
+                continue
+            config = body(resource)
+            if config["properties"]["principalId"] != "endpointPrincipalId":
+                continue
+            role_call = variables[config["properties"]["roleDefinitionId"]]["value"]["function"]
+            guid = next(v for v in role_call["parameters"].values() if v in roles)
+            granted.add((path, roles[guid], config.get("scope", "subscription")))
+    assert granted == {
+        ("modules/workspace-role-assignments.bicep", "AcrPull", "containerRegistry"),
+        ("modules/workspace-role-assignments.bicep", "Storage Blob Data Contributor", "storage"),
+        ("modules/registry-access.bicep", "AzureML Registry User", "registry"),
+        ("modules/registry-subscription-access.bicep", "AcrPull", "subscription"),
+        ("modules/registry-subscription-access.bicep", "Storage Blob Data Reader", "subscription"),
+    }
+    access = body(files["main.bicep"]["modules"]["registrySubscriptionAccess"])
+    assert access["scope"]["function"] == {
+        "type": "subscription",
+        "parameters": {"subscription_id": "registrySubscriptionId"},
+    }
 
 
 @pytest.mark.parametrize("name", [*ENVIRONMENTS, "shared"])

@@ -357,7 +357,10 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
         "name": ctx.scope.resource_group,
         "location": ctx.scope.location,
     },
-    "deployment": lambda ctx, text: {"name": ctx.engine.deployment_name},
+    "deployment": lambda ctx, text: {
+        "name": ctx.engine.deployment_name,
+        "location": ctx.scope.location,
+    },
     "resourceid": _resource_id,
     "subscriptionresourceid": _subscription_resource_id,
     "extensionresourceid": _extension_resource_id,
@@ -411,7 +414,11 @@ class TemplateEngine:
                     raise TemplateError(
                         "ResourceNotFound", f"The Resource '{target}' was not found.", resource_id
                     )
-            if resource_type != RESOURCE_GROUPS and "scope" not in resource:
+            if (
+                resource_type != RESOURCE_GROUPS
+                and "scope" not in resource
+                and ctx.scope.resource_group is not None  # else: a subscription-level resource
+            ):
                 group = f"{ctx.scope.group_id}".lower()
                 if group not in self.resources:
                     raise TemplateError(
