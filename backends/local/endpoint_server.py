@@ -1,32 +1,43 @@
-"""The local stand-in for an AML managed online endpoint: one process, all its deployments.
+"""The local stand-in for an AML managed online endpoint: the endpoint in front, and one Azure ML
+inference server (`azmlinfsrv`) per deployment behind it, running the very scoring script a
+managed online deployment runs.
 
 `python -m backends.local.endpoint_server --state-dir DIR --port P` serves one endpoint on
 127.0.0.1. Everything that must survive a crash (key, deployments, traffic, mirror) is in
 `DIR/state.json`, rewritten atomically on every change, so a restarted process comes back with
-the same deployments and traffic. Data capture goes to `DIR/capture/<deployment>/<date>.jsonl`.
+the same deployments (started again) and traffic.
+
+The front does what Azure's endpoint does and nothing the script does: key auth, traffic
+weights, mirrored copies, the `azureml-model-deployment` header, the body size limit, the
+`x-request-id` (made up when the caller sent none, and forwarded, so the collected correlation
+id is the caller's request id). The deployment's answer, status and body, is passed through as
+the script wrote it.
 
 Routes (all but /health need `Authorization: Bearer <key>`):
-  POST   /score                      AML `input_data` (split or records) -> probabilities
+  POST   /score                      proxied to a deployment's azmlinfsrv
   GET    /health/live, /health/ready
-  PUT    /admin/deployments/{name}   load + smoke-test a model; 0% traffic until told otherwise
+  PUT    /admin/deployments/{name}   start a deployment; 0% traffic until told otherwise
   DELETE /admin/deployments/{name}   refused while it has live or mirror traffic
   PUT    /admin/traffic              {"traffic": {...}, "mirror_traffic": {...}}
   GET    /admin/state, GET /admin/metrics, POST /admin/metrics/reset
 
-The parts: endpoint_state.py (state.json), scoring.py (loading, smoke-testing and the compiled
-fast path), routing.py (traffic and mirror), serving_metrics.py (what health checks read),
-capture.py (data capture); this module holds the endpoint and its HTTP routes.
+The parts: endpoint_state.py (state.json), deployment_process.py (one azmlinfsrv),
+data_collector.py (its collector sidecar), routing.py (traffic and mirror), serving_metrics.py
+(what health checks read); this module holds the endpoint and its HTTP routes.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import asyncio
 import hmac
+import importlib.util
 import logging
 import os
 import random
-import threading
+import shutil
+import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -34,7 +45,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import httpx
 import orjson
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -42,11 +53,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backends.local.capture import CAPTURE_DIR, CapturedRequest, CaptureWriter
+from backends.local.data_collector import BLOB_DATASTORE, DataCollector
+from backends.local.deployment_process import (
+    DeploymentStartFailed,
+    InferenceServer,
+    instance_name,
+    stop_leftover,
+    upgraded,
+)
 from backends.local.endpoint_state import (
+    CODE_DIR,
+    INSTANCES_DIR,
     NAME_PATTERN,
     STATE_FILE,
     DeploymentSpec,
@@ -54,37 +73,44 @@ from backends.local.endpoint_state import (
     read_state,
     write_state,
 )
-from backends.local.request_schema import (
-    MAX_BODY_BYTES,
-    FeatureBatch,
-    RequestError,
-    parse_scoring_request,
-)
-from backends.local.routing import (
-    Deployment,
-    Routing,
-    TrafficError,
-    check_traffic,
-    load_deployment,
-)
-from backends.local.scoring import DeploymentLoadError
-from backends.local.scoring import load_scorer as load_scorer  # re-exported for callers
+from backends.local.routing import Deployment, Routing, TrafficError, check_traffic
 from backends.local.serving_metrics import METRICS_WINDOW_REQUESTS, METRICS_WINDOW_SECONDS, Metrics
+from backends.serving_package import SERVING_DIR
 
 log = logging.getLogger("endpoint_server")
-THREADED_MIN_ROWS = 256
-"""Requests this large are scored on a worker thread (see EndpointServer.score_async)."""
+MIRROR_IN_FLIGHT = 64
+"""Mirrored copies waiting for an answer beyond this are dropped: a slow mirror target must
+not pile up work in the endpoint that live traffic depends on."""
 _DRAIN_LIMIT = 64 * 1024 * 1024
 """An oversized body is read and discarded up to this size so the client gets its 413 instead
 of a reset connection; beyond it the connection is dropped."""
+_NOT_PASSED_BACK = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+)
+
+
+def _request_contract() -> Any:
+    """The scoring script's request contract module (its body limit is the endpoint's too)."""
+    path = SERVING_DIR / "src" / "request_contract.py"
+    spec = importlib.util.spec_from_file_location("serving_request_contract", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+REQUEST_CONTRACT = _request_contract()
+MAX_BODY_BYTES: int = REQUEST_CONTRACT.MAX_BODY_BYTES
+
 
 # --- the endpoint ------------------------------------------------------------------------------
 
 
 class EndpointServer:
-    """One endpoint's deployments, routing, metrics and capture, behind the HTTP routes."""
+    """One endpoint's deployments (inference server processes), routing, metrics and mirror."""
 
-    def __init__(self, state_dir: Path, port: int) -> None:
+    def __init__(self, state_dir: Path, port: int, blob_root: Path | None = None) -> None:
         state = read_state(state_dir)
         if state is None:
             raise FileNotFoundError(
@@ -92,27 +118,26 @@ class EndpointServer:
                 "LocalEndpoints.create_or_update_endpoint, which writes it"
             )
         self.state_dir = state_dir
+        self.blob_root = blob_root or state_dir.parent.parent / BLOB_DATASTORE
         self.name = state.endpoint
         self.port = port
         self.pid = os.getpid()
+        self._recorded = state
         self._key = state.key
         self._authorization = f"Bearer {state.key}".encode()
-        self._admin = threading.Lock()
-        deployments = {}
-        for name, spec in state.deployments.items():
-            try:
-                deployments[name] = load_deployment(spec)
-                log.info(
-                    "restored deployment %s (%s v%s)", name, spec.model_name, spec.model_version
-                )
-            except DeploymentLoadError as error:
-                log.error("deployment %s did not load at restart: %s", name, error)
-                deployments[name] = Deployment(spec, None, str(error))
-        self.routing = Routing(deployments, state.traffic, state.mirror_traffic)
+        self._admin = asyncio.Lock()
+        self._mirrors: set[asyncio.Task[None]] = set()
+        self.routing = Routing({}, {}, {})
         self.metrics = Metrics()
-        self.capture = CaptureWriter(state_dir / CAPTURE_DIR)
-        self.save()
-        gc.freeze()  # the models' objects are permanent: keep them out of every GC pass
+        self.http = httpx.AsyncClient(
+            trust_env=False,
+            transport=httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                # the request's headers and body go out in two writes: without this the
+                # body waits for the server's delayed ACK of the headers (~40 ms)
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            ),
+        )
 
     @property
     def scoring_uri(self) -> str:
@@ -120,6 +145,93 @@ class EndpointServer:
 
     def authorized(self, header: str | None) -> bool:
         return header is not None and hmac.compare_digest(header.encode(), self._authorization)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every recorded deployment again (after stopping what a crashed predecessor
+        left running), before the endpoint listens: it answers only once they are up."""
+        state = self._recorded
+        for name, process in state.processes.items():
+            if stop_leftover(process, self.state_dir):
+                log.info("stopped deployment %s (pid %d) left by a previous run", name, process.pid)
+            shutil.rmtree(self.state_dir / INSTANCES_DIR / process.instance, ignore_errors=True)
+        specs = list(state.deployments.values())
+        started = await asyncio.gather(
+            *(self._restart(spec) for spec in specs), return_exceptions=True
+        )
+        deployments = {}
+        for spec, result in zip(specs, started, strict=True):
+            if isinstance(result, Deployment):
+                deployments[spec.name] = result
+                log.info("restored %s (%s v%s)", spec.name, spec.model_name, spec.model_version)
+            else:
+                log.error("deployment %s did not start again: %s", spec.name, result)
+                deployments[spec.name] = Deployment(spec, None, None, str(result))
+        self.routing = Routing(deployments, state.traffic, state.mirror_traffic)
+        self.save()
+
+    async def _restart(self, spec: DeploymentSpec) -> Deployment:
+        if spec.is_legacy:
+            spec = await asyncio.to_thread(upgraded, spec, self.state_dir / CODE_DIR)
+        return await self._start_deployment(spec)
+
+    async def _start_deployment(self, spec: DeploymentSpec) -> Deployment:
+        """A collector sidecar, then the inference server, healthy; or DeploymentStartFailed
+        with nothing left running."""
+        instance = instance_name(spec.name)
+        collector = DataCollector(self.blob_root, self.name, spec.name, instance)
+        await collector.start()
+        server = None
+        try:
+            for attempt in (1, 2):
+                server = InferenceServer.launch(
+                    spec, self.state_dir / INSTANCES_DIR / instance, collector.port
+                )
+                try:
+                    await server.until_healthy(self.http)
+                    return Deployment(spec, server, collector)
+                except DeploymentStartFailed:
+                    if attempt == 1 and server.port_was_taken():
+                        continue  # another process took the free port first: once more
+                    raise
+            raise AssertionError("unreachable")
+        except BaseException:
+            if server is not None:
+                await server.stop()
+            await collector.stop()
+            raise
+
+    async def _retire(self, deployment: Deployment) -> None:
+        """Stop a deployment that no longer routes: let requests it holds finish first."""
+        server = deployment.server
+        if server is not None:
+            deadline = time.monotonic() + deployment.spec.request_timeout_ms / 1000 + 1
+            while server.in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await server.stop()
+            log.info("stopped %s (pid %d)", deployment.name, server.pid)
+        if deployment.collector is not None:
+            await deployment.collector.stop()
+        if server is not None:
+            shutil.rmtree(server.instance_dir, ignore_errors=True)
+
+    async def close(self) -> None:
+        """Stop every deployment (their collectors write what they buffered)."""
+        for task in list(self._mirrors):
+            task.cancel()
+        deployments = list(self.routing.deployments.values())
+        await asyncio.gather(*(self._stop(d) for d in deployments), return_exceptions=True)
+        await self.http.aclose()
+
+    @staticmethod
+    async def _stop(deployment: Deployment) -> None:
+        if deployment.server is not None:
+            await deployment.server.stop()
+        if deployment.collector is not None:
+            await deployment.collector.stop()
+
+    # --- state --------------------------------------------------------------------------------
 
     def save(self) -> None:
         routing = self.routing
@@ -133,6 +245,7 @@ class EndpointServer:
                 deployments=routing.specs(),
                 traffic=routing.traffic,
                 mirror_traffic=routing.mirror_traffic,
+                processes={n: d.server.record for n, d in routing.deployments.items() if d.server},
             ),
         )
 
@@ -148,39 +261,48 @@ class EndpointServer:
             "mirror_traffic": routing.mirror_traffic,
         }
 
-    def put_deployment(self, spec: DeploymentSpec) -> Deployment:
-        """Load first, swap after: a model that fails leaves the routing table untouched."""
-        deployment = load_deployment(spec)
-        with self._admin:
+    # --- admin --------------------------------------------------------------------------------
+
+    async def put_deployment(self, spec: DeploymentSpec) -> Deployment:
+        """Start first, swap after: a deployment that fails to start leaves the routing table
+        untouched. A replaced deployment is stopped once the new one routes."""
+        deployment = await self._start_deployment(spec)
+        async with self._admin:
             routing = self.routing
+            replaced = routing.deployments.get(spec.name)
             self.routing = Routing(
                 {**routing.deployments, spec.name: deployment},
                 routing.traffic,
                 routing.mirror_traffic,
             )
             self.save()
-        gc.freeze()
         log.info(
-            "deployment %s serves %s v%s (%s)",
+            "deployment %s serves %s v%s (pid %d, port %d)",
             spec.name,
             spec.model_name,
             spec.model_version,
-            deployment.scorer.kind if deployment.scorer else "-",
+            deployment.server.pid if deployment.server else -1,
+            deployment.server.port if deployment.server else -1,
         )
+        if replaced is not None:
+            await self._retire(replaced)
         return deployment
 
-    def set_traffic(self, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int]) -> None:
-        with self._admin:
+    async def set_traffic(
+        self, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int]
+    ) -> None:
+        async with self._admin:
             routing = self.routing
             check_traffic(routing.deployments, traffic, mirror_traffic)
             self.routing = Routing(routing.deployments, traffic, mirror_traffic)
             self.save()
         log.info("traffic %s mirror %s", dict(traffic), dict(mirror_traffic))
 
-    def delete_deployment(self, name: str) -> None:
-        with self._admin:
+    async def delete_deployment(self, name: str) -> None:
+        async with self._admin:
             routing = self.routing
-            if name not in routing.deployments:
+            deployment = routing.deployments.get(name)
+            if deployment is None:
                 raise TrafficError(404, f"endpoint {self.name} has no deployment {name!r}")
             if routing.traffic.get(name, 0) > 0 or routing.mirror_traffic.get(name, 0) > 0:
                 raise TrafficError(
@@ -192,60 +314,80 @@ class EndpointServer:
             remaining = {n: d for n, d in routing.deployments.items() if n != name}
             self.routing = Routing(remaining, routing.traffic, routing.mirror_traffic)
             self.save()
+        await self._retire(deployment)
         log.info("deployment %s deleted", name)
 
-    def score(
-        self, deployment: Deployment, batch: FeatureBatch, request_id: str, mirrored: bool
-    ) -> tuple[list[float], list[int]]:
-        """Probabilities and labels for every row; captures them. Raises on model failure."""
-        if deployment.scorer is None:
-            raise RuntimeError(f"deployment {deployment.name} is not loaded: {deployment.error}")
-        probabilities = deployment.scorer.probabilities(batch)
-        labels = (probabilities >= deployment.spec.threshold).astype(np.int8)
-        self.capture.add(
-            CapturedRequest(
-                deployment.spec, request_id, time.time(), batch, probabilities, labels, mirrored
-            )
-        )
-        return probabilities.tolist(), labels.tolist()
+    # --- scoring ------------------------------------------------------------------------------
 
-    async def score_async(
-        self, deployment: Deployment, batch: FeatureBatch, request_id: str, mirrored: bool = False
-    ) -> tuple[list[float], list[int]]:
-        """`score`, on a worker thread for large batches: their tree walk runs without the GIL,
-        so the event loop parses the next request meanwhile. Small ones stay on the loop,
-        where a thread hop would cost more than the model."""
-        if batch.n_rows >= THREADED_MIN_ROWS:
-            return await run_in_threadpool(self.score, deployment, batch, request_id, mirrored)
-        return self.score(deployment, batch, request_id, mirrored)
+    async def forward(
+        self, deployment: Deployment, body: bytes, headers: Mapping[str, str]
+    ) -> Response:
+        """The deployment's own answer to the request, or the endpoint's when it cannot be
+        reached in time; every outcome is counted (5xx, timeouts and failures as errors)."""
+        started = time.perf_counter()
+        server = deployment.server
+        if server is None:
+            self.metrics.record(deployment.name, _ms_since(started), error=True)
+            return _error(
+                503,
+                f"deployment {deployment.name} is not running ({deployment.error}); redeploy "
+                "it or shift its traffic",
+            )
+        timeout_ms = deployment.spec.request_timeout_ms
+        server.in_flight += 1
+        try:
+            reply = await self.http.post(
+                f"{server.base_url}/score", content=body, headers=headers, timeout=timeout_ms / 1000
+            )
+        except httpx.TimeoutException:
+            self.metrics.record(deployment.name, _ms_since(started), error=True)
+            return _error(
+                408,
+                f"deployment {deployment.name} did not answer within {timeout_ms} ms "
+                "(request_timeout_ms); send fewer rows per request or retry",
+            )
+        except httpx.HTTPError as error:
+            self.metrics.record(deployment.name, _ms_since(started), error=True)
+            log.warning("deployment %s could not be reached: %r", deployment.name, error)
+            return _error(
+                502,
+                f"deployment {deployment.name} could not be reached ({type(error).__name__}); "
+                "retry, and see its log if it persists",
+            )
+        finally:
+            server.in_flight -= 1
+        self.metrics.record(deployment.name, _ms_since(started), error=reply.status_code >= 500)
+        passed = {k: v for k, v in reply.headers.items() if k.lower() not in _NOT_PASSED_BACK}
+        return Response(reply.content, reply.status_code, passed)
 
     async def mirror(
-        self, targets: Sequence[Deployment], batch: FeatureBatch, request_id: str
+        self, targets: Sequence[Deployment], body: bytes, headers: Mapping[str, str]
     ) -> None:
-        """Score a copy on each mirror target after the caller has its answer; failures are
-        counted against the mirror deployment and never reach the caller."""
+        """Send a copy to each mirror target after the caller has its answer; the copy's
+        outcome is counted against the mirror deployment and never reaches the caller."""
         for deployment in targets:
-            started = time.perf_counter()
-            try:
-                await self.score_async(deployment, batch, request_id, mirrored=True)
-                self.metrics.record(deployment.name, _ms_since(started), error=False)
-            except Exception as error:  # the caller has its answer: count it, log it, go on
-                self.metrics.record(deployment.name, _ms_since(started), error=True)
+            if len(self._mirrors) >= MIRROR_IN_FLIGHT:
                 log.warning(
-                    "mirror deployment %s failed on request %s: %r",
-                    deployment.name,
-                    request_id,
-                    error,
+                    "mirror copy to %s dropped: %d in flight", deployment.name, MIRROR_IN_FLIGHT
                 )
+                continue
+            task = asyncio.create_task(self._mirror_copy(deployment, body, headers))
+            self._mirrors.add(task)
+            task.add_done_callback(self._mirrors.discard)
 
-    def close(self) -> None:
-        self.capture.close()
+    async def _mirror_copy(
+        self, deployment: Deployment, body: bytes, headers: Mapping[str, str]
+    ) -> None:
+        try:
+            await self.forward(deployment, body, headers)
+        except Exception:  # the caller has its answer: log it, go on
+            log.exception("mirror copy to %s failed", deployment.name)
 
 
 def _request_id() -> str:
-    """A UUID4 from the process's PRNG: unique enough to find a request in the capture, and
-    unlike `uuid.uuid4()` no system call (and GIL hand-off) on every request."""
-    return uuid.UUID(int=random.getrandbits(128), version=4).hex
+    """A UUID4 from the process's PRNG: unique enough to find a request in collected data, and
+    unlike `uuid.uuid4()` no system call on every request."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def _ms_since(started: float) -> float:
@@ -256,10 +398,16 @@ def _ms_since(started: float) -> float:
 
 
 class DeploymentRequest(BaseModel):
+    """What a deployment runs (see DeploymentSpec)."""
+
     model_name: str = Field(min_length=1)
     model_version: str = Field(min_length=1)
     model_path: str = Field(min_length=1)
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    code: str = Field(min_length=1)
+    environment: str = Field(min_length=1)
+    variables: dict[str, str] = Field(default_factory=dict)
+    request_timeout_ms: int = Field(5_000, gt=0)
+    start_timeout_s: float = Field(310.0, gt=0)
 
 
 class TrafficRequest(BaseModel):
@@ -272,11 +420,16 @@ def _json(status: int, content: Any, headers: Mapping[str, str] | None = None) -
 
 
 def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Response:
-    return _json(status, {"error": reason}, headers)
+    """The endpoint's own refusals, in the shape the scoring script and azmlinfsrv use."""
+    return _json(status, {"message": reason}, headers)
+
+
+class BodyTooLarge(Exception):
+    pass
 
 
 async def _read_body(request: Request) -> bytes:
-    """The body, or RequestError(413) past MAX_BODY_BYTES by Content-Length or by count."""
+    """The body, or BodyTooLarge past MAX_BODY_BYTES by Content-Length or by count."""
     declared = request.headers.get("content-length", "")
     size, chunks = 0, []
     too_big = declared.isdigit() and int(declared) > MAX_BODY_BYTES
@@ -291,10 +444,9 @@ async def _read_body(request: Request) -> bytes:
             chunks.append(chunk)
     if too_big:
         shown = int(declared) if declared.isdigit() else size
-        raise RequestError(
-            413,
+        raise BodyTooLarge(
             f"the body is {shown:,} bytes, more than the {MAX_BODY_BYTES:,} allowed; "
-            "send fewer rows per request",
+            "send fewer rows per request"
         )
     return b"".join(chunks)
 
@@ -309,12 +461,16 @@ def _check_name(name: str, what: str) -> None:
 
 
 def create_app(server: EndpointServer) -> FastAPI:
-    """The routes; the lifespan flushes data capture when uvicorn stops (SIGTERM too)."""
+    """The routes; the lifespan starts the deployments before the endpoint listens and stops
+    them when uvicorn stops (SIGTERM too)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        server.close()
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.close()
 
     app = FastAPI(
         title=f"online endpoint {server.name}",
@@ -349,19 +505,14 @@ def create_app(server: EndpointServer) -> FastAPI:
     async def traffic_error(_: Request, error: TrafficError) -> Response:
         return _error(error.status, error.reason)
 
-    @app.exception_handler(DeploymentLoadError)
-    async def load_error(_: Request, error: DeploymentLoadError) -> Response:
-        return _error(422, f"{error}; nothing was changed")
-
     @app.post("/score")
     async def score(request: Request) -> Response:
-        started = time.perf_counter()
         if not server.authorized(request.headers.get("authorization")):
             return _error(401, unauthorized, {"WWW-Authenticate": "Bearer"})
         try:
-            batch = parse_scoring_request(await _read_body(request))
-        except RequestError as error:
-            return _error(error.status, error.reason)
+            body = await _read_body(request)
+        except BodyTooLarge as error:
+            return _error(413, str(error))
         routing = server.routing
         target = request.headers.get("azureml-model-deployment")
         mirrors: list[Deployment] = []
@@ -383,36 +534,16 @@ def create_app(server: EndpointServer) -> FastAPI:
                 )
             mirrors = routing.mirrors()
         request_id = request.headers.get("x-request-id") or _request_id()
-        try:
-            probabilities, labels = await server.score_async(deployment, batch, request_id)
-        except Exception as error:
-            server.metrics.record(deployment.name, _ms_since(started), error=True)
-            log.exception("deployment %s failed on request %s", deployment.name, request_id)
-            return _error(
-                500,
-                f"deployment {deployment.name} failed to score: {type(error).__name__}: {error}",
-                {"x-request-id": request_id},
-            )
-        spec = deployment.spec
-        content = orjson.dumps(
-            {
-                "predictions": [
-                    {"probability": p, "label": label}
-                    for p, label in zip(probabilities, labels, strict=True)
-                ],
-                "deployment": spec.name,
-                "model": {"name": spec.model_name, "version": spec.model_version},
-            }
-        )
-        server.metrics.record(spec.name, _ms_since(started), error=False)
-        return Response(
-            content,
-            media_type="application/json",
-            headers={"x-request-id": request_id, "azureml-model-deployment": spec.name},
-            background=BackgroundTask(server.mirror, mirrors, batch, request_id)
-            if mirrors
-            else None,
-        )
+        forwarded = {
+            "content-type": request.headers.get("content-type", "application/json"),
+            "x-request-id": request_id,
+        }
+        response = await server.forward(deployment, body, forwarded)
+        response.headers["x-request-id"] = request_id
+        response.headers["azureml-model-deployment"] = deployment.name
+        if mirrors:
+            response.background = BackgroundTask(server.mirror, mirrors, body, forwarded)
+        return response
 
     @app.get("/health/live")
     async def live() -> Response:
@@ -421,35 +552,33 @@ def create_app(server: EndpointServer) -> FastAPI:
     @app.get("/health/ready")
     async def ready() -> Response:
         routing = server.routing
-        loaded = sorted(n for n, d in routing.deployments.items() if d.scorer is not None)
+        loaded = sorted(n for n, d in routing.deployments.items() if d.ready)
         live = sorted(n for n, p in routing.traffic.items() if p > 0)
         body = {"endpoint": server.name, "loaded": loaded, "live": live}
         if not loaded:
-            return _json(503, {**body, "status": "not ready", "reason": "no deployment loaded"})
+            return _json(503, {**body, "status": "not ready", "reason": "no deployment runs"})
         return _json(200, {**body, "status": "ready"})
 
     admin = APIRouter(prefix="/admin", dependencies=[Depends(require_key)])
 
     @admin.put("/deployments/{name}")
-    def put_deployment(name: str, body: DeploymentRequest) -> Response:
+    async def put_deployment(name: str, body: DeploymentRequest) -> Response:
         _check_name(name, "deployment")
-        spec = DeploymentSpec(
-            name, body.model_name, body.model_version, body.model_path, body.threshold
-        )
+        spec = DeploymentSpec(name=name, **body.model_dump())
         try:
-            deployment = server.put_deployment(spec)
-        except DeploymentLoadError as error:
-            raise DeploymentLoadError(f"deployment {name!r} was not created: {error}") from None
+            deployment = await server.put_deployment(spec)
+        except DeploymentStartFailed as error:
+            return _error(422, f"deployment {name!r} was not created: {error}; nothing was changed")
         return _json(200, deployment.describe())
 
     @admin.delete("/deployments/{name}")
-    def delete_deployment(name: str) -> Response:
-        server.delete_deployment(name)
+    async def delete_deployment(name: str) -> Response:
+        await server.delete_deployment(name)
         return _json(200, server.describe())
 
     @admin.put("/traffic")
-    def put_traffic(body: TrafficRequest) -> Response:
-        server.set_traffic(body.traffic, body.mirror_traffic)
+    async def put_traffic(body: TrafficRequest) -> Response:
+        await server.set_traffic(body.traffic, body.mirror_traffic)
         return _json(200, server.describe())
 
     @admin.get("/state")
@@ -481,23 +610,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--blob-root",
+        type=Path,
+        default=None,
+        help="the workspace blob datastore folder collected data goes to",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = EndpointServer(args.state_dir.resolve(), args.port)
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it every response waits ~40 ms for the client's delayed ACK
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:  # before the deployments start: a taken port fails fast and the client retries
+        listener.bind(("127.0.0.1", args.port))
+    except OSError as error:
+        log.error("could not listen on 127.0.0.1:%d (%s); the client retries", args.port, error)
+        return 3
+    blob_root = args.blob_root.resolve() if args.blob_root else None
+    server = EndpointServer(args.state_dir.resolve(), args.port, blob_root)
     config = uvicorn.Config(
         create_app(server),
-        host="127.0.0.1",
-        port=args.port,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=5,
     )
-    runner = uvicorn.Server(config)
-    runner.run()
-    if not runner.started:
-        server.close()
-        log.error("could not listen on 127.0.0.1:%d (see above); the client retries", args.port)
-        return 3
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 

@@ -1,5 +1,6 @@
 """What survives a crash of a local endpoint server: its key, deployments, traffic and mirror in
-`state.json`, rewritten atomically on every change.
+`state.json`, rewritten atomically on every change, plus the processes it last ran (so a
+restarted server can stop any its predecessor left behind).
 """
 
 from __future__ import annotations
@@ -8,26 +9,62 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 STATE_FILE = "state.json"
 LOG_FILE = "server.log"
+CODE_DIR = "code"
+"""Code snapshots, in the endpoint's folder: a deployment runs the snapshot it was deployed with."""
+INSTANCES_DIR = "deployments"
+"""One folder per inference server started: its model layout and its log."""
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
 """Endpoint and deployment names: AML's rule (letter first, letters, digits, hyphens)."""
 
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """What a deployment serves; enough to load it again after a restart."""
+    """What a deployment runs, as an Azure ML deployment states it: the model, the scoring
+    script's code snapshot, the inference environment and the environment variables. Enough to
+    start it again after a restart."""
 
     name: str
     model_name: str
     model_version: str
     model_path: str
-    threshold: float = 0.5
+    code: str = ""
+    """The code snapshot folder (score.py and its modules), the server's working directory."""
+    environment: str = ""
+    """The inference venv whose `bin/azmlinfsrv` serves the script."""
+    variables: Mapping[str, str] = field(default_factory=dict)
+    """The container's environment variables: the deployment YAML's and the model's."""
+    request_timeout_ms: int = 5_000
+    start_timeout_s: float = 310.0
+    threshold: float | None = None
+    """Only in state written before deployments ran the scoring script (see `is_legacy`)."""
+
+    @property
+    def is_legacy(self) -> bool:
+        """Recorded by the in-process server that scored models itself: no script to run yet."""
+        return not self.code
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> DeploymentSpec:
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class DeploymentProcess:
+    """A deployment's inference server as last started: its pid (and process group), port
+    and instance folder."""
+
+    pid: int
+    port: int
+    instance: str
 
 
 @dataclass(frozen=True)
@@ -41,6 +78,7 @@ class EndpointState:
     deployments: Mapping[str, DeploymentSpec] = field(default_factory=dict)
     traffic: Mapping[str, int] = field(default_factory=dict)
     mirror_traffic: Mapping[str, int] = field(default_factory=dict)
+    processes: Mapping[str, DeploymentProcess] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         document = {
@@ -48,9 +86,13 @@ class EndpointState:
             "key": self.key,
             "port": self.port,
             "pid": self.pid,
-            "deployments": {n: vars(d) for n, d in self.deployments.items()},
+            "deployments": {
+                n: {k: v for k, v in asdict(d).items() if v is not None}
+                for n, d in self.deployments.items()
+            },
             "traffic": dict(self.traffic),
             "mirror_traffic": dict(self.mirror_traffic),
+            "processes": {n: asdict(p) for n, p in self.processes.items()},
         }
         return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
@@ -62,9 +104,12 @@ class EndpointState:
             key=raw["key"],
             port=raw.get("port"),
             pid=raw.get("pid"),
-            deployments={n: DeploymentSpec(**d) for n, d in raw.get("deployments", {}).items()},
+            deployments={
+                n: DeploymentSpec.from_json(d) for n, d in raw.get("deployments", {}).items()
+            },
             traffic=raw.get("traffic", {}),
             mirror_traffic=raw.get("mirror_traffic", {}),
+            processes={n: DeploymentProcess(**p) for n, p in raw.get("processes", {}).items()},
         )
 
 

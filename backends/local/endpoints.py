@@ -1,7 +1,8 @@
-"""A workspace's online endpoints on the local backend: one server process per endpoint.
+"""A workspace's online endpoints on the local backend: one endpoint server process per
+endpoint, which runs one Azure ML inference server (`azmlinfsrv`) per deployment.
 
-The server (`backends/local/endpoint_server.py`) runs detached, in its own session, so an
-endpoint outlives the flow that created it, as an AML endpoint outlives its deployment job.
+The endpoint server (`backends/local/endpoint_server.py`) runs detached, in its own session, so
+an endpoint outlives the flow that created it, as an AML endpoint outlives its deployment job.
 Its durable state is `<workspace>/endpoints/<name>/state.json`; a server that crashed (or
 was stopped by `make stop`) is started again on the same state by the next call that needs
 it, so callers never see the difference beyond the restart time.
@@ -20,8 +21,8 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,9 @@ from backends.base import (
     EndpointInfo,
     ModelVersion,
 )
+from backends.local.data_collector import BLOB_DATASTORE
 from backends.local.endpoint_state import (
+    CODE_DIR,
     LOG_FILE,
     NAME_PATTERN,
     EndpointState,
@@ -47,7 +50,6 @@ from backends.local.endpoint_state import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_MODULE = "backends.local.endpoint_server"
-DEFAULT_THRESHOLD = 0.5
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 """Servers this process started, kept so they are reaped, not left as zombies."""
@@ -98,6 +100,7 @@ class LocalEndpoints:
         # line, which is how a pid is recognised as this endpoint's server
         self.workspace_dir = Path(workspace_dir).resolve()
         self.root = self.workspace_dir / "endpoints"
+        self.blob_root = self.workspace_dir / BLOB_DATASTORE
         self.start_timeout = start_timeout
         self.request_timeout = request_timeout
 
@@ -123,26 +126,26 @@ class LocalEndpoints:
     def create_or_update_deployment(
         self, endpoint: str, deployment: str, model: ModelVersion, model_dir: Path
     ) -> DeploymentInfo:
-        """Load and smoke-test the model in the endpoint; it gets 0% traffic until told.
+        """Start the scoring script for the model in its own inference server, as the
+        deployment YAML says; it gets 0% traffic until told.
 
-        The threshold is the model's `test_threshold` tag (chosen at evaluation), else 0.5.
-        Raises DeploymentFailed with the server's reason; traffic is then unchanged.
+        The label threshold is the model's `test_threshold` tag (chosen at evaluation).
+        Raises DeploymentFailed with the reason (a bad tag, or the script's own error when the
+        server did not come up); the endpoint's deployments and traffic are then unchanged.
         """
+        from backends.local.deployment_process import deployment_spec
+
+        _check_name(deployment, "deployment")
+        spec = deployment_spec(deployment, model, model_dir, self.state_dir(endpoint) / CODE_DIR)
+        body = {k: v for k, v in asdict(spec).items() if k not in ("name", "threshold")}
         try:
-            threshold = float(model.tags.get("test_threshold", DEFAULT_THRESHOLD))
-        except ValueError:
-            raise DeploymentFailed(
-                f"model {model.name} v{model.version} has test_threshold="
-                f"{model.tags['test_threshold']!r}; tag it with a number in [0, 1]"
-            ) from None
-        body = {
-            "model_name": model.name,
-            "model_version": str(model.version),
-            "model_path": str(Path(model_dir).resolve()),
-            "threshold": threshold,
-        }
-        try:
-            reply = self._admin(endpoint, "PUT", f"/admin/deployments/{deployment}", body)
+            reply = self._admin(
+                endpoint,
+                "PUT",
+                f"/admin/deployments/{deployment}",
+                body,
+                timeout=max(self.request_timeout, spec.start_timeout_s + 30),
+            )
         except EndpointRequestRejected as error:
             raise DeploymentFailed(
                 f"deployment {deployment!r} of endpoint {endpoint!r} failed: {error.reason}"
@@ -188,7 +191,8 @@ class LocalEndpoints:
                 raise
 
     def delete_endpoint(self, name: str) -> None:
-        """Stop the server and remove the endpoint's state, key and captured data."""
+        """Stop the server and its deployments and remove the endpoint's state and key. The
+        data its deployments collected stays in the workspace's blob datastore, as on Azure."""
         state_dir = self.state_dir(name)
         if not state_dir.exists():
             return
@@ -200,10 +204,19 @@ class LocalEndpoints:
         return self._state(name).key
 
     def read_capture(self, name: str, since: datetime) -> pd.DataFrame:
-        """Inputs and outputs the endpoint captured since `since` (empty if it never ran)."""
-        from backends.local.capture import read_capture
+        """What the deployments' data collectors logged since `since` (empty if nothing): one
+        row per scored input row, its fields joined with the script's `probability` and
+        `label` for it, plus `deployment`, `model_version`, `mirrored`, `timestamp` and
+        `request_id` (see backends.collected_data, the schema both backends share)."""
+        import pandas as pd
 
-        return read_capture(self.state_dir(name), since)
+        from backends.local.data_collector import read_collected
+
+        state = read_state(self.state_dir(name))
+        if state is None:
+            return pd.DataFrame()
+        rows = read_collected(self.blob_root, state, since.astimezone(UTC))
+        return pd.DataFrame.from_records(rows)
 
     # --- process helpers --------------------------------------------------------------------
 
@@ -235,16 +248,24 @@ class LocalEndpoints:
             return self._ensure_running(name)
 
     def stop(self, name: str, timeout: float = 10.0) -> bool:
-        """SIGTERM (the server flushes data capture), then SIGKILL; True if one was running.
+        """SIGTERM (the server stops its deployments, whose collectors write what they
+        buffered), then SIGKILL; True if one was running. Any deployment process still
+        recorded as running afterwards is stopped too, by pid.
 
         The endpoint and its deployments stay: the next call that needs it starts it again.
         """
+        from backends.local.deployment_process import stop_leftover
+
         state_dir = self.state_dir(name)
         state = read_state(state_dir)
-        if state is None or state.pid is None or not _is_server(state.pid, state_dir):
+        if state is None:
             return False
-        _terminate(state.pid, timeout)
-        return True
+        running = state.pid is not None and _is_server(state.pid, state_dir)
+        if running:
+            _terminate(state.pid, timeout)
+        for process in state.processes.values():
+            stop_leftover(process, state_dir)
+        return running
 
     # --- internals --------------------------------------------------------------------------
 
@@ -280,7 +301,12 @@ class LocalEndpoints:
         )
 
     def _admin(
-        self, name: str, method: str, path: str, body: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """One admin call, after making sure the server runs; 4xx/5xx -> the server's reason."""
         state_dir = self.state_dir(name)
@@ -292,11 +318,11 @@ class LocalEndpoints:
             f"{process.base_url}{path}",
             json=body,
             headers={"Authorization": f"Bearer {state.key}"},
-            timeout=self.request_timeout,
+            timeout=timeout or self.request_timeout,
         )
         if response.status_code >= 400:
             try:
-                reason = response.json()["error"]
+                reason = response.json()["message"]
             except (ValueError, KeyError, TypeError):
                 reason = response.text
             raise EndpointRequestRejected(response.status_code, reason)
@@ -366,6 +392,8 @@ def _spawn(state_dir: Path, port: int) -> int:
                 str(state_dir),
                 "--port",
                 str(port),
+                "--blob-root",
+                str(state_dir.parent.parent / BLOB_DATASTORE),
             ],
             cwd=REPO_ROOT,
             env=environment,

@@ -8,21 +8,25 @@ import bisect
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from backends.local.endpoint_state import DeploymentSpec
-from backends.local.scoring import Scorer, load_scorer
+
+if TYPE_CHECKING:
+    from backends.local.data_collector import DataCollector
+    from backends.local.deployment_process import InferenceServer
 
 
 @dataclass(frozen=True)
 class Deployment:
-    """A deployment in the routing table: its spec and a scorer, or why it has none."""
+    """A deployment in the routing table: its spec and its running inference server (with the
+    data collector beside it), or why it has none."""
 
     spec: DeploymentSpec
-    scorer: Scorer | None
+    server: InferenceServer | None
+    collector: DataCollector | None = None
     error: str | None = None
 
     @property
@@ -30,20 +34,36 @@ class Deployment:
         return self.spec.name
 
     @property
+    def ready(self) -> bool:
+        """Its inference server answered its health probe and has not exited since."""
+        return self.server is not None and self.server.running
+
+    @property
     def state(self) -> str:
-        return "Succeeded" if self.scorer is not None else "Failed"
+        return "Succeeded" if self.ready else "Failed"
 
     def describe(self) -> dict[str, Any]:
+        server = self.server
+        error = self.error
+        if server is not None and not server.running:
+            error = (
+                f"its inference server exited (code {server.process.poll()}); see {server.log_path}"
+            )
         return {
-            **vars(self.spec),
+            "name": self.spec.name,
+            "model_name": self.spec.model_name,
+            "model_version": self.spec.model_version,
+            "model_path": self.spec.model_path,
+            "code": self.spec.code,
+            "variables": dict(self.spec.variables),
             "state": self.state,
-            "scorer": self.scorer.kind if self.scorer else None,
-            "error": self.error,
+            "error": error,
+            "pid": server.pid if server else None,
+            "port": server.port if server else None,
+            "scoring_uri": f"{server.base_url}/score" if server else None,
+            "collector_port": self.collector.port if self.collector else None,
+            "log": str(server.log_path) if server else None,
         }
-
-
-def load_deployment(spec: DeploymentSpec) -> Deployment:
-    return Deployment(spec, load_scorer(Path(spec.model_path)))
 
 
 # --- routing: which deployment answers ---------------------------------------------------------
@@ -117,7 +137,7 @@ def check_traffic(
             f"traffic adds up to {total}%; it must add up to 100% across {known} "
             "(0% is only allowed when the endpoint has no deployments)",
         )
-    broken = sorted(n for n, p in traffic.items() if p > 0 and deployments[n].scorer is None)
+    broken = sorted(n for n, p in traffic.items() if p > 0 and not deployments[n].ready)
     if broken:
         raise TrafficError(
             409, f"deployments {broken} failed to load and cannot take traffic; redeploy them"
@@ -132,5 +152,5 @@ def check_traffic(
                 f"{name!r} takes {traffic[name]}% of live traffic, so it cannot also be the "
                 "mirror target; set its mirror_traffic to 0 in the same call",
             )
-        if deployments[name].scorer is None:
+        if not deployments[name].ready:
             raise TrafficError(409, f"{name!r} failed to load and cannot receive mirror traffic")

@@ -1,5 +1,7 @@
-"""Per-deployment request counts, model errors and latency over a recent window: what the
-rollout's health checks read (the local stand-in for Azure Monitor's endpoint metrics).
+"""Per-deployment request counts, errors and latency over a recent window: what the rollout's
+health checks read (the local stand-in for Azure Monitor's endpoint metrics). Every answer the
+endpoint passes on is counted; an error is a 5xx from the deployment, a timeout, or a
+deployment that could not be reached.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ METRICS_WINDOW_REQUESTS = 2_000
 
 
 class Metrics:
-    """Per-deployment requests, model errors and latency over a recent window.
+    """Per-deployment requests, errors and latency (of the answers that are not errors) over
+    a recent window.
 
     Touched only from the event loop (scoring and the async metrics routes), so no lock.
     """

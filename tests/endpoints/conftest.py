@@ -1,7 +1,8 @@
 """Fixtures for endpoint tests: model folders, real server processes, a scoring client.
 
-Every fixture that starts a server stops it by pid (`stop_all`) in its teardown, which pytest
-runs whether the test passed or failed.
+Every fixture that starts a server stops it by pid (`stop_all`, which stops the endpoint
+server and the inference servers of its deployments) in its teardown, which pytest runs
+whether the test passed or failed.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,25 +71,32 @@ def records_body(rows: pd.DataFrame) -> dict[str, Any]:
     return {"input_data": json.loads(rows.to_json(orient="records"))}
 
 
-def captured_lines(
-    state_dir: Path, deployment: str, until: Callable[[list[dict]], bool], timeout: float = 10
-) -> list[dict]:
-    """Today's capture lines of a deployment, polled until `until(lines)` holds (the server
-    flushes capture about once a second)."""
-    path = state_dir / "capture" / deployment / f"{datetime.now(UTC):%Y-%m-%d}.jsonl"
+def collected(
+    endpoints: LocalEndpoints,
+    name: str,
+    since: datetime,
+    until: Callable[[pd.DataFrame], bool],
+    timeout: float = 15,
+) -> pd.DataFrame:
+    """The endpoint's collected rows since `since`, polled until `until(rows)` holds (the
+    script's collector posts after answering, and the sidecar writes every half second)."""
     deadline = time.monotonic() + timeout
-    lines: list[dict] = []
+    rows = pd.DataFrame()
     while time.monotonic() < deadline:
-        if path.exists():
-            lines = [json.loads(line) for line in path.read_text().splitlines()]
-            if until(lines):
-                break
-        time.sleep(0.1)
-    return lines
+        rows = endpoints.read_capture(name, since)
+        if len(rows) and until(rows):
+            break
+        time.sleep(0.2)
+    return rows
 
 
-def of_request(lines: list[dict], request_id: str) -> list[dict]:
-    return [line for line in lines if line["request_id"] == request_id]
+def of_request(rows: pd.DataFrame, request_id: str) -> pd.DataFrame:
+    return rows[rows["request_id"] == request_id] if len(rows) else rows
+
+
+def a_second_ago() -> datetime:
+    """Collected events carry whole seconds: a window must start on a whole second."""
+    return datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
 
 
 @dataclass
@@ -138,14 +147,22 @@ def workspace(tmp_path: Path) -> Iterator[Path]:
 
 
 def serving_endpoint(endpoints: LocalEndpoints, name: str, models: ModelDirs) -> Caller:
-    """An endpoint with blue (v1) and green (v2), all live traffic on blue."""
+    """An endpoint with blue (v1) and green (v2), all live traffic on blue. The two start
+    side by side, as two deployments of one endpoint may."""
     endpoints.create_or_update_endpoint(name)
-    endpoints.create_or_update_deployment(
-        name, "blue", model_version("1", models.good), models.good
-    )
-    endpoints.create_or_update_deployment(
-        name, "green", model_version("2", models.good), models.good
-    )
+    with ThreadPoolExecutor(2) as pool:
+        started = [
+            pool.submit(
+                endpoints.create_or_update_deployment,
+                name,
+                colour,
+                model_version(version, models.good),
+                models.good,
+            )
+            for colour, version in (("blue", "1"), ("green", "2"))
+        ]
+        for future in started:
+            future.result()
     endpoints.set_traffic(name, {"blue": 100}, None)
     return Caller.open(endpoints, name)
 
@@ -160,3 +177,33 @@ def shared(tmp_path_factory: pytest.TempPathFactory, models: ModelDirs) -> Itera
         caller.http.close()
     finally:
         stop_all(directory)
+
+
+def deployment_pids(endpoints: LocalEndpoints, name: str) -> dict[str, list[int]]:
+    """Each deployment's inference server processes: the gunicorn master, then its workers."""
+    import psutil
+
+    key = endpoints.get_key(name)
+    base = endpoints.status(name).base_url
+    state = httpx.get(f"{base}/admin/state", headers={"Authorization": f"Bearer {key}"}).json()
+    pids = {}
+    for deployment, described in state["deployments"].items():
+        master = described["pid"]
+        workers = [child.pid for child in psutil.Process(master).children(recursive=True)]
+        pids[deployment] = [master, *workers]
+    return pids
+
+
+def gone(pid: int, timeout: float = 15) -> bool:
+    """The process exited (a zombie waiting for a parent that is itself gone counts)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False

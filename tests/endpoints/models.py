@@ -1,8 +1,10 @@
 """Model folders for endpoint tests, saved the way the training component saves them.
 
 Besides the real model there is a broken one (its serialized model file overwritten) and a
-fragile one that loads and passes its smoke test but fails on very old patients, so the
-server's handling of a model error at scoring time can be tested with real HTTP.
+fragile one that loads and passes its smoke test but fails on very old patients, so a model
+error at scoring time can be tested with real HTTP. All are saved with skops, which is what
+the scoring script loads, and built from scikit-learn's own classes only: the inference
+environment has none of this repository's code.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from types import ModuleType
 import mlflow.sklearn
 import pandas as pd
 from mlflow.models import infer_signature
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import OrdinalEncoder
 
 from data_checks.readmission_schema import LABEL
 from synthetic_data.readmissions import generate_readmissions
@@ -64,25 +65,20 @@ def save_broken_model(good: Path, target: Path) -> Path:
     return target
 
 
-def refuse_the_very_old(frame: pd.DataFrame) -> pd.DataFrame:
-    """A guard step that raises on some inputs, standing in for a model bug in production."""
-    if (frame["age"] > FRAGILE_AGE).any():
-        raise ValueError(f"this model cannot score patients older than {FRAGILE_AGE}")
-    return frame
-
-
 def save_fragile_model(target: Path) -> Path:
-    """Loads and passes its smoke test, then fails (HTTP 500) on any row with age > 95."""
+    """Loads and passes its smoke test, then fails (HTTP 500) on any row with age > 95: its
+    preprocessing also encodes `age` as a category it knows only up to 95, and raises on an
+    unknown one (handle_unknown="error"), standing in for a model bug in production. The
+    scoring script serves it through the plain pipeline (its fast path needs unknown
+    categories encoded as missing)."""
     train = load_train_script()
     features, labels = training_frame(2_000, seed=1)
     young = features["age"] <= FRAGILE_AGE
     features, labels = features[young], labels[young]
-    model = Pipeline(
-        [
-            ("guard", FunctionTransformer(refuse_the_very_old)),
-            ("model", train.build_model(features, max_iter=30)),
-        ]
-    )
+    model = train.build_model(features, max_iter=30)
+    guard = OrdinalEncoder(categories=[list(range(18, FRAGILE_AGE + 1))], handle_unknown="error")
+    encode = model.steps[0][1]
+    encode.transformers = [*encode.transformers, ("known_ages", guard, ["age"])]
     model.fit(features, labels)
     example = features.head(5)
     mlflow.sklearn.save_model(
@@ -90,7 +86,7 @@ def save_fragile_model(target: Path) -> Path:
         str(target),
         input_example=example,
         pyfunc_predict_fn="predict_proba",
-        serialization_format="cloudpickle",  # the guard is a function from this module
+        skops_trusted_types=train.trusted_types(model),
         pip_requirements=train.pip_requirements(),
     )
     return target

@@ -1,8 +1,11 @@
-"""Deployments and traffic on a real endpoint: failed loads, weights, mirroring, deletion."""
+"""Deployments and traffic on a real endpoint: failed starts, replacement, weights, mirroring,
+deletion, model errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections import Counter
 
@@ -14,7 +17,10 @@ from backends.local.endpoints import EndpointRequestRejected
 from tests.endpoints.conftest import (
     Caller,
     ModelDirs,
-    captured_lines,
+    a_second_ago,
+    collected,
+    deployment_pids,
+    gone,
     model_version,
     split_body,
 )
@@ -33,11 +39,13 @@ def test_a_model_that_fails_to_load_never_gets_traffic_and_blue_keeps_serving(
 ) -> None:
     before = shared.info
 
-    with pytest.raises(DeploymentFailed, match="could not load the MLflow model"):
+    pids = deployment_pids(shared.endpoints, shared.name)
+
+    with pytest.raises(DeploymentFailed, match="ModelLoadError: could not load the model"):
         shared.endpoints.create_or_update_deployment(
             shared.name, "green", model_version("3", models.broken), models.broken
         )
-    with pytest.raises(DeploymentFailed, match="no MLflow model"):
+    with pytest.raises(DeploymentFailed, match="ModelLoadError: no MLflow model"):
         shared.endpoints.create_or_update_deployment(
             shared.name, "canary", model_version("4", models.good), models.good / "missing"
         )
@@ -45,15 +53,35 @@ def test_a_model_that_fails_to_load_never_gets_traffic_and_blue_keeps_serving(
     after = shared.info
     assert after == before  # green still serves v2, no canary, traffic untouched
     assert {d.name: d.model_version for d in after.deployments} == {"blue": "1", "green": "2"}
+    assert deployment_pids(shared.endpoints, shared.name) == pids  # the same processes
     response = shared.score(split_body(rows.head(3)))
-    assert response.status_code == 200 and response.json()["deployment"] == "blue"
+    assert response.status_code == 200
+    assert response.headers["azureml-model-deployment"] == "blue"
+
+
+def test_replacing_a_deployment_starts_the_new_model_first_then_stops_the_old_one(
+    shared: Caller, models: ModelDirs, rows: pd.DataFrame
+) -> None:
+    shared.endpoints.create_or_update_deployment(
+        shared.name, "canary", model_version("8", models.good), models.good
+    )
+    old = deployment_pids(shared.endpoints, shared.name)["canary"]
+
+    replaced = shared.endpoints.create_or_update_deployment(
+        shared.name, "canary", model_version("9", models.good), models.good
+    )
+
+    assert replaced.model_version == "9" and replaced.state == "Succeeded"
+    assert all(gone(pid) for pid in old)
+    answer = shared.score(split_body(rows.head(1)), {"azureml-model-deployment": "canary"})
+    assert answer.status_code == 200 and answer.json()["model"]["version"] == "9"
 
 
 def test_live_traffic_follows_the_weights(shared: Caller, rows: pd.DataFrame) -> None:
     shared.endpoints.set_traffic(shared.name, {"blue": 80, "green": 20}, None)
 
     served = Counter(
-        shared.score(split_body(rows.iloc[[i % len(rows)]])).json()["deployment"]
+        shared.score(split_body(rows.iloc[[i % len(rows)]])).headers["azureml-model-deployment"]
         for i in range(500)
     )
 
@@ -77,28 +105,37 @@ def test_mirrored_copies_reach_the_mirror_without_changing_any_response(
 ) -> None:
     shared.endpoints.set_traffic(shared.name, {"blue": 100, "green": 0}, {"green": 50})
     shared.endpoints.reset_health(shared.name)
+    since = a_second_ago()
 
     responses = [
         shared.score(split_body(rows.iloc[[i]]), {"x-request-id": f"mirror-{i}"})
         for i in range(200)
     ]
 
-    assert all(r.status_code == 200 and r.json()["deployment"] == "blue" for r in responses)
+    assert all(r.status_code == 200 for r in responses)
+    assert {r.headers["azureml-model-deployment"] for r in responses} == {"blue"}
+    assert {r.json()["model"]["version"] for r in responses} == {"1"}
     blue = shared.endpoints.deployment_health(shared.name, "blue")
     green = settled_health(shared, "green")  # the last copies run after their responses
     assert blue.requests == 200
     assert 50 <= green.requests <= 150 and green.errors == 0  # ~100 copies
-    state_dir = shared.endpoints.state_dir(shared.name)
 
-    def mirrored(lines: list[dict]) -> list[dict]:  # green's file also holds earlier tests' lines
-        return [line for line in lines if line["request_id"].startswith("mirror-")]
+    def copies(found: pd.DataFrame) -> pd.DataFrame:
+        mirrored = found["request_id"].str.startswith("mirror-")
+        return found[(found["deployment"] == "green") & mirrored]
 
-    copies = mirrored(
-        captured_lines(state_dir, "green", lambda lines: len(mirrored(lines)) >= green.requests)
+    found = copies(
+        collected(
+            shared.endpoints, shared.name, since, lambda got: len(copies(got)) >= green.requests
+        )
     )
-    assert len(copies) == green.requests and all(line["mirrored"] for line in copies)
-    copied = int(copies[0]["request_id"].removeprefix("mirror-"))
-    assert copies[0]["inputs"]["age"] == int(rows.iloc[copied]["age"])
+    assert len(found) == green.requests and found["mirrored"].all()
+    assert set(found["model_version"]) == {"2"}
+    for _, copy in found.head(10).iterrows():
+        sent = int(copy["request_id"].removeprefix("mirror-"))
+        assert copy["age"] == int(rows.iloc[sent]["age"])
+        answered = responses[sent].json()["predictions"][0]["probability"]
+        assert copy["probability"] == pytest.approx(answered, abs=1e-9)  # same model file
     assert shared.info.mirror_traffic == {"green": 50}
 
 
@@ -177,8 +214,36 @@ def test_a_model_error_is_a_500_counted_in_health_and_never_reaches_mirror_calle
     shared.endpoints.set_traffic(shared.name, {"blue": 100}, None)
 
     assert targeted.status_code == 500
-    assert "fragile failed to score" in targeted.json()["error"]
-    assert all(r.status_code == 200 and r.json()["deployment"] == "blue" for r in mirrored)
+    assert "scoring script" in targeted.json()["message"]  # azmlinfsrv's own words
+    assert targeted.headers["azureml-model-deployment"] == "fragile"
+    assert all(r.status_code == 200 for r in mirrored)
+    assert {r.headers["azureml-model-deployment"] for r in mirrored} == {"blue"}
     health = settled_health(shared, "fragile")
     assert (health.requests, health.errors, health.error_rate) == (6, 6, 1.0)
     assert shared.endpoints.deployment_health(shared.name, "blue").errors == 0
+
+
+def test_a_deployment_whose_process_died_answers_502_counted_as_errors_and_reports_failed(
+    shared: Caller, models: ModelDirs, rows: pd.DataFrame
+) -> None:
+    shared.endpoints.create_or_update_deployment(
+        shared.name, "doomed", model_version("10", models.good), models.good
+    )
+    master = deployment_pids(shared.endpoints, shared.name)["doomed"][0]
+    shared.endpoints.reset_health(shared.name)
+
+    os.killpg(master, signal.SIGKILL)  # its whole process group: master and workers
+    assert gone(master)
+    answers = [
+        shared.score(split_body(rows.head(1)), {"azureml-model-deployment": "doomed"})
+        for _ in range(3)
+    ]
+
+    assert [a.status_code for a in answers] == [502, 502, 502]
+    assert "could not be reached" in answers[0].json()["message"]
+    health = shared.endpoints.deployment_health(shared.name, "doomed")
+    assert (health.requests, health.errors) == (3, 3)
+    states = {d.name: d.state for d in shared.info.deployments}
+    assert states["doomed"] == "Failed" and states["blue"] == "Succeeded"
+    with pytest.raises(EndpointRequestRejected, match="cannot take traffic"):
+        shared.endpoints.set_traffic(shared.name, {"blue": 50, "doomed": 50}, None)

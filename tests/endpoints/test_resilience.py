@@ -19,6 +19,8 @@ from backends.local.endpoints import LocalEndpoints, stop_all
 from tests.endpoints.conftest import (
     Caller,
     ModelDirs,
+    deployment_pids,
+    gone,
     model_version,
     serving_endpoint,
     split_body,
@@ -46,12 +48,15 @@ def test_a_killed_server_comes_back_with_the_same_deployments_and_traffic(
     before = endpoints.get_endpoint("crashy")
     first_pid = endpoints.status("crashy").pid
     assert first_pid is not None
+    first_children = deployment_pids(endpoints, "crashy")
 
     os.kill(first_pid, signal.SIGKILL)
     _wait_dead(first_pid)
     assert endpoints.status("crashy").running is False
     with pytest.raises(httpx.TransportError):
         caller.score(split_body(rows.head(1)))
+    orphans = [pid for pids in first_children.values() for pid in pids if not gone(pid)]
+    assert orphans == []  # the inference servers died with their endpoint
 
     restarted = endpoints.get_endpoint("crashy")
     second_pid = endpoints.status("crashy").pid
@@ -64,9 +69,11 @@ def test_a_killed_server_comes_back_with_the_same_deployments_and_traffic(
     caller.http.close()
     caller = Caller.open(endpoints, "crashy")
     served = Counter(
-        caller.score(split_body(rows.iloc[[i]])).json()["deployment"] for i in range(60)
+        caller.score(split_body(rows.iloc[[i]])).headers["azureml-model-deployment"]
+        for i in range(60)
     )
     assert set(served) == {"blue", "green"}
+    assert set(deployment_pids(endpoints, "crashy")) == {"blue", "green"}
     caller.http.close()
 
 
@@ -91,7 +98,7 @@ class Load:
                 try:
                     response = client.post(self.caller.scoring_uri, json=body)
                     outcome = (
-                        response.json()["deployment"]
+                        response.headers["azureml-model-deployment"]
                         if response.status_code == 200
                         else f"HTTP {response.status_code}: {response.text[:200]}"
                     )
@@ -148,7 +155,7 @@ def test_a_full_blue_green_shift_under_load_fails_no_request(
             "100% live": lambda: endpoints.set_traffic("busy", {"blue": 0, "green": 100}, None),
             "delete blue": lambda: endpoints.delete_deployment("busy", "blue"),
         }
-        served = {name: load.during(action, requests=700) for name, action in steps.items()}
+        served = {name: load.during(action, requests=400) for name, action in steps.items()}
     finally:
         load.stop.set()
         for thread in load.threads:
@@ -156,30 +163,39 @@ def test_a_full_blue_green_shift_under_load_fails_no_request(
         caller.http.close()
 
     assert load.failures == [], load.failures[:5]
-    assert load.total >= 4_000
+    assert load.total >= 2_400
     assert served["mirror 20"]["green"] == 0  # mirror copies never answer a caller
     assert served["50% live"]["green"] > 0 and served["50% live"]["blue"] > 0
-    assert served["delete blue"]["blue"] == 0 and served["delete blue"]["green"] >= 700
+    assert served["delete blue"]["blue"] == 0 and served["delete blue"]["green"] >= 400
     assert endpoints.get_endpoint("busy").traffic == {"green": 100}
     mirrored = endpoints.deployment_health("busy", "green")
     assert mirrored.errors == 0
 
 
-def test_stop_all_stops_every_server_and_the_next_call_starts_it_again(
+def test_stop_all_stops_every_server_and_deployment_and_the_next_call_starts_them_again(
     workspace: Path, models: ModelDirs
 ) -> None:
     endpoints = LocalEndpoints(workspace)
     endpoints.create_or_update_endpoint("first")
     endpoints.create_or_update_endpoint("second")
+    endpoints.create_or_update_deployment(
+        "first", "blue", model_version("1", models.good), models.good
+    )
     pids = [endpoints.status(name).pid for name in ("first", "second")]
+    children = deployment_pids(endpoints, "first")["blue"]
+    assert len(children) == 3  # gunicorn's master and its two workers (WORKER_COUNT)
 
     stopped = stop_all(workspace)
 
     assert stopped == ["first", "second"]
     for pid in pids:
         _wait_dead(pid)
+    assert [pid for pid in children if not gone(pid)] == []
     assert not any(endpoints.status(name).running for name in ("first", "second"))
     assert endpoints.get_endpoint("first") is not None and endpoints.status("first").running
+    assert {d.name: d.state for d in endpoints.get_endpoint("first").deployments} == {
+        "blue": "Succeeded"
+    }
     assert stop_all(workspace) == ["first"]
 
 
@@ -217,6 +233,6 @@ def test_a_new_endpoint_is_live_but_not_ready_and_its_key_file_is_private(
             json=split_body(rows.head(1)),
             headers={"Authorization": f"Bearer {endpoints.get_key('fresh')}"},
         )
-        assert unrouted.status_code == 503 and "no deployment" in unrouted.json()["error"]
+        assert unrouted.status_code == 503 and "no deployment" in unrouted.json()["message"]
     finally:
         stop_all(endpoints.workspace_dir)

@@ -1,4 +1,5 @@
-"""Scoring through a real endpoint process: layouts, auth, bad requests, targeting, capture."""
+"""Scoring through a real endpoint: the endpoint server in front, the scoring script in Azure
+ML's inference server behind it. Layouts, auth, bad requests, targeting, collected data."""
 
 from __future__ import annotations
 
@@ -14,15 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends.local.request_schema import MAX_ROWS
+from backends.local.endpoint_server import REQUEST_CONTRACT
 from tests.endpoints.conftest import (
     Caller,
     ModelDirs,
-    captured_lines,
+    a_second_ago,
+    collected,
     of_request,
     records_body,
     split_body,
 )
+
+MAX_ROWS: int = REQUEST_CONTRACT.MAX_ROWS
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +45,8 @@ def test_split_and_records_layouts_return_the_models_probabilities_and_labels(
 
         assert response.status_code == 200, response.text
         answer = response.json()
-        assert answer["deployment"] == "blue"
+        assert response.headers["azureml-model-deployment"] == "blue"
+        assert set(answer) == {"predictions", "model"}  # the script's answer, passed through
         assert answer["model"] == {"name": "readmission", "version": "1"}
         probabilities = [p["probability"] for p in answer["predictions"]]
         np.testing.assert_allclose(probabilities, expected, atol=1e-9)
@@ -72,7 +77,7 @@ def test_requests_without_the_key_or_with_a_wrong_key_are_refused(
 
     for response in (missing, wrong):
         assert response.status_code == 401
-        assert "Authorization: Bearer" in response.json()["error"]
+        assert "Authorization: Bearer" in response.json()["message"]
     admin = shared.http.get(shared.scoring_uri.replace("/score", "/admin/state"))
     assert admin.status_code == 401
 
@@ -102,6 +107,13 @@ def _ragged(rows: pd.DataFrame) -> bytes:
     return json.dumps(body).encode()
 
 
+def _column_named_twice(rows: pd.DataFrame) -> bytes:
+    body = split_body(rows.head(1))
+    body["input_data"]["columns"].append("age")
+    body["input_data"]["data"][0].append(70)
+    return json.dumps(body).encode()
+
+
 def _oversized_chunks() -> Iterator[bytes]:
     yield b'{"input_data": ['
     for _ in range(6):
@@ -111,7 +123,15 @@ def _oversized_chunks() -> Iterator[bytes]:
 
 BAD_REQUESTS: dict[str, tuple[Any, int, tuple[str, ...]]] = {
     # name: (body or a function of rows, status, words the reason must contain)
-    "malformed JSON": (b'{"input_data": [', 400, ("not valid JSON",)),
+    "malformed JSON": (b'{"input_data": [', 400, ("not valid UTF-8 JSON",)),
+    "nested 3,000 levels deep": (b"[" * 3_000 + b"]" * 3_000, 400, ("not valid UTF-8 JSON",)),
+    "invalid UTF-8": (b'{"input_data": [{"gender": "\xff\xfe"}]}', 400, ("not valid UTF-8",)),
+    "a 400-digit integer": (
+        lambda r: _records(r, age=10**400),
+        422,
+        ("row 2", "'age'", "1329-bit integer"),
+    ),
+    "a column named twice": (_column_named_twice, 422, ("['age'] more than once",)),
     "not an object": (b"[1, 2, 3]", 422, ("input_data",)),
     "wrong top-level key": (b'{"data": []}', 422, ("input_data",)),
     "input_data is a string": (b'{"input_data": "age=70"}', 422, ("input_data is a str",)),
@@ -160,7 +180,7 @@ def test_a_bad_request_gets_a_4xx_with_its_reason_and_the_server_keeps_serving(
     response = shared.score(content)
 
     assert response.status_code == status, response.text
-    reason = response.json()["error"]
+    reason = response.json()["message"]
     for word in words:
         assert word in reason, reason
     assert shared.score(split_body(rows.head(1))).status_code == 200
@@ -176,7 +196,7 @@ def test_an_oversized_body_without_content_length_is_refused_too(
     )
 
     assert response.status_code == 413
-    assert "more than the 5,242,880 allowed" in response.json()["error"]
+    assert "more than the 5,242,880 allowed" in response.json()["message"]
     assert shared.score(split_body(rows.head(1))).status_code == 200
 
 
@@ -188,36 +208,46 @@ def test_the_deployment_header_targets_one_deployment_whatever_the_traffic(
     green = shared.score(body, {"azureml-model-deployment": "green"})
     unknown = shared.score(body, {"azureml-model-deployment": "purple"})
 
-    assert green.status_code == 200 and green.json()["deployment"] == "green"
+    assert green.status_code == 200
     assert green.headers["azureml-model-deployment"] == "green"
     assert green.json()["model"]["version"] == "2"
     assert unknown.status_code == 404
-    assert "purple" in unknown.json()["error"] and "green" in unknown.json()["error"]
-    assert shared.score(body).json()["deployment"] == "blue"
+    assert "purple" in unknown.json()["message"] and "green" in unknown.json()["message"]
+    assert shared.score(body).headers["azureml-model-deployment"] == "blue"
 
 
-def test_data_capture_records_each_rows_inputs_and_outputs(
+def test_collected_rows_join_each_input_to_the_scripts_output_on_the_request_id(
     shared: Caller, rows: pd.DataFrame
 ) -> None:
+    since = a_second_ago()
     batch = rows.iloc[10:13]
 
     response = shared.score(split_body(batch), {"x-request-id": "capture-test-1"})
+    unnamed = shared.score(split_body(rows.iloc[[20]]))
 
-    assert response.status_code == 200
+    assert response.status_code == 200 and unnamed.status_code == 200
     assert response.headers["x-request-id"] == "capture-test-1"
-    state_dir = shared.endpoints.state_dir(shared.name)
-    captured = captured_lines(state_dir, "blue", lambda lines: of_request(lines, "capture-test-1"))
-    lines = of_request(captured, "capture-test-1")
-    assert [line["row"] for line in lines] == [0, 1, 2]
+    made_up = unnamed.headers["x-request-id"]  # the endpoint names requests sent unnamed
+    assert len(made_up) >= 32
+    found = collected(
+        shared.endpoints,
+        shared.name,
+        since,
+        lambda got: len(of_request(got, "capture-test-1")) == 3 and len(of_request(got, made_up)),
+    )
+    mine = of_request(found, "capture-test-1")
     sent = json.loads(batch.to_json(orient="records"))
     predictions = response.json()["predictions"]
-    for line, inputs, prediction in zip(lines, sent, predictions, strict=True):
-        assert line["inputs"] == inputs
-        assert line["probability"] == prediction["probability"]
-        assert line["label"] == prediction["label"]
-        assert line["deployment"] == "blue" and line["model_version"] == "1"
-        assert line["mirrored"] is False
-        assert datetime.fromisoformat(line["timestamp"]).tzinfo is not None
+    assert len(mine) == 3
+    for (_, row), inputs, prediction in zip(mine.iterrows(), sent, predictions, strict=True):
+        assert {k: row[k] for k in inputs} == inputs
+        # the collector sends pandas' to_json of the outputs: 10 decimals
+        assert row["probability"] == pytest.approx(prediction["probability"], abs=1e-10)
+        assert row["label"] == prediction["label"]
+        assert row["deployment"] == "blue" and row["model_version"] == "1"
+        assert not row["mirrored"]
+        assert datetime.fromisoformat(row["timestamp"]).tzinfo is not None
+    assert of_request(found, made_up)["age"].tolist() == [int(rows.iloc[20]["age"])]
 
 
 def test_health_probes_and_metrics_count_live_requests(shared: Caller, rows: pd.DataFrame) -> None:
