@@ -24,7 +24,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -127,6 +127,7 @@ class InferenceServer:
     instance_dir: Path
     process: subprocess.Popen[bytes]
     port: int
+    launched: float = field(default_factory=time.monotonic)
     in_flight: int = 0
     """Requests sent to it and not answered yet (a replaced deployment drains first)."""
 
@@ -205,9 +206,9 @@ class InferenceServer:
             )
         return cls(spec, instance_dir, process, port)
 
-    async def until_healthy(self, http: httpx.AsyncClient) -> None:
-        """Wait until `GET /` answers (every worker's init() has run in at least one worker),
-        or raise DeploymentStartFailed with the script's error once the process has exited."""
+    async def until_healthy(self, http: httpx.AsyncClient) -> float:
+        """Wait until `GET /` answers (init() has run in a worker); the seconds it took since
+        launch. Raises DeploymentStartFailed with the script's error once the process exits."""
         deadline = time.monotonic() + self.spec.start_timeout_s
         while True:
             code = self.process.poll()
@@ -223,7 +224,7 @@ class InferenceServer:
             try:
                 reply = await http.get(f"{self.base_url}/", timeout=2.0)
                 if reply.status_code == 200:
-                    return
+                    return time.monotonic() - self.launched
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)

@@ -189,7 +189,10 @@ class EndpointServer:
                     spec, self.state_dir / INSTANCES_DIR / instance, collector.port
                 )
                 try:
-                    await server.until_healthy(self.http)
+                    took = await server.until_healthy(self.http)
+                    log.info(
+                        "%s (pid %d) answered GET / %.1f s after start", spec.name, server.pid, took
+                    )
                     return Deployment(spec, server, collector)
                 except DeploymentStartFailed:
                     if attempt == 1 and server.port_was_taken():

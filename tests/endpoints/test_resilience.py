@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -236,3 +237,35 @@ def test_a_new_endpoint_is_live_but_not_ready_and_its_key_file_is_private(
         assert unrouted.status_code == 503 and "no deployment" in unrouted.json()["message"]
     finally:
         stop_all(endpoints.workspace_dir)
+
+
+def test_an_endpoint_recorded_before_deployments_ran_the_script_comes_back_running_it(
+    workspace: Path, models: ModelDirs, rows: pd.DataFrame
+) -> None:
+    endpoints = LocalEndpoints(workspace)
+    endpoints.create_or_update_endpoint("old")
+    endpoints.stop("old")
+    state_file = endpoints.state_dir("old") / "state.json"
+    state = json.loads(state_file.read_text())
+    state["deployments"] = {  # as the in-process server wrote it: a threshold, no script
+        "blue": {
+            "name": "blue",
+            "model_name": "readmission",
+            "model_version": "1",
+            "model_path": str(models.good),
+            "threshold": 0.3,
+        }
+    }
+    state["traffic"] = {"blue": 100}
+    state_file.write_text(json.dumps(state))
+
+    caller = Caller.open(endpoints, "old")
+    answer = caller.score(split_body(rows.head(20)))
+    caller.http.close()
+
+    assert answer.status_code == 200, answer.text
+    assert [d.state for d in endpoints.get_endpoint("old").deployments] == ["Succeeded"]
+    labels = [(p["probability"] >= 0.3, p["label"]) for p in answer.json()["predictions"]]
+    assert all(expected == bool(label) for expected, label in labels)
+    upgraded = json.loads(state_file.read_text())["deployments"]["blue"]
+    assert upgraded["variables"]["MODEL_THRESHOLD"] == "0.3" and upgraded["code"]
