@@ -119,7 +119,7 @@ def check_traffic(
 ) -> None:
     """AML's rules: known names, 0-100, live traffic adds up to 100 (0 only with no
     deployments), one mirror target that takes no live traffic, and no traffic to a
-    deployment that failed to load."""
+    deployment that is not running (it failed to start, or its server exited)."""
     known = sorted(deployments)
     for kind, weights in (("traffic", traffic), ("mirror_traffic", mirror_traffic)):
         unknown = sorted(set(weights) - set(deployments))
@@ -140,7 +140,7 @@ def check_traffic(
     broken = sorted(n for n, p in traffic.items() if p > 0 and not deployments[n].ready)
     if broken:
         raise TrafficError(
-            409, f"deployments {broken} failed to load and cannot take traffic; redeploy them"
+            409, f"deployments {broken} are not running and cannot take traffic; redeploy them"
         )
     mirrored = [n for n, p in mirror_traffic.items() if p > 0]
     if len(mirrored) > 1:
@@ -153,4 +153,4 @@ def check_traffic(
                 "mirror target; set its mirror_traffic to 0 in the same call",
             )
         if not deployments[name].ready:
-            raise TrafficError(409, f"{name!r} failed to load and cannot receive mirror traffic")
+            raise TrafficError(409, f"{name!r} is not running and cannot receive mirror traffic")
