@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,7 +111,7 @@ def code_snapshot(into: Path) -> Path:
     target = into / digest.hexdigest()[:16]
     if (target / SCORING_SCRIPT).is_file():
         return target
-    partial = into / f".{target.name}.{os.getpid()}.partial"
+    partial = into / f".{target.name}.{uuid.uuid4().hex}.partial"  # one per caller, any thread
     shutil.rmtree(partial, ignore_errors=True)
     for source, relative in files:
         (partial / relative).parent.mkdir(parents=True, exist_ok=True)

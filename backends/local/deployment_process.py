@@ -56,9 +56,6 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit): .+")
 _PORT_TAKEN = ("Connection in use", "Address already in use")
-_snapshot_lock = threading.Lock()
-"""code_snapshot's scratch folder is named by pid: two threads of one process must not
-snapshot at the same time."""
 
 
 class DeploymentStartFailed(RuntimeError):
@@ -76,8 +73,7 @@ def deployment_spec(
     variables = deployment_variables(model)
     template = deployment_template()
     probe = template.readiness_probe
-    with _snapshot_lock:
-        code = code_snapshot(code_root)
+    code = code_snapshot(code_root)
     return DeploymentSpec(
         name=name,
         model_name=model.name,

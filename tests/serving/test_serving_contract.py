@@ -193,7 +193,8 @@ def test_collected_rows_have_one_schema_and_join_each_output_to_its_input(
     assert set(captured.columns) == set(FEATURES) | set(CAPTURE_COLUMNS)
     assert len(mine) == len(batch), f"{len(mine)} collected rows for request {request_id}"
     assert mine["age"].tolist() == batch["age"].tolist()
-    assert mine["probability"].tolist() == [p["probability"] for p in answered]
+    # the collector writes rows with pandas' to_json: 10 significant digits
+    np.testing.assert_allclose(mine["probability"], [p["probability"] for p in answered], atol=1e-9)
     assert mine["label"].tolist() == [p["label"] for p in answered]
     assert set(mine["deployment"]) == {"blue"} and not mine["mirrored"].any()
     assert set(mine["model_version"]) == {served.model.version}
