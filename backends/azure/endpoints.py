@@ -1,14 +1,21 @@
 """Managed online endpoints behind the `Endpoints` Protocol: blue/green with traffic and mirror.
 
-Every deployment runs Azure ML's data collector (`model_inputs` and `model_outputs`, rolled
-hourly into the workspace blob datastore as JSON lines), and `read_capture` reads those files
-back through the storage SDK: the drift monitor's view of production traffic.
+Every deployment is the online deployment YAML of components/serving (the scoring script in
+Azure ML's `init()`/`run()` form, its inference environment, probes, request settings and data
+collector) with the name, endpoint, model and the model's settings filled in: the very files the
+local backend runs in the very same inference server. There is no no-code MLflow path (Azure
+ML's generated MLflow container fails for models logged with MLflow >= 3.7).
 
 Endpoints use `auth_mode: aad_token`, so callers present an Entra token from their own identity
-and no endpoint key exists to leak. Deployments are MLflow "no-code" deployments of a registered
-model (the workspace's own, or the shared registry's). A deployment that fails to provision
-raises DeploymentFailed and never gets traffic: traffic only moves in `set_traffic`, which
-states the whole routing (live and mirror) every time.
+and no endpoint key exists to leak. They run under the user-assigned identity the topology names
+for their environment (infra/ creates it and grants what it needs to pull the model, the
+environment image and to write collected data); environments without one get a system-assigned
+identity. A deployment that fails to provision raises DeploymentFailed and never gets traffic:
+traffic only moves in `set_traffic`, which states the whole routing (live and mirror) every time.
+
+The scoring script collects `model_inputs` and `model_outputs` with Azure ML's data collector;
+`read_capture` reads the collector's hourly JSON lines back through the storage SDK (the drift
+monitor's view of production traffic), with the schema in backends/collected_data.py.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from azure.ai.ml.entities import (
-    DataCollector,
-    DeploymentCollection,
+    CodeConfiguration,
+    IdentityConfiguration,
+    ManagedIdentityConfiguration,
     ManagedOnlineDeployment,
     ManagedOnlineEndpoint,
 )
@@ -33,8 +41,9 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HeadersPolicy, RetryPolicy
 from azure.core.rest import HttpRequest
 
+from backends import collected_data
 from backends.azure.datastores import DatastorePath
-from backends.azure.errors import AzureOperationFailed, explain, explained
+from backends.azure.errors import AzureConflict, AzureOperationFailed, explain, explained
 from backends.azure.retries import OperationTimedOut, wait_for
 from backends.base import (
     DeploymentFailed,
@@ -43,58 +52,109 @@ from backends.base import (
     EndpointInfo,
     ModelVersion,
 )
+from backends.serving_package import (
+    SCORING_SCRIPT,
+    code_snapshot,
+    deployment_template,
+    deployment_variables,
+    inference_environment,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from backends.azure.workspace import AzureWorkspace
 
-DEFAULT_INSTANCE_TYPE = "Standard_DS3_v2"
 REGISTRY_MODEL = re.compile(r"^azureml://registries/[^/]+/models/[^/]+/versions/[^/]+$")
 ARM_ENDPOINT = "https://management.azure.com"
 METRICS_API_VERSION = "2023-10-01"
 WORKSPACE_MODEL = re.compile(r"^azureml://locations/[^/]+/workspaces/(?P<guid>[^/]+)/models/")
-# the collection names Azure's model monitoring recognises; for MLflow deployments Azure
-# instruments the scoring itself and writes <collection>/yyyy/MM/dd/HH/<instance>.jsonl under
-# <endpoint>/<deployment>/ of this default (azure-ai-ml's DEFAULT_MDC_PATH), and registers that
-# folder as the data asset <endpoint>-<deployment>-<collection>
-COLLECTIONS = ("model_inputs", "model_outputs")
-COLLECTOR_ROOT = DatastorePath("workspaceblobstore", "modelDataCollector")
-ROLLED_HOUR = re.compile(r"/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+\.jsonl$")
+COLLECTOR_DATASTORE = "workspaceblobstore"
+"""Where the data collector writes by default (azure-ai-ml's DEFAULT_MDC_PATH): hourly files
+under collected_data.collection_folder(...), registered as the data asset
+<endpoint>-<deployment>-<collection> when the deployment is created."""
 
 
 class AzureEndpoints:
     """The `Endpoints` Protocol on one workspace's managed online endpoints."""
 
-    def __init__(
-        self,
-        workspace: AzureWorkspace,
-        instance_type: str = DEFAULT_INSTANCE_TYPE,
-        instance_count: int = 1,
-    ) -> None:
+    def __init__(self, workspace: AzureWorkspace) -> None:
         self.workspace = workspace
         self.client = workspace.client
         self.deadline = workspace.connection.deadlines.lro_seconds
-        self.instance_type = instance_type
-        self.instance_count = instance_count
+        self._registered_environments: set[str] = set()
         self._health_since: dict[str, datetime] = {}
         self._monitor_client: PipelineClient | None = None
 
     # --- endpoints ---------------------------------------------------------------------------
 
     def create_or_update_endpoint(self, name: str) -> EndpointInfo:
-        """Create the endpoint if it does not exist. An existing endpoint is left as it is:
-        a PUT would replace its traffic with the (empty) traffic of the new definition."""
-        existing = self.get_endpoint(name)
+        """Create the endpoint under the environment's identity if it does not exist. An
+        existing endpoint is left as it is (a PUT would replace its traffic with the empty
+        traffic of the new definition), once its identity is checked: Azure ML does not change
+        an endpoint's identity in place, so one that runs under another identity is refused
+        with what to do instead."""
+        with explained(f"read endpoint {name} in {self.workspace.name}"):
+            try:
+                existing = self.client.online_endpoints.get(name)
+            except ResourceNotFoundError:
+                existing = None
         if existing is not None:
-            return existing
+            self._check_identity(existing)
+            info = self.get_endpoint(name)
+            assert info is not None
+            return info
         endpoint = ManagedOnlineEndpoint(
             name=name,
             auth_mode="aad_token",
             description=f"readmission model ({self.workspace.environment})",
             tags={"environment": self.workspace.environment},
+            identity=self._identity(),
         )
         return self._put_endpoint(endpoint, f"create endpoint {name}")
+
+    def _identity(self) -> IdentityConfiguration:
+        """The topology's user-assigned identity for this environment, else a system-assigned
+        one (Azure ML grants that one pull rights on the workspace's own registry and storage
+        only: enough for workspace models, not for the shared registry's)."""
+        resource_id = self.workspace.spec.endpoint_identity
+        if resource_id is None:
+            return IdentityConfiguration(type="system_assigned")
+        return IdentityConfiguration(
+            type="user_assigned",
+            user_assigned_identities=[ManagedIdentityConfiguration(resource_id=resource_id)],
+        )
+
+    def _check_identity(self, endpoint: ManagedOnlineEndpoint) -> None:
+        wanted = self.workspace.spec.endpoint_identity
+        identity = endpoint.identity
+        kind = str(getattr(identity, "type", "") or "").replace("_", "").lower()
+        held = sorted(
+            str(u.resource_id).lower()
+            for u in (getattr(identity, "user_assigned_identities", None) or [])
+            if u.resource_id
+        )
+        if (wanted is None and kind == "systemassigned") or (
+            wanted is not None and kind == "userassigned" and held == [wanted.lower()]
+        ):
+            return
+        have = f"the user-assigned identity {', '.join(held)}" if held else f"a {kind} identity"
+        want = (
+            f"the user-assigned identity {wanted}"
+            if wanted
+            else "a system-assigned identity (the topology names no endpoint_identity)"
+        )
+        raise AzureConflict(
+            f"endpoint {endpoint.name!r} in workspace {self.workspace.name} runs under {have}, "
+            f"but {self.workspace.environment} endpoints run under {want}. Azure ML does not "
+            "change an endpoint's identity in place (a system-assigned identity is fixed when the "
+            "endpoint is created), and its deployments pull models and write collected data as "
+            "that identity. Move the endpoint's traffic elsewhere, delete it (`az ml "
+            f"online-endpoint delete -n {endpoint.name} -w {self.workspace.name} -g "
+            f"{self.workspace.spec.resource_group}`) and run the release again: it creates the "
+            "endpoint under the identity the topology names",
+            code="EndpointIdentityMismatch",
+        )
 
     def _put_endpoint(self, definition: ManagedOnlineEndpoint, what: str) -> EndpointInfo:
         """Create or update the endpoint, wait for it, and read back what Azure now holds."""
@@ -135,17 +195,11 @@ class AzureEndpoints:
     def create_or_update_deployment(
         self, endpoint: str, deployment: str, model: ModelVersion, model_dir: Path
     ) -> DeploymentInfo:
-        """Provision `model` as `deployment` with no traffic. `model_dir` is not uploaded:
-        Azure pulls the registered version itself."""
-        definition = ManagedOnlineDeployment(
-            name=deployment,
-            endpoint_name=endpoint,
-            model=self._model_reference(model),
-            instance_type=self.instance_type,
-            instance_count=self.instance_count,
-            tags={"model_name": model.name, "model_version": model.version},
-            data_collector=_data_collector(),
-        )
+        """Provision `model` as `deployment` with no traffic: the serving package's online
+        deployment (scoring script, inference environment, probes, request settings, data
+        collector) with the model's own settings. `model_dir` is not uploaded: Azure pulls the
+        registered version itself."""
+        definition = self._definition(endpoint, deployment, model)
         try:
             self._wait(
                 lambda: self.client.online_deployments.begin_create_or_update(definition),
@@ -167,6 +221,41 @@ class AzureEndpoints:
                 f"Succeeded; it has no traffic. Logs: {self._logs_hint(endpoint, deployment)}"
             )
         return info
+
+    def _definition(
+        self, endpoint: str, deployment: str, model: ModelVersion
+    ) -> ManagedOnlineDeployment:
+        """The deployment YAML, freshly loaded (the SDK consumes parts of the data collector
+        when it serializes, so nothing is reused between calls), with this deployment's name,
+        endpoint, model, code snapshot, environment and variables."""
+        definition = deployment_template()
+        definition.name = deployment
+        definition.endpoint_name = endpoint
+        definition.model = self._model_reference(model)
+        definition.code_configuration = CodeConfiguration(
+            code=str(code_snapshot(self.workspace.cache / "serving-code")),
+            scoring_script=SCORING_SCRIPT,
+        )
+        definition.environment = self._environment_reference()
+        definition.environment_variables = deployment_variables(model)
+        definition.tags = {"model_name": model.name, "model_version": model.version}
+        return definition
+
+    def _environment_reference(self) -> str:
+        """The inference environment, registered in this workspace once per content version
+        (read first, so a re-run creates nothing). The one place that says where deployments
+        take their environment from."""
+        environment = inference_environment()
+        reference = f"azureml:{environment.name}:{environment.version}"
+        if reference in self._registered_environments:
+            return reference
+        with explained(f"register environment {environment.name} v{environment.version}"):
+            try:
+                self.client.environments.get(environment.name, environment.version)
+            except ResourceNotFoundError:
+                self.client.environments.create_or_update(environment)
+        self._registered_environments.add(reference)
+        return reference
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         """Delete a deployment with no traffic (Azure refuses one with traffic)."""
@@ -213,19 +302,27 @@ class AzureEndpoints:
         )
 
     def deployment_health(self, endpoint: str, deployment: str) -> DeploymentHealth:
-        """Requests, 5xx errors and p95 latency of `deployment` since `reset_health` (else the
-        last five minutes), from the Azure Monitor metrics of the deployment resource."""
+        """Requests, errors and p95 latency of `deployment` since `reset_health` (else the last
+        five minutes), from the Azure Monitor metrics of the endpoint split by deployment.
+
+        Requests-per-minute and latency are endpoint-scope metrics (split by deployment, status
+        code class and model status code); a container that answers anything but 200 reaches
+        the caller as 424, so its 5xx answers are counted by the model status code, and the
+        endpoint's own 5xx answers by the status code class."""
         since = self._health_since.get(endpoint) or datetime.now(UTC) - timedelta(minutes=5)
         until = datetime.now(UTC) + timedelta(seconds=1)
-        with explained(f"read deployment {deployment} of {endpoint}"):
-            resource = self.client.online_deployments.get(name=deployment, endpoint_name=endpoint)
+        with explained(f"read endpoint {endpoint}"):
+            resource = self.client.online_endpoints.get(endpoint)
         query = urlencode(
             {
                 "api-version": METRICS_API_VERSION,
                 "metricnames": "RequestsPerMinute,RequestLatency_P95",
                 "aggregation": "Total,Average",
                 "timespan": f"{since.isoformat()}/{until.isoformat()}",
-                "$filter": "statusCodeClass eq '*'",
+                "$filter": (
+                    f"deployment eq '{deployment}' and statusCodeClass eq '*' "
+                    "and modelStatusCode eq '*'"
+                ),
             }
         )
         url = f"{ARM_ENDPOINT}{resource.id}/providers/Microsoft.Insights/metrics?{query}"
@@ -241,14 +338,19 @@ class AzureEndpoints:
         for metric in response.json().get("value", []):
             for series in metric.get("timeseries", []):
                 dimensions = {
-                    m["name"]["value"]: m["value"] for m in series.get("metadatavalues", [])
+                    m["name"]["value"].lower(): str(m["value"])
+                    for m in series.get("metadatavalues", [])
                 }
+                if dimensions.get("deployment", deployment) != deployment:
+                    continue
+                failed = dimensions.get("statuscodeclass") == "5xx" or dimensions.get(
+                    "modelstatuscode", ""
+                ).startswith("5")
                 for point in series.get("data", []):
                     if metric["name"]["value"] == "RequestsPerMinute":
                         count = int(point.get("total") or 0)
                         requests += count
-                        if dimensions.get("statusCodeClass") == "5xx":
-                            errors += count
+                        errors += count if failed else 0
                     elif point.get("average") is not None:
                         p95 = max(p95, float(point["average"]))
         return DeploymentHealth(deployment=deployment, requests=requests, errors=errors, p95_ms=p95)
@@ -303,13 +405,9 @@ class AzureEndpoints:
 
     def read_capture(self, name: str, since: datetime) -> pd.DataFrame:
         """What the data collector logged since `since`: one row per scored input row, its
-        `model_inputs` fields joined with the `model_outputs` of the same request
-        (`correlationid`), plus `probability`, `label`, `deployment`, `model_version`,
-        `mirrored` and `timestamp`, as the local backend's capture has them.
-
-        Collected records do not say whether a request was a mirrored copy; rows of a
-        deployment that now takes mirror traffic and no live traffic count as mirrored.
-        """
+        `model_inputs` fields joined with the `model_outputs` row the scoring script collected
+        for it (same correlation id), in backends/collected_data.py's schema. Collected records
+        do not say whether a request was a mirrored copy (see `counted_as_mirrored`)."""
         import pandas as pd
 
         info = self.get_endpoint(name)
@@ -317,38 +415,22 @@ class AzureEndpoints:
             return pd.DataFrame()
         rows: list[dict[str, Any]] = []
         for deployment in info.deployments:
-            mirrored = (
-                info.traffic.get(deployment.name, 0) == 0
-                and info.mirror_traffic.get(deployment.name, 0) > 0
+            rows += collected_data.collected_rows(
+                self._collected(name, deployment.name, "model_inputs", since),
+                self._collected(name, deployment.name, "model_outputs", since),
+                deployment=deployment.name,
+                model_version=deployment.model_version,
+                mirrored=collected_data.counted_as_mirrored(
+                    deployment.name, info.traffic, info.mirror_traffic
+                ),
             )
-            inputs = self._collected(name, deployment.name, "model_inputs", since)
-            outputs = {
-                event.get("correlationid"): event.get("data") or []
-                for event in self._collected(name, deployment.name, "model_outputs", since)
-            }
-            for event in inputs:
-                results = outputs.get(event.get("correlationid"), [])
-                for index, features in enumerate(event.get("data") or []):
-                    result = results[index] if index < len(results) else None
-                    probability = _probability(result)
-                    rows.append(
-                        {
-                            **features,
-                            "probability": probability,
-                            "label": None if probability is None else int(probability >= 0.5),
-                            "deployment": deployment.name,
-                            "model_version": deployment.model_version,
-                            "mirrored": mirrored,
-                            "timestamp": event["time"],
-                        }
-                    )
         return pd.DataFrame.from_records(rows)
 
     def _collected(
         self, endpoint: str, deployment: str, collection: str, since: datetime
     ) -> list[dict[str, Any]]:
-        """The collection's events logged at or after `since`, oldest first. Only the days
-        in the window are listed (the whole folder once for windows over a month)."""
+        """The collection's events logged at or after `since`. Only the days in the window are
+        listed (the whole folder once for windows over a month)."""
         root = self._collection_folder(endpoint, deployment, collection)
         store = self.workspace.datastores
         since = since.astimezone(UTC)
@@ -363,19 +445,15 @@ class AzureEndpoints:
         events: list[dict[str, Any]] = []
         for folder in folders:
             for blob in store.names(folder):
-                rolled = ROLLED_HOUR.search(blob)
+                rolled = collected_data.ROLLED_HOUR.search(blob)
                 if rolled is None:
                     continue
                 hour = datetime(*(int(rolled[k]) for k in "ymdh"), tzinfo=UTC)  # type: ignore[misc]
                 if hour < first_hour:
                     continue
-                for line in store.read(root.datastore, blob).decode().splitlines():
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    if _event_time(event) >= since:
-                        events.append(event)
-        return sorted(events, key=_event_time)
+                lines = store.read(root.datastore, blob).splitlines()
+                events += collected_data.parse_events(lines, since)
+        return events
 
     def _collection_folder(self, endpoint: str, deployment: str, collection: str) -> DatastorePath:
         """Where the collection's files are: the data asset azure-ai-ml registered for it when
@@ -386,8 +464,8 @@ class AzureEndpoints:
                 return DatastorePath.parse(str(asset.path))
             except (ResourceNotFoundError, ValueError):
                 return DatastorePath(
-                    COLLECTOR_ROOT.datastore,
-                    f"{COLLECTOR_ROOT.path}/{endpoint}/{deployment}/{collection}",
+                    COLLECTOR_DATASTORE,
+                    collected_data.collection_folder(endpoint, deployment, collection),
                 )
 
     # --- internals --------------------------------------------------------------------------
@@ -416,32 +494,6 @@ class AzureEndpoints:
             f"`az ml online-deployment get-logs -e {endpoint} -n {deployment} "
             f"-w {self.workspace.name}`"
         )
-
-
-def _data_collector() -> DataCollector:
-    """Inputs and outputs of every request (sampling 100%), rolled into hourly folders.
-    A fresh object per deployment: the SDK consumes parts of it when it serializes."""
-    return DataCollector(
-        collections={name: DeploymentCollection(enabled="true") for name in COLLECTIONS},
-        rolling_rate="Hour",
-        sampling_rate=1.0,
-    )
-
-
-def _event_time(event: Mapping[str, Any]) -> datetime:
-    moment = datetime.fromisoformat(str(event["time"]))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _probability(result: Any) -> float | None:
-    """The positive-class probability from one logged output row: `{"probability": p, ...}`,
-    a `predict_proba` frame row (`{"0": q, "1": p}`) or a bare number."""
-    if isinstance(result, Mapping):
-        value = result.get("probability", result.get("1"))
-        return None if value is None else float(value)
-    if isinstance(result, int | float):
-        return float(result)
-    return None
 
 
 def _info(deployment: ManagedOnlineDeployment) -> DeploymentInfo:

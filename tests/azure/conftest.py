@@ -10,16 +10,25 @@ routes both kinds of SDK traffic to it:
   the test. Still the HTTP layer: every upload/download is a real storage REST call;
 - the few clients azure-ai-ml builds from the credential alone (see registry.py) likewise.
 
-Name resolution is limited to loopback meanwhile, so nothing can reach a real host.
+The fake starts as `infra` leaves a subscription: the shared registry's and every environment's
+Bicep (the compiled-template fixtures of tests/azure/fixtures/bicep with the values of
+infra/parameters/*.bicepparam) run through the fake's template engine, so the endpoint
+identities exist and hold the roles main.bicep grants them. Name resolution is limited to
+loopback meanwhile, so nothing can reach a real host; the fake's serving (front door,
+deployment containers) is stopped when the fake goes.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.machinery import SourceFileLoader
+from importlib.util import module_from_spec, spec_from_loader
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -29,8 +38,12 @@ from backends.azure.retries import Deadlines, RetrySettings
 from backends.topology import Topology, load_topology
 from tests.azure.fake_arm import FakeAzureML, StaticTokenCredential
 
+REPO = Path(__file__).resolve().parents[2]
+BICEP_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bicep"
 FAST_RETRIES = RetrySettings(total=8, status=8, backoff_factor=0.01, backoff_max=0.05)
-FAST_DEADLINES = Deadlines(lro_seconds=30, job_seconds=30, job_poll_seconds=0.01)
+FAST_DEADLINES = Deadlines(lro_seconds=240, job_seconds=30, job_poll_seconds=0.01)
+"""A deployment's operation lasts while its container starts: seconds, or the first build of
+its environment's venv (about 40 s, once per conda file)."""
 
 
 @dataclass
@@ -56,6 +69,37 @@ def _loopback_only(resolve: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def _stand_in_bicep() -> ModuleType:
+    """The Bicep CLI stand-in (fixtures/bicep/bicep), for its reading of .bicepparam files."""
+    loader = SourceFileLoader("bicep_stand_in", str(BICEP_FIXTURES / "bicep"))
+    module = module_from_spec(spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def deploy_infra(fake: FakeAzureML, topology: Topology) -> None:
+    """What `infra` deploys, as the fake's Resource Manager runs it: shared.bicep, then
+    main.bicep for every environment (identities, their role assignments, ...)."""
+    bicep = _stand_in_bicep()
+    registry = topology.shared_registry
+    fake.deploy_template(
+        json.loads((BICEP_FIXTURES / "shared.json").read_text()),
+        bicep.parameters(REPO / "infra" / "parameters" / "shared.bicepparam"),
+        registry.subscription_id,
+        registry.location,
+        "mlops-shared",
+    )
+    main = json.loads((BICEP_FIXTURES / "main.json").read_text())
+    for name, spec in topology.environments.items():
+        fake.deploy_template(
+            main,
+            bicep.parameters(REPO / "infra" / "parameters" / f"{name}.bicepparam"),
+            spec.subscription_id,
+            spec.location,
+            f"mlops-{name}",
+        )
+
+
 @contextmanager
 def azure_under_test(patch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
     """The fake with every workspace and registry of the topology, all SDK traffic routed to
@@ -72,6 +116,7 @@ def azure_under_test(patch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
         )
     registry = topology.shared_registry
     fake.add_registry(registry.subscription_id, registry.resource_group, registry.name)
+    deploy_infra(fake, topology)
     transport = fake.transport()
     patch.setattr(storage_base, "RequestsTransport", lambda **_: fake.transport())
     # clients the SDK builds for itself with only a credential (registry discovery inside
@@ -90,6 +135,7 @@ def azure_under_test(patch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
         yield AzureUnderTest(fake, credential, topology)
     finally:
         set_connection_factory(None)
+        fake.stop_scoring()
 
 
 @pytest.fixture

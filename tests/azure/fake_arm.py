@@ -8,10 +8,11 @@ azure-core `HttpTransport` (a `RequestsTransport` whose session answers in memor
 SDK, its retry policy and its LRO pollers run unchanged on top of it.
 
 This module holds the state, the routing and the fault switches (`throttle`, `inject`,
-`fail_next_lro`, `conflict_on_share`, `fail_deployment`, `fail_resource`); each service area
-lives in tests/azure/fake/ (workspaces, storage, operations, endpoints, registries, jobs,
-Resource Manager deployments). Every request
-is kept in `requests`, with the status it got, for assertions.
+`fail_next_lro`, `conflict_on_share`, `fail_deployment`, `fail_resource`, `crash_when_live`);
+each service area lives in tests/azure/fake/ (workspaces, storage, operations, endpoints,
+registries, jobs, Resource Manager deployments, the endpoints' front door in scoring.py and the
+deployments' containers in containers.py). Every request is kept in `requests`, with the status
+it got, for assertions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.azure.fake.containers import Container, ContainerApi
 from tests.azure.fake.deployments import DeploymentApi
 from tests.azure.fake.endpoints import EndpointApi
 from tests.azure.fake.http import (
@@ -44,7 +46,15 @@ from tests.azure.fake.workspaces import WorkspaceApi
 
 
 class FakeAzureML(
-    WorkspaceApi, BlobApi, LroApi, EndpointApi, RegistryApi, JobApi, ScoringApi, DeploymentApi
+    WorkspaceApi,
+    BlobApi,
+    LroApi,
+    EndpointApi,
+    RegistryApi,
+    JobApi,
+    ScoringApi,
+    ContainerApi,
+    DeploymentApi,
 ):
     """The in-memory Azure ML control plane, registry data plane and blob storage."""
 
@@ -63,7 +73,9 @@ class FakeAzureML(
         # experiment name -> {"step.output": local folder the fake job "writes" to storage}
         self.job_outputs: dict[str, dict[str, Path]] = {}
         self.job_failures: dict[str, str] = {}  # experiment name -> "step: error"
-        self.scoring: Callable[[str, str, Any], Any] | None = None
+        # (workspace, endpoint, deployment) -> the container serving it (with serving on)
+        self.containers: dict[tuple[str, str, str], Container] = {}
+        self._failed_containers: dict[tuple[str, str, str], Container] = {}
         self._injected: list[list[Any]] = []
         self._failing_lros: list[tuple[re.Pattern[str], str]] = []
         self._share_conflicts = 0
@@ -184,6 +196,12 @@ class FakeAzureML(
     # --- dispatch --------------------------------------------------------------------------
 
     def handle(self, request: SeenRequest) -> Reply:
+        if self.is_scoring_request(request):  # forwarded to a container: not under the lock
+            with self._lock:
+                self.requests.append(request)
+            reply = self.score_request(request)
+            request.status = reply.status
+            return reply
         with self._lock:
             self.requests.append(request)
             reply = self._dispatch(request)
@@ -201,8 +219,6 @@ class FakeAzureML(
         injected = self._injected_reply(request)
         if injected is not None:
             return injected
-        if host.endswith(".inference.ml.azure.com"):
-            return self._score(request)
         for method, pattern, handler in self.routes:
             match = pattern.fullmatch(request.path)
             if match and method == request.method:
@@ -304,7 +320,7 @@ class FakeAzureML(
         r("GET", dep + r"/(?P<name>[^/]+)")(self._get_deployment)
         r("DELETE", dep + r"/(?P<name>[^/]+)")(self._delete_deployment)
         r("POST", dep + r"/(?P<name>[^/]+)/getLogs")(self._deployment_logs)
-        r("GET", dep + r"/(?P<name>[^/]+)/providers/Microsoft\.Insights/metrics")(self._metrics)
+        r("GET", ep + r"/providers/Microsoft\.Insights/metrics")(self._metrics)
         r("GET", r"/registrymanagement/v1\.0/registries/(?P<name>[^/]+)/discovery")(
             self._registry_discovery
         )

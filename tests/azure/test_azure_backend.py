@@ -1,21 +1,32 @@
 """What only the azure backend has to get right: how a pipeline YAML becomes a job request,
-where deployments take their model from, aliases after a crash, endpoint calls through Azure.
+where deployments take their model from, what a deployment sends (the scoring script, its
+environment, the model's settings), under which identity endpoints run, aliases after a crash,
+endpoint calls through Azure.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
+from azure.ai.ml.entities import ManagedOnlineEndpoint
 
 import backends.azure
 from backends.azure import aliases
+from backends.azure.errors import AzureConflict
 from backends.base import DeploymentFailed, ModelVersion
+from backends.serving_package import deployment_template, environment_version
+from synthetic_data.readmissions import generate_readmissions
+from tasks.integration_tests import split_body
 from tests.azure.conftest import AzureUnderTest
+from tests.endpoints.models import save_trained_model
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "readmission"
+REGISTRY_USER = "1823dd4f-9b8c-4ab6-ab4e-7397a3684615"
 
 
 @pytest.fixture
@@ -44,6 +55,12 @@ def workspace(azure: AzureUnderTest, environment: str = "test") -> backends.azur
 
 def register(ws: backends.azure.AzureWorkspace, model_dir: Path, run: str) -> ModelVersion:
     return ws.register_model(MODEL, str(model_dir), f"train-{run}", {"pipeline_run_id": run}, "")
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model folder, for deployments whose container runs (the fake's serving on)."""
+    return save_trained_model(tmp_path_factory.mktemp("azure-backend") / "model", rows=600)
 
 
 def folder(path: Path, name: str, text: str) -> Path:
@@ -173,30 +190,186 @@ def test_a_model_from_another_workspace_is_sent_through_the_registry(
         endpoints.create_or_update_deployment("readm", "blue", dev_model, model_dir)
 
 
-def test_endpoints_use_entra_tokens_and_are_called_through_azure(
+def test_a_deployment_sends_the_scoring_script_its_environment_and_the_models_threshold(
     fake_azure: AzureUnderTest, model_dir: Path
 ) -> None:
     ws = workspace(fake_azure)
     endpoints = backends.azure.open_endpoints(ws)
     endpoints.create_or_update_endpoint("readm")
-    endpoints.create_or_update_deployment("readm", "blue", register(ws, model_dir, "a"), model_dir)
-    endpoints.set_traffic("readm", {"blue": 100}, None)
-    seen: list[tuple[str, object]] = []
-    fake_azure.fake.scoring = lambda endpoint, deployment, body: (
-        seen.append((deployment, body)) or [0.7]
+    model = ws.register_model(
+        MODEL, str(model_dir), "train-a", {"pipeline_run_id": "a", "test_threshold": "0.27"}, ""
     )
 
-    assert endpoints.invoke("readm", {"input_data": {"columns": ["age"], "data": [[70]]}}) == [0.7]
-    assert endpoints.invoke("readm", {"input_data": {}}, deployment="blue") == [0.7]
-    assert [d for d, _ in seen] == ["blue", "blue"]
-    assert "blue" in endpoints.deployment_logs("readm", "blue")
+    endpoints.create_or_update_deployment("readm", "blue", model, model_dir)
+    endpoints.create_or_update_deployment("readm", "green", model, model_dir)
+
+    puts = [r for r in fake_azure.fake.requests if r.method == "PUT" and "/deployments/" in r.path]
+    sent = puts[-1].json()["properties"]
+    template = deployment_template()
+    assert sent["codeConfiguration"]["scoringScript"] == "score.py"
+    assert "/codes/" in sent["codeConfiguration"]["codeId"]
+    assert sent["environmentId"].endswith(
+        f"/environments/readmission-inference/versions/{environment_version()}"
+    )
+    assert sent["model"].endswith(f"/models/{MODEL}/versions/1")
+    assert sent["environmentVariables"] == {
+        **template.environment_variables,
+        "MODEL_NAME": MODEL,
+        "MODEL_VERSION": "1",
+        "MODEL_THRESHOLD": "0.27",
+    }
+    assert sent["livenessProbe"]["initialDelay"] == f"PT{template.liveness_probe.initial_delay}S"
+    assert sent["readinessProbe"]["failureThreshold"] == template.readiness_probe.failure_threshold
+    assert sent["requestSettings"]["maxConcurrentRequestsPerInstance"] == (
+        template.request_settings.max_concurrent_requests_per_instance
+    )
+    assert set(sent["dataCollector"]["collections"]) == {"model_inputs", "model_outputs"}
+    # the environment is registered once, the code snapshot uploaded once (found by hash)
+    env_puts = [
+        r for r in fake_azure.fake.requests if r.method == "PUT" and "/environments/" in r.path
+    ]
+    code_puts = [r for r in fake_azure.fake.requests if r.method == "PUT" and "/codes/" in r.path]
+    assert len(env_puts) == 1 and len(code_puts) == 1
+    uploaded = {
+        name.split("/", 1)[1]
+        for (_, container), blobs in fake_azure.fake.blobs.items()
+        if re.fullmatch(r"[0-9a-f-]{36}-[0-9a-f]{24}", container)  # pending code uploads
+        for name in blobs
+    }
+    assert {"score.py", "model_scoring.py", "data_checks/readmission_schema.py"} <= uploaded
+
+
+def test_endpoints_run_under_the_identity_the_topology_names(fake_azure: AzureUnderTest) -> None:
+    test, dev = workspace(fake_azure, "test"), workspace(fake_azure, "dev")
+
+    backends.azure.open_endpoints(test).create_or_update_endpoint("readm")
+    backends.azure.open_endpoints(dev).create_or_update_endpoint("readm-dev")
+
+    wanted = fake_azure.topology.environment("test").endpoint_identity
+    assert wanted is not None
+    identity = fake_azure.fake.workspace(test.name).endpoints["readm"]["identity"]
+    assert identity["type"] == "UserAssigned"
+    assert list(identity["userAssignedIdentities"]) == [wanted]
+    uai = fake_azure.fake.arm_resources[wanted.lower()]["properties"]
+    assert identity["userAssignedIdentities"][wanted]["principalId"] == uai["principalId"]
+    # dev names none: a system-assigned identity, enough for dev's own models only
+    assert fake_azure.fake.workspace(dev.name).endpoints["readm-dev"]["identity"]["type"] == (
+        "SystemAssigned"
+    )
+
+
+def test_an_endpoint_under_another_identity_is_refused_with_what_to_do(
+    fake_azure: AzureUnderTest,
+) -> None:
+    test = workspace(fake_azure, "test")
+    test.client.online_endpoints.begin_create_or_update(  # made before identities were set
+        ManagedOnlineEndpoint(name="readm", auth_mode="aad_token")
+    ).result()
+    endpoints = backends.azure.open_endpoints(test)
+
+    with pytest.raises(AzureConflict, match="does not change an endpoint's identity") as raised:
+        endpoints.create_or_update_endpoint("readm")
+
+    assert "az ml online-endpoint delete -n readm" in str(raised.value)
+    assert fake_azure.topology.environment("test").endpoint_identity in str(raised.value)
+
+
+def test_a_registry_model_does_not_provision_without_the_registry_role(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    test_ws = workspace(fake_azure, "test")
+    registry = backends.azure.open_shared_registry(fake_azure.topology)
+    promoted = registry.promote(
+        register(test_ws, model_dir, "run-a"), model_dir, {"source_workspace": test_ws.name}, "ok"
+    )
+    prod = backends.azure.open_endpoints(workspace(fake_azure, "prod"))
+    prod.create_or_update_endpoint("readm")
+    identity = fake_azure.topology.environment("prod").endpoint_identity
+    principal = fake_azure.fake.arm_resources[identity.lower()]["properties"]["principalId"]
+    revoked = fake_azure.fake.revoke(principal, REGISTRY_USER)
+    assert revoked, "main.bicep grants the prod endpoint identity AzureML Registry User"
+
+    with pytest.raises(DeploymentFailed, match="AzureML Registry User") as raised:
+        prod.create_or_update_deployment("readm", "blue", promoted, model_dir)
+
+    assert identity in str(raised.value) and registry.name in str(raised.value)
+    fake_azure.fake.restore(revoked)
+    assert prod.create_or_update_deployment("readm", "blue", promoted, model_dir).state == (
+        "Succeeded"
+    )
+    # a system-assigned identity (dev's) holds no registry role at all
+    dev = backends.azure.open_endpoints(workspace(fake_azure, "dev"))
+    dev.create_or_update_endpoint("readm-dev")
+    with pytest.raises(DeploymentFailed, match="system-assigned identity"):
+        dev.create_or_update_deployment("readm-dev", "blue", promoted, model_dir)
+
+
+def test_endpoints_use_entra_tokens_and_answer_with_the_scoring_scripts_own_response(
+    fake_azure: AzureUnderTest, trained_model: Path
+) -> None:
+    fake_azure.fake.serve_scoring()
+    ws = workspace(fake_azure)
+    endpoints = backends.azure.open_endpoints(ws)
+    endpoints.create_or_update_endpoint("readm")
+    endpoints.create_or_update_deployment(
+        "readm", "blue", register(ws, trained_model, "a"), trained_model
+    )
+    info = endpoints.set_traffic("readm", {"blue": 100}, None)
+    rows = generate_readmissions(3, seed=2).drop(columns=["readmitted_30d"])
+
+    through_sdk = endpoints.invoke("readm", split_body(rows))
+    key = endpoints.get_key("readm")
+    answer = httpx.post(
+        info.scoring_uri, json=split_body(rows), headers={"Authorization": f"Bearer {key}"}
+    )
+    refused = httpx.post(info.scoring_uri, content=b"{", headers={"Authorization": f"Bearer {key}"})
+    anonymous = httpx.post(info.scoring_uri, json=split_body(rows))
+
+    assert [p["probability"] for p in through_sdk["predictions"]] == [
+        p["probability"] for p in answer.json()["predictions"]
+    ]
+    assert answer.json()["model"] == {"name": MODEL, "version": "1"}
+    # the service's headers (as recorded) around the inference server's answer
+    assert answer.headers["azureml-model-deployment"] == "blue"
+    assert answer.headers["azureml-model-session"] == "blue"
+    assert answer.headers["x-request-id"] and answer.headers["server"] == "azureml-frontdoor"
+    assert answer.headers["x-ms-server-version"].startswith("azmlinfsrv/")
+    # a refusal of the script reaches the caller as Azure's 424, its body unchanged
+    assert refused.status_code == 424
+    assert refused.headers["ms-azureml-model-error-statuscode"] == "400"
+    assert "JSON" in refused.json()["message"]
+    assert anonymous.status_code == 401
+    assert "blue" in endpoints.deployment_logs("readm", "blue")  # the container's own log
     created = [
         r for r in fake_azure.fake.requests if r.method == "PUT" and r.path.endswith("/readm")
     ]
     assert created[0].json()["properties"]["authMode"] == "AADToken"
     health = endpoints.deployment_health("readm", "blue")  # Azure Monitor, through the fake
-    assert (health.deployment, health.requests, health.errors) == ("blue", 0, 0)
-    assert any(r.path.endswith("/Microsoft.Insights/metrics") for r in fake_azure.fake.requests)
+    assert (health.deployment, health.requests, health.errors) == ("blue", 3, 0)
+    fake_azure.fake.crash_when_live("readm", "blue", share=100)
+    crashed = httpx.post(
+        info.scoring_uri, json=split_body(rows), headers={"Authorization": f"Bearer {key}"}
+    )
+    assert crashed.status_code == 424
+    assert crashed.headers["ms-azureml-model-error-statuscode"] == "500"
+    assert endpoints.deployment_health("readm", "blue").errors == 1  # a model 5xx
+
+
+def test_a_script_whose_init_fails_never_provisions_and_says_why(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    fake_azure.fake.serve_scoring()
+    ws = workspace(fake_azure)
+    endpoints = backends.azure.open_endpoints(ws)
+    endpoints.create_or_update_endpoint("readm")
+
+    with pytest.raises(DeploymentFailed, match="User container has crashed") as raised:
+        endpoints.create_or_update_deployment(
+            "readm", "blue", register(ws, model_dir, "a"), model_dir
+        )
+
+    assert "Traceback" in str(raised.value) or "Error" in str(raised.value)
+    assert not fake_azure.fake.containers  # nothing left running
 
 
 def test_traffic_azure_would_refuse_is_refused_first_in_plain_words(

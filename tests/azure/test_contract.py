@@ -44,13 +44,6 @@ class Backend:
     def endpoints(self, environment: str = "test") -> Any:
         return self.module.open_endpoints(self.workspace(environment))
 
-    def will_fail_to_provision(self, deployment: str) -> None:
-        """Azure: the fake refuses to provision it. Local: the broken model fails for real."""
-        if self.azure is not None:
-            self.azure.fake.fail_deployment(
-                deployment, "model failed to load: could not load the MLflow model"
-            )
-
     def job_will_output(self, experiment: str, outputs: dict[str, Path]) -> None:
         """Azure: what the fake's job writes to storage. Local: the components write it."""
         if self.azure is not None:
@@ -67,6 +60,7 @@ def backend(request: pytest.FixtureRequest, mlops_root: Path) -> Iterator[Backen
             stop_all(workspace)
     else:
         azure: AzureUnderTest = request.getfixturevalue("fake_azure")
+        azure.fake.serve_scoring()  # deployments run the scoring script, as locally
         yield Backend("azure", backends.azure, azure.topology, azure)
 
 
@@ -83,7 +77,8 @@ def pipelines(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A real MLflow model folder (as the training component writes it) and a broken copy."""
+    """A real MLflow model folder (as the training component writes it) and a broken copy,
+    which fails the scoring script's init() on both backends."""
     root = tmp_path_factory.mktemp("contract-models")
     good = save_trained_model(root / "good", rows=800)
     return good, save_broken_model(good, root / "broken")
@@ -278,7 +273,6 @@ def test_a_deployment_that_fails_to_provision_leaves_traffic_on_the_old_one(
     endpoints.create_or_update_endpoint("readm-fail")
     endpoints.create_or_update_deployment("readm-fail", "blue", good, workspace.model_path(good))
     endpoints.set_traffic("readm-fail", {"blue": 100}, None)
-    backend.will_fail_to_provision("green")
 
     with pytest.raises(DeploymentFailed, match="green"):
         endpoints.create_or_update_deployment(
@@ -302,6 +296,8 @@ def test_infrastructure_plans_what_it_creates_then_converges(
     monkeypatch.setenv(
         "MLOPS_BICEP", str(REPO / "tests" / "azure" / "fixtures" / "bicep" / "bicep")
     )
+    if backend.azure is not None:  # the fake starts as infra left it: plan from nothing
+        backend.azure.fake.arm_resources.clear()
     infra = backend.module.open_infrastructure(backend.topology)
 
     for environment in ("shared", "dev"):

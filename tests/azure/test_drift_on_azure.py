@@ -5,9 +5,11 @@ The backend is selected by name (MLOPS_BACKEND=azure); every call goes through t
 azure-ai-ml and storage SDKs to the fake REST API (tests/azure/conftest.py). The world is set
 up through the backend API (a data asset, a model with its lineage tags promoted to the shared
 registry as champion, a prod endpoint whose deployment has the data collector on) instead of
-the training flows, so each case takes seconds. Traffic is real HTTP to the fake's scoring
-server, which writes `model_inputs`/`model_outputs` JSON lines to the workspace blob store as
-the data collector does; the monitor reads them back through the storage SDK.
+the training flows, so each case takes seconds. Traffic is real HTTP through the fake's front
+door to the deployment's container: the scoring script in Azure ML's inference server, whose
+data collector (azureml-ai-monitoring) posts `model_inputs`/`model_outputs` to the fake's
+sidecar, which writes the collector's JSON lines to the workspace blob store; the monitor reads
+them back through the storage SDK.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def test_prod_deployments_log_inputs_and_outputs_with_the_data_collector(
     }
     hour = datetime.now(UTC).strftime("%Y/%m/%d/%H")
     for collection, fields in (("model_inputs", "age"), ("model_outputs", "probability")):
-        files = collected_files(azure_prod, collection)
+        files = wait_for_lines(azure_prod, collection, 3)
         assert [name.rsplit("/", 1)[0] for name in files] == [hour]
         events = [json.loads(line) for data in files.values() for line in data.splitlines()]
         assert len(events) == 3
@@ -103,8 +105,24 @@ def test_prod_deployments_log_inputs_and_outputs_with_the_data_collector(
     captured = prod.read_capture(ENDPOINT, datetime.now(UTC) - timedelta(hours=2))
     assert len(captured) == 60
     assert captured["probability"].between(0, 1).all() and not captured["mirrored"].any()
+    # outputs are what the script answered and collected: its labels, by the model's threshold
+    assert (captured["label"] == (captured["probability"] >= 0.5).astype(int)).all()
+    assert captured["request_id"].nunique() == 3  # one correlation id per request
     assert set(captured["deployment"]) == {"blue"}
     assert prod.read_capture(ENDPOINT, datetime.now(UTC) + timedelta(minutes=1)).empty
+
+
+def wait_for_lines(azure: AzureUnderTest, collection: str, lines: int) -> dict[str, bytes]:
+    """The collection's files once they hold `lines` lines: the collector posts after the
+    script has answered, from a worker thread of its own."""
+    deadline = time.monotonic() + 20
+    while True:
+        files = collected_files(azure, collection)
+        if sum(data.count(b"\n") for data in files.values()) >= lines:
+            return files
+        if time.monotonic() > deadline:
+            return files
+        time.sleep(0.2)
 
 
 def test_the_reference_is_refused_when_its_blob_no_longer_holds_the_registered_bytes(

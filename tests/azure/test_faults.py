@@ -23,8 +23,11 @@ from backends.azure.errors import (
 from backends.azure.retries import Deadlines, OperationTimedOut
 from backends.base import DeploymentFailed, ModelVersion, PipelineFailed
 from backends.topology import EnvironmentSpec
+from synthetic_data.readmissions import generate_readmissions
+from tasks.integration_tests import split_body
 from tests.azure.conftest import FAST_DEADLINES, FAST_RETRIES, AzureUnderTest
 from tests.azure.fake_arm import StaticTokenCredential
+from tests.endpoints.models import save_trained_model
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "readmission"
@@ -266,8 +269,10 @@ def test_a_token_azure_does_not_accept_says_to_sign_in(
 
 
 def test_no_request_carries_a_key_or_secret_only_bearer_tokens_from_the_credential(
-    fake_azure: AzureUnderTest, model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fake_azure: AzureUnderTest, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    fake_azure.fake.serve_scoring()  # the deployment runs: invoke reaches its container
+    model_dir = save_trained_model(tmp_path / "model", rows=600)
     caplog.set_level(logging.DEBUG)
     ws = workspace(fake_azure)
     data = tmp_path / "d.csv"
@@ -283,7 +288,8 @@ def test_no_request_carries_a_key_or_secret_only_bearer_tokens_from_the_credenti
     endpoints.create_or_update_endpoint("readm")
     endpoints.create_or_update_deployment("readm", "blue", promoted, model_dir)
     endpoints.set_traffic("readm", {"blue": 100}, None)
-    endpoints.invoke("readm", {"input_data": {"columns": ["age"], "data": [[70]]}})
+    rows = generate_readmissions(2, seed=3).drop(columns=["readmitted_30d"])
+    assert len(endpoints.invoke("readm", split_body(rows))["predictions"]) == 2
     key = endpoints.get_key("readm")
     fake_azure.fake.job_outputs["readmission-data-validation"] = {"validate.report": model_dir}
     workspace(fake_azure, "dev").run_pipeline(

@@ -7,13 +7,16 @@ service does for real here:
 - compute: before a training pipeline job is submitted, its components (the same YAML and
   scripts) run with the local component runner, and what they write becomes the job's outputs
   in the fake's storage, which the backend downloads through the SDK as from Azure;
-- serving: endpoints answer on a loopback HTTP server with an Entra token, score with the model
-  files the deployed version holds in the fake's storage, refuse bad requests with 4xx, and
-  count every request for the Azure Monitor metrics the rollout's health checks read.
+- serving: a deployment provisions by running what it was sent (the code snapshot, the
+  registered inference environment, the model files) in Azure ML's inference server; endpoints
+  answer on a loopback front door with an Entra token, route by traffic and header, and count
+  every answer for the Azure Monitor metrics the rollout's health checks read. The endpoint
+  identity must hold the registry role to pull a promoted model, as infra/ grants it.
 
 The scenarios share one fake and build on each other like a team's week (each release trains,
 so ~30 s a scenario on 2 cores): train-dev, an approved first release, a rejected one, one whose
-new deployment falls over at 50% of the traffic, and a release that goes green then a rollback.
+new deployment falls over at 50% of the traffic, a release that goes green then a rollback, and
+a release whose prod endpoint identity has lost its registry role.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import backends
 from backends.azure.pipelines import PipelineRunner
 from backends.base import EndpointInfo
 from backends.local.workspace import LocalWorkspace
+from backends.serving_package import THRESHOLD_TAG, deployment_template, environment_version
 from flows.release import release
 from flows.rollback import rollback
 from flows.train_dev import train_dev
@@ -45,6 +49,7 @@ from tests.integration.release_helpers import Approver, assert_refused_then_reje
 
 MODEL = load_training_settings().model_name
 SETTINGS = load_release_settings()
+REGISTRY_USER = "1823dd4f-9b8c-4ab6-ab4e-7397a3684615"
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +107,14 @@ def azure_flows(
 def data(azure_flows: AzureUnderTest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("azure-flows-data")
     paths = {}
-    for name, seed in (("dev", 20), ("first", 21), ("second", 22), ("third", 23), ("fourth", 24)):
+    for name, seed in (
+        ("dev", 20),
+        ("first", 21),
+        ("second", 22),
+        ("third", 23),
+        ("fourth", 24),
+        ("fifth", 25),
+    ):
         paths[name] = str(folder / f"{name}.csv")
         generate_readmissions(8_000, seed=seed).to_csv(paths[name], index=False)
     return paths
@@ -215,6 +227,29 @@ def test_approved_release_is_promoted_and_serves_in_prod(
     actions = [(r.action, r.actor) for r in read_audit_log()]
     assert ("approved", "alice") in actions and ("promoted", "alice") in actions
     assert not fake.unhandled
+    # what was deployed, in test and in prod, is the scoring script in its environment
+    blue = prod_deployment(azure_flows, "blue")
+    assert_runs_the_scoring_script(blue, promoted.tags[THRESHOLD_TAG])
+    assert blue["model"] == (
+        f"azureml://registries/{azure_flows.topology.shared_registry.name}/models/{MODEL}"
+        "/versions/1"
+    )
+    test_puts = deployment_puts(fake, SETTINGS.test_endpoint)
+    assert test_puts, "the release deployed to the test endpoint"
+    for sent in [*test_puts, *deployment_puts(fake, SETTINGS.prod_endpoint)]:
+        assert_runs_the_scoring_script(sent, promoted.tags[THRESHOLD_TAG])
+    # both endpoints run under the user-assigned identity the topology names
+    assert endpoint_identities(fake, SETTINGS.test_endpoint) == [
+        azure_flows.topology.environment("test").endpoint_identity
+    ]
+    assert endpoint_identities(fake, SETTINGS.prod_endpoint) == [
+        azure_flows.topology.environment("prod").endpoint_identity
+    ]
+    identity = prod_endpoint_resource(azure_flows)["identity"]
+    assert identity["type"] == "UserAssigned"
+    assert list(identity["userAssignedIdentities"]) == [
+        azure_flows.topology.environment("prod").endpoint_identity
+    ]
 
 
 def test_rejected_approval_promotes_nothing_and_leaves_prod_unchanged(
@@ -292,6 +327,79 @@ def test_next_release_goes_green_and_rollback_returns_blue(
     assert ("approved", "carol") in actions and ("rollback", "dave") in actions
     assert {"deployed", "traffic", "champion"} <= {a for a, _ in actions}
     assert not fake.unhandled
+
+
+def test_a_release_whose_endpoint_identity_lost_its_registry_role_fails_at_deploy(
+    azure_flows: AzureUnderTest, data: dict[str, str]
+) -> None:
+    fake = azure_flows.fake
+    before = prod()
+    identity = azure_flows.topology.environment("prod").endpoint_identity
+    assert identity is not None
+    principal = fake.arm_resources[identity.lower()]["properties"]["principalId"]
+    revoked = fake.revoke(principal, REGISTRY_USER)
+    assert revoked, "infra grants the prod endpoint identity AzureML Registry User"
+
+    try:
+        state = run_release(data["fifth"], Approver(approved=True, name_="frank"))
+    finally:
+        fake.restore(revoked)
+
+    assert state.type == StateType.FAILED
+    message = str(state.result(raise_on_failure=False))
+    assert "AzureML Registry User" in message and identity in message, message
+    after = prod()
+    assert dict(after.traffic) == dict(before.traffic) and after.serving() == before.serving()
+    assert not after.mirror_traffic.get("green")
+    assert score_prod().json()["model"]["version"] == "1"  # rollback's blue still serves
+    assert champion() == "1"
+
+
+def prod_endpoint_resource(azure: AzureUnderTest) -> dict:
+    ws = azure.fake.workspace(azure.topology.environment("prod").workspace)
+    return ws.endpoints[SETTINGS.prod_endpoint]
+
+
+def prod_deployment(azure: AzureUnderTest, colour: str) -> dict:
+    ws = azure.fake.workspace(azure.topology.environment("prod").workspace)
+    return ws.deployments[SETTINGS.prod_endpoint][colour]["properties"]
+
+
+def deployment_puts(fake: Any, endpoint: str) -> list[dict]:
+    """The properties of every deployment request sent to `endpoint`."""
+    return [
+        r.json()["properties"]
+        for r in fake.requests
+        if r.method == "PUT" and f"/onlineEndpoints/{endpoint}/deployments/" in r.path
+    ]
+
+
+def endpoint_identities(fake: Any, endpoint: str) -> list[str]:
+    """The user-assigned identities `endpoint` was created with (first PUT)."""
+    created = next(
+        r.json()
+        for r in fake.requests
+        if r.method == "PUT" and r.path.endswith(f"/onlineEndpoints/{endpoint}")
+    )
+    assert created["identity"]["type"] == "UserAssigned", created["identity"]
+    return list(created["identity"]["userAssignedIdentities"])
+
+
+def assert_runs_the_scoring_script(properties: dict, threshold_tag: str) -> None:
+    """A code deployment of the serving package, never a no-code (model-only) one."""
+    template = deployment_template()
+    assert properties["codeConfiguration"]["scoringScript"] == "score.py"
+    assert re.search(r"/codes/[^/]+/versions/[^/]+$", properties["codeConfiguration"]["codeId"])
+    assert properties["environmentId"].endswith(
+        f"/environments/readmission-inference/versions/{environment_version()}"
+    )
+    variables = properties["environmentVariables"]
+    assert variables["MODEL_THRESHOLD"] == repr(float(threshold_tag))
+    assert variables["WORKER_COUNT"] == template.environment_variables["WORKER_COUNT"]
+    assert properties["livenessProbe"]["initialDelay"] == (
+        f"PT{template.liveness_probe.initial_delay}S"
+    )
+    assert properties["readinessProbe"]["period"] == f"PT{template.readiness_probe.period}S"
 
 
 def _traffic_puts(fake: Any) -> list[tuple[dict, dict]]:

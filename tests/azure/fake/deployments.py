@@ -102,6 +102,16 @@ class DeploymentApi:
         )
         return Reply(201, document, {"Azure-AsyncOperation": status, "x-ms-retry-after-ms": "20"})
 
+    def deploy_template(
+        self, template: dict, parameters: dict, subscription: str, location: str, name: str = ""
+    ) -> dict[str, Any]:
+        """Run a compiled template at subscription scope as a deployment does, without the
+        SDK round trip: for tests whose world is what infra/ deploys. Its outputs."""
+        engine = TemplateEngine(
+            self.arm_resources, on_resource=self._provisioned, deployment_name=name
+        )
+        return engine.deploy(template, parameters, Scope(subscription, None, location)).outputs
+
     def _run_template(self, sub: str, document: dict, properties: dict) -> None:
         engine = TemplateEngine(
             self.arm_resources,

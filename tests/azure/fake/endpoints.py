@@ -1,9 +1,27 @@
-"""Managed online endpoints and deployments: traffic rules, provisioning, logs, scoring."""
+"""Managed online endpoints and deployments: identities, traffic rules, provisioning, logs.
+
+Endpoints keep the identity they were created with: a user-assigned identity is answered in the
+shape the recorded batch endpoint shows (test_batch_invoke.json: `principalId`/`clientId` per
+identity, read from the identity resource the fake's Resource Manager holds), a system-assigned
+one as the recorded online endpoint (test_online_endpoint_e2e.json), with a principal made up
+when the endpoint is created.
+
+A deployment provisions (when the fake's serving is on) by running its scoring script in a
+container (containers.py); before that the service checks that the endpoint identity may read
+what the deployment pulls from the shared registry (model or environment). No recording shows
+that refusal: it is modelled on the Azure ML docs ("Authentication and authorization for online
+endpoints": an endpoint's user-assigned identity gets no role automatically; pulling registry
+assets takes a role with the registry's asset read action, such as AzureML Registry User), with
+the role assignments read from what the fake's Resource Manager deployed (infra/main.bicep, or
+`grant` in a test) and an operation error naming the identity, the role and the registry.
+"""
 
 from __future__ import annotations
 
 import copy
 import re
+import uuid
+from typing import Any
 
 from tests.azure.fake.http import (
     ARM_HOST,
@@ -13,9 +31,28 @@ from tests.azure.fake.http import (
     arm_error,
 )
 from tests.azure.fake.state import (
+    ProvisioningFailed,
     Workspace,
     system_data,
 )
+
+TENANT = "00000000-0000-0000-0000-000000000000"
+ROLE_ASSIGNMENTS = "/providers/Microsoft.Authorization/roleAssignments/"
+REGISTRY_READERS = {
+    "1823dd4f-9b8c-4ab6-ab4e-7397a3684615": "AzureML Registry User",
+    "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
+    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
+}
+"""Built-in roles whose actions include reading registry assets
+(Microsoft.MachineLearningServices/registries/assets/read)."""
+PROBE_DEFAULTS = {
+    "failureThreshold": 30,
+    "successThreshold": 1,
+    "timeout": "PT2S",
+    "period": "PT10S",
+    "initialDelay": "PT10S",
+}
+REGISTRY_ASSET = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/")
 
 
 class EndpointApi:
@@ -24,7 +61,7 @@ class EndpointApi:
     # --- online endpoints ------------------------------------------------------------------
 
     def _endpoint_body(
-        self, ws: Workspace, name: str, props: dict, tags: dict, identity: dict | None
+        self, ws: Workspace, name: str, props: dict, tags: dict, identity: dict
     ) -> dict:
         return {
             "id": f"{ws.arm_id}/onlineEndpoints/{name}",
@@ -35,13 +72,131 @@ class EndpointApi:
             "tags": tags,
             "location": ws.location,
             "kind": "Managed",
-            "identity": identity
-            or {
-                "type": "SystemAssigned",
-                "principalId": "00000000-0000-0000-0000-000000000000",
-                "tenantId": "00000000-0000-0000-0000-000000000000",
+            "identity": identity,
+        }
+
+    def _endpoint_identity(self, ws: Workspace, name: str, sent: dict | None) -> dict | str:
+        """The identity a new endpoint gets from its request (SystemAssigned when none is
+        sent), or why it cannot have it."""
+        kind = str((sent or {}).get("type") or "SystemAssigned")
+        if kind.replace(" ", "").lower() == "systemassigned":
+            principal = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{ws.arm_id}/onlineEndpoints/{name}"))
+            return {"type": "SystemAssigned", "principalId": principal, "tenantId": TENANT}
+        if kind.lower() != "userassigned":
+            return f"Identity type {kind} is not supported for online endpoints."
+        identities = {}
+        for resource_id in (sent or {}).get("userAssignedIdentities") or {}:
+            found = self.arm_resources.get(resource_id.lower())
+            if found is None or found["type"] != "Microsoft.ManagedIdentity/userAssignedIdentities":
+                return f"The user-assigned identity {resource_id} was not found."
+            identities[found["id"]] = {
+                "principalId": found["properties"]["principalId"],
+                "clientId": found["properties"]["clientId"],
+            }
+        if not identities:
+            return "A UserAssigned identity needs userAssignedIdentities."
+        return {
+            "type": "UserAssigned",
+            "principalId": TENANT,  # recorded: zeros for a user-assigned-only identity
+            "tenantId": TENANT,
+            "userAssignedIdentities": identities,
+        }
+
+    @staticmethod
+    def _same_identity(kept: dict, sent: dict | None) -> bool:
+        if sent is None:
+            return True
+        kind = str(sent.get("type") or "").replace(" ", "").lower()
+        if kind != kept["type"].lower():
+            return False
+        held = {k.lower() for k in kept.get("userAssignedIdentities") or {}}
+        return held == {k.lower() for k in sent.get("userAssignedIdentities") or {}}
+
+    # --- role assignments -------------------------------------------------------------------
+
+    def grant(self, principal_id: str, role: str, scope: str) -> str:
+        """A role assignment as Resource Manager holds one (what infra/ deploys; for tests
+        that arrange a world without running the Bicep). `role`: the role definition GUID."""
+        subscription = scope.split("/")[2]
+        definition = (
+            f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/"
+            f"{role}"
+        )
+        name = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{scope}|{principal_id}|{definition}"))
+        resource_id = f"{scope}{ROLE_ASSIGNMENTS}{name}"
+        self.arm_resources[resource_id.lower()] = {
+            "id": resource_id,
+            "name": name,
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": {
+                "roleDefinitionId": definition,
+                "principalId": principal_id,
+                "principalType": "ServicePrincipal",
             },
         }
+        return resource_id
+
+    def revoke(self, principal_id: str, role: str) -> list[dict[str, Any]]:
+        """Remove the principal's assignments of `role` (a GUID) at any scope; what was removed
+        (give it back with `restore`)."""
+        removed = [
+            doc
+            for doc in self.role_assignments(principal_id)
+            if doc["properties"]["roleDefinitionId"].lower().endswith(role.lower())
+        ]
+        for doc in removed:
+            del self.arm_resources[doc["id"].lower()]
+        return removed
+
+    def restore(self, assignments: list[dict[str, Any]]) -> None:
+        for doc in assignments:
+            self.arm_resources[doc["id"].lower()] = doc
+
+    def role_assignments(self, principal_id: str) -> list[dict[str, Any]]:
+        return [
+            doc
+            for doc in self.arm_resources.values()
+            if doc.get("type") == "Microsoft.Authorization/roleAssignments"
+            and str(doc.get("properties", {}).get("principalId")) == principal_id
+        ]
+
+    def _principals(self, identity: dict) -> list[tuple[str, str]]:
+        """(how the identity is named, principal ID) of an endpoint identity."""
+        if identity.get("type") == "SystemAssigned":
+            return [("the endpoint's system-assigned identity", identity["principalId"])]
+        return [
+            (resource_id, item["principalId"])
+            for resource_id, item in (identity.get("userAssignedIdentities") or {}).items()
+        ]
+
+    def _registry_refusal(self, endpoint: dict, assets: list[str]) -> str | None:
+        """Why the endpoint identity may not pull these registry assets, or None."""
+        for asset in assets:
+            match = REGISTRY_ASSET.match(asset)
+            if match is None:
+                continue
+            registry = self.registries.get(match["registry"].lower())
+            if registry is None:
+                return f"Registry {match['registry']} was not found."
+            registry_id = (
+                f"/subscriptions/{registry.subscription}/resourceGroups/"
+                f"{registry.resource_group}/providers/{PROVIDER}/registries/{registry.name}"
+            ).lower()
+            for named, principal in self._principals(endpoint.get("identity") or {}):
+                allowed = any(
+                    _covers(doc["id"].lower().split(ROLE_ASSIGNMENTS.lower())[0], registry_id)
+                    and doc["properties"]["roleDefinitionId"].rsplit("/", 1)[-1].lower()
+                    in REGISTRY_READERS
+                    for doc in self.role_assignments(principal)
+                )
+                if not allowed:
+                    return (
+                        f"Failed to pull {asset}: the endpoint identity {named} (principal "
+                        f"{principal}) has no role on registry {registry.name} that allows "
+                        "Microsoft.MachineLearningServices/registries/assets/read. Assign it "
+                        f"AzureML Registry User on {registry_id} and deploy again."
+                    )
+        return None
 
     def _put_endpoint(self, request: SeenRequest, sub: str, rg: str, ws: str, name: str) -> Reply:
         if bad := self._api_version(request, "endpoint"):
@@ -66,6 +221,20 @@ class EndpointApi:
         if invalid:
             return arm_error(400, "UserError", invalid, "BadArgument")
         old = copy.deepcopy(existing) if existing else None
+        if existing is None:
+            identity = self._endpoint_identity(found, name, body.get("identity"))
+            if isinstance(identity, str):
+                return arm_error(400, "UserError", identity, "BadArgument")
+        elif self._same_identity(existing["identity"], body.get("identity")):
+            identity = existing["identity"]
+        else:
+            return arm_error(
+                400,
+                "UserError",
+                f"The identity of endpoint {name} cannot be changed; delete and recreate the "
+                "endpoint to run it under another identity.",
+                "BadArgument",
+            )
         auth = props.get("authMode", "AMLToken")
         state = {
             "description": props.get("description"),
@@ -84,7 +253,7 @@ class EndpointApi:
         if existing:
             state["scoringUri"] = existing["properties"]["scoringUri"]
             state["swaggerUri"] = existing["properties"]["swaggerUri"]
-        resource = self._endpoint_body(found, name, state, body.get("tags") or {}, None)
+        resource = self._endpoint_body(found, name, state, body.get("tags") or {}, identity)
         if existing:
             resource["systemData"] = existing["systemData"]
         found.endpoints[name] = resource
@@ -158,7 +327,10 @@ class EndpointApi:
 
         def done() -> None:
             found.endpoints.pop(name, None)
-            found.deployments.pop(name, None)
+            for deployment in found.deployments.pop(name, {}):
+                self._stop_container(
+                    self.containers.pop((found.name.lower(), name, deployment), None)
+                )
 
         found.endpoints[name]["properties"]["provisioningState"] = "Deleting"
         lro = self._start_lro(request, found, "oeidp", done)
@@ -205,6 +377,10 @@ class EndpointApi:
     def _put_deployment(
         self, request: SeenRequest, sub: str, rg: str, ws: str, endpoint: str, name: str
     ) -> Reply:
+        """Create or update a deployment (recorded: 201, then its operation polled while the
+        service provisions it). With the fake's serving on, provisioning is real: the
+        deployment's container starts (containers.py) and the operation ends when its server
+        is ready or has failed."""
         if bad := self._api_version(request, "deployment"):
             return bad
         found = self._ws(sub, rg, ws)
@@ -225,25 +401,15 @@ class EndpointApi:
         state = props | {
             "provisioningState": "Creating",
             "scaleSettings": {"scaleType": "Default"},
+            # what was sent, over the service's defaults (as the recorded deployment shows them)
             "requestSettings": {
                 "maxQueueWait": "PT0S",
                 "requestTimeout": "PT5S",
                 "maxConcurrentRequestsPerInstance": 1,
-            },
-            "livenessProbe": {
-                "failureThreshold": 30,
-                "successThreshold": 1,
-                "timeout": "PT2S",
-                "period": "PT10S",
-                "initialDelay": "PT10S",
-            },
-            "readinessProbe": {
-                "failureThreshold": 30,
-                "successThreshold": 1,
-                "timeout": "PT2S",
-                "period": "PT10S",
-                "initialDelay": "PT10S",
-            },
+            }
+            | (props.get("requestSettings") or {}),
+            "livenessProbe": PROBE_DEFAULTS | (props.get("livenessProbe") or {}),
+            "readinessProbe": PROBE_DEFAULTS | (props.get("readinessProbe") or {}),
             "egressPublicNetworkAccess": "Enabled",
             "endpointComputeType": "Managed",
             "modelMountPath": None,
@@ -264,9 +430,30 @@ class EndpointApi:
         }
         existed = name in found.deployments.get(endpoint, {})
         found.deployments.setdefault(endpoint, {})[name] = resource
+        key = (found.name.lower(), endpoint, name)
+        failure = self._failing_deployments.get(name) or self._registry_refusal(
+            found.endpoints[endpoint], [model, str(props.get("environmentId") or "")]
+        )
+        container = None
+        if failure is None and self.serving:
+            try:
+                container = self._start_container(
+                    found, resource, self._container_spec(found, state)
+                )
+            except ProvisioningFailed as refused:
+                failure = refused.message
 
         def done() -> None:
             """What the service adds once the container runs (seen in the recordings)."""
+            if container is not None:
+                if container.state != "Ready":
+                    state["provisioningState"] = "Failed"
+                    self._stop_container(container)
+                    self._stop_container(self.containers.pop(key, None))
+                    self._failed_containers[key] = container
+                    raise self._container_failure(container)
+                self._stop_container(self.containers.get(key))
+                self.containers[key] = container
             state["provisioningState"] = "Succeeded"
             short = re.search(r"/models/([^/]+)/versions/([^/]+)$", model)
             variables = dict(state.get("environmentVariables") or {})
@@ -279,8 +466,14 @@ class EndpointApi:
                 variables["AML_APP_ROOT"] = "/var/azureml-app/onlinescoring"
             state["environmentVariables"] = variables
 
-        failure = self._failing_deployments.get(name)
-        lro = self._start_lro(request, found, "odidp", done, error=failure)
+        lro = self._start_lro(
+            request,
+            found,
+            "odidp",
+            done,
+            error=failure,
+            pending=(lambda: container.state == "Starting") if container is not None else None,
+        )
         if lro.error:
             state["provisioningState"] = "Failed"
         api = request.query["api-version"]
@@ -343,6 +536,7 @@ class EndpointApi:
 
         def done() -> None:
             found.deployments.get(endpoint, {}).pop(name, None)
+            self._stop_container(self.containers.pop((found.name.lower(), endpoint, name), None))
 
         lro = self._start_lro(request, found, "odidp", done)
         return Reply(
@@ -358,26 +552,17 @@ class EndpointApi:
             return arm_error(
                 404, "UserError", f"Could not find deployment {name}.", "DeploymentNotFound"
             )
-        message = self._failing_deployments.get(name, "Model loaded; listening on port 31311")
+        key = (found.name.lower(), endpoint, name)
+        container = self.containers.get(key) or self._failed_containers.get(key)
+        if container is not None:
+            lines = int((request.json() or {}).get("tail") or 100)
+            return Reply(200, {"content": container.log_tail(lines) + "\n"})
+        message = self._failing_deployments.get(
+            name, "no container runs (the fake's serving is off)"
+        )
         return Reply(200, {"content": f"fake container log for {name}: {message}\n"})
 
-    def _score(self, request: SeenRequest) -> Reply:
-        endpoint_name = request.host.split(".")[0]
-        ws = next((w for w in self.workspaces.values() if endpoint_name in w.endpoints), None)
-        if ws is None:
-            return Reply(404, {"error": "endpoint not found"})
-        props = ws.endpoints[endpoint_name]["properties"]
-        pinned = {k.lower(): v for k, v in request.headers.items()}.get("azureml-model-deployment")
-        live = [d for d, pct in props["traffic"].items() if pct > 0]
-        target = pinned or (max(live, key=lambda d: props["traffic"][d]) if live else None)
-        if target is None:
-            return Reply(424, {"error": "no deployment takes traffic"})
-        payload = request.json()
-        if self.scoring is not None:
-            return Reply(200, self.scoring(endpoint_name, target, payload))
-        rows = (
-            len((payload.get("input_data") or payload).get("data", []))
-            if isinstance(payload, dict)
-            else 1
-        )
-        return Reply(200, [0.5] * max(rows, 1), {"azureml-model-deployment": target})
+
+def _covers(scope: str, resource_id: str) -> bool:
+    """Whether a role assigned at `scope` applies to `resource_id` (itself or below it)."""
+    return resource_id == scope or resource_id.startswith(scope.rstrip("/") + "/")

@@ -15,6 +15,7 @@ from tests.azure.fake.http import (
 )
 from tests.azure.fake.state import (
     Lro,
+    ProvisioningFailed,
     Registry,
     Workspace,
     _now,
@@ -33,6 +34,7 @@ class LroApi:
         prefix: str,
         outcome: Callable[[], None] | None,
         error: str | None = None,
+        pending: Callable[[], bool] | None = None,
     ) -> Lro:
         for i, (pattern, message) in enumerate(self._failing_lros):
             if pattern.search(request.path):
@@ -51,6 +53,7 @@ class LroApi:
             }
             if error
             else None,
+            pending=pending,
         )
         self.lros[op_id] = lro
         return lro
@@ -79,12 +82,19 @@ class LroApi:
         if lro.polls > 0:
             lro.polls -= 1
             return
+        if lro.pending is not None and lro.pending():
+            return
         if lro.error:
             lro.status = "Failed"
             return
+        try:
+            if lro.outcome is not None:
+                lro.outcome()
+        except ProvisioningFailed as failure:
+            lro.status = "Failed"
+            lro.error = {"code": failure.code, "message": failure.message}
+            return
         lro.status = "Succeeded"
-        if lro.outcome is not None:
-            lro.outcome()
 
     def _operation_status(self, request: SeenRequest, sub: str, loc: str, op: str) -> Reply:
         if bad := self._api_version(request, "operation"):
@@ -104,7 +114,9 @@ class LroApi:
         }
         if lro.status == "Failed":
             body["error"] = lro.error
-        return Reply(200, body, {"x-ms-retry-after-ms": "20"})
+        # a container that is starting is polled less often (the recording: every ~5 s)
+        wait = "200" if lro.status == "InProgress" and lro.pending is not None else "20"
+        return Reply(200, body, {"x-ms-retry-after-ms": wait})
 
     def _operation_result(self, request: SeenRequest, sub: str, loc: str, op: str) -> Reply:
         lro = self.lros.get(op)

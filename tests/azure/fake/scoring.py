@@ -1,69 +1,112 @@
-"""Real HTTP scoring for the fake's managed online endpoints, and the Azure Monitor metrics
-the requests leave behind.
+"""The front door of the fake's managed online endpoints, and the Azure Monitor metrics the
+requests leave behind.
 
-`FakeAzureML.serve_scoring()` starts a loopback HTTP server; endpoints provisioned after that
-get `http://127.0.0.1:<port>/<endpoint>/score` as their scoring URI, so callers that use plain
-httpx (the integration tests, the rollout's canary probes) reach it like the real service:
-Entra bearer token required (one the fake's credential issued), the `azureml-model-deployment`
-header pins a deployment, bad requests get 4xx with a reason, and rows are scored with the
-model files the deployment's model version holds in the fake's storage (loaded as the local
-backend's endpoint server loads them). Every request is counted per deployment; the
-`Microsoft.Insights/metrics` route answers from those counts.
+`FakeAzureML.serve_scoring()` starts a loopback HTTP server and switches the fake's compute on:
+deployments provisioned after that run in containers.py (the deployment's own scoring script in
+Azure ML's inference server), and endpoints get `http://127.0.0.1:<port>/<endpoint>/score` as
+their scoring URI, so callers that use plain httpx (integration tests, the rollout's canary
+probes, the traffic generator) reach them as they would reach Azure. What the front door does is
+the service's part only; what a request gets back is the scoring script's:
 
-A deployment created with a data collector gets what Azure instruments an MLflow deployment
-with: each scored request is logged to the workspace blob store as one JSON line per enabled
-collection (`model_inputs`: the rows sent, `model_outputs`: what was answered, sharing a
-`correlationid`) under `<collection folder>/yyyy/MM/dd/HH/<instance>.jsonl`, the collection
-folder being the data asset the SDK registered for it (by default
-`modelDataCollector/<endpoint>/<deployment>/<collection>`). Not reproduced: the collector's
-batching of close requests into one line, its delay before files appear, `sampling_rate`
-below 1, other rolling rates, payload (`request`/`response`) logging and custom datastores.
+- auth: an Entra bearer token the fake's credential issued (auth_mode aad_token), else 401;
+- routing: the `azureml-model-deployment` header pins a deployment; otherwise a live deployment
+  is drawn by the traffic weights, and requests drawn that way are copied to the mirror
+  deployment at its mirror percentage in the background (the copy's answer is dropped); no
+  deployment with positive weight: 404 ("Troubleshooting online endpoints", HTTP status codes);
+- forwarding: the body and content type go to the deployment's server unchanged, with an
+  `x-request-id` (the caller's, else one made up here, as the service generates one for
+  tracing); its answer comes back with its headers and body, plus `azureml-model-deployment`,
+  `azureml-model-session` and `x-request-id` (as the recorded scoring response,
+  test_online_deployment_create.json, shows). A non-200 answer from the container reaches the
+  caller as 424 with `ms-azureml-model-error-statuscode` / `-reason` headers and the
+  container's body ("If your model container returns a non-200 response, Azure returns a
+  424", same troubleshooting table; the table says nothing about the body, which is passed on);
+- metrics: every answer is counted per deployment with its status code and the model's status
+  code, and `Microsoft.Insights/metrics` on the endpoint answers RequestsPerMinute and
+  RequestLatency_P95 split by deployment, statusCodeClass, statusCode and modelStatusCode (the
+  endpoint-scope metrics and dimensions of "Monitor online endpoints"; the response shape of
+  Azure Monitor's Metrics - List REST API).
+
+Fault switch (no source; a test's stand-in for a container that falls over under load):
+`crash_when_live`. Not reproduced: request timeouts (408), the 429 concurrency limit, payload
+logging, bandwidth throttling, the bodies of the front door's own refusals (401/404; answered
+`{"message": ...}` here, undocumented).
 """
 
 from __future__ import annotations
 
-import json
+import random
 import re
-import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-from tests.azure.fake.http import PROVIDER, Reply, SeenRequest, arm_error
-from tests.azure.fake.state import Blob
+import httpx
+import orjson
 
-MAX_BODY_BYTES = 5 * 1024 * 1024
+from tests.azure.fake.http import PROVIDER, Reply, SeenRequest, arm_error
+
+SCORE_PATH = re.compile(r"/(?P<endpoint>[^/]+)/score")
+NOT_PASSED_BACK = {
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "date",
+    "server",
+}
+DIMENSIONS = ("deployment", "statusCode", "statusCodeClass", "modelStatusCode")
 
 
 @dataclass(frozen=True)
 class Served:
+    """One answered request, as Azure Monitor counts it."""
+
     endpoint: str
     deployment: str
     at: float  # epoch seconds
-    status: int
+    status: int  # what the caller got
+    model_status: int | None  # what the container answered (None: it was not reached)
     latency_ms: float
+    mirrored: bool = False
+
+    def dimension(self, name: str) -> str:
+        return {
+            "deployment": self.deployment,
+            "statusCode": str(self.status),
+            "statusCodeClass": f"{self.status // 100}xx",
+            "modelStatusCode": "" if self.model_status is None else str(self.model_status),
+        }[name]
 
 
 class ScoringApi:
     """Mixed into FakeAzureML."""
 
     def crash_when_live(self, endpoint: str, deployment: str, share: int) -> None:
-        """`deployment`'s container fails every request (a 500, counted in its Azure Monitor
-        metrics) once it takes `share` percent of `endpoint`'s live traffic: a model that is
-        fine on a mirror and at 10% but falls over under load. `crashes.clear()` heals it."""
+        """`deployment`'s container answers every request with a 500 (so the caller gets a 424
+        and Azure Monitor counts a model 5xx) once it takes `share` percent of `endpoint`'s
+        live traffic: a model that is fine on a mirror and at 10% but falls over under load.
+        `crashes.clear()` heals it."""
         self.crashes[(endpoint, deployment)] = share
 
+    @property
+    def serving(self) -> bool:
+        """Whether deployments run in containers (switched on by `serve_scoring`)."""
+        return getattr(self, "_scoring_server", None) is not None
+
     def serve_scoring(self) -> str:
-        """Start the loopback scoring server (once); its base URL."""
+        """Start the loopback front door (once) and run deployments provisioned from now on in
+        containers; the front door's base URL."""
         if getattr(self, "_scoring_server", None) is None:
             self.served: list[Served] = []
-            self._scorers: dict[str, Any] = {}
-            self._model_dirs = tempfile.TemporaryDirectory(prefix="fake-aml-models-")
+            self._forward = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=64))
+            self._mirror_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mirror")
             server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -71,220 +114,222 @@ class ScoringApi:
         return f"http://127.0.0.1:{self._scoring_server.server_address[1]}"
 
     def stop_scoring(self) -> None:
+        """Stop the front door, every container and sidecar (by pid), and the mirror copies."""
         server = getattr(self, "_scoring_server", None)
         if server is not None:
+            self._scoring_server = None
             server.shutdown()
             server.server_close()
-            self._model_dirs.cleanup()
-            self._scoring_server = None
+            self._mirror_pool.shutdown(wait=True, cancel_futures=True)
+            self._forward.close()
+        self.stop_containers()
 
     def scoring_uri_for(self, name: str, location: str) -> str:
-        if getattr(self, "_scoring_server", None) is not None:
+        if self.serving:
             return f"{self.serve_scoring()}/{name}/score"
         return f"https://{name}.{location}.inference.ml.azure.com/score"
 
+    def is_scoring_request(self, request: SeenRequest) -> bool:
+        if request.host.endswith(".inference.ml.azure.com"):
+            return True
+        server = getattr(self, "_scoring_server", None)
+        return (
+            server is not None
+            and request.host == "127.0.0.1"
+            and request.url.split("/")[2].endswith(f":{server.server_address[1]}")
+        )
+
+    def score_request(self, request: SeenRequest) -> Reply:
+        """A scoring request that came through the SDK's transport (`online_endpoints.invoke`)."""
+        path = request.path
+        if request.host.endswith(".inference.ml.azure.com"):
+            path = f"/{request.host.split('.')[0]}{path}"
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        status, reply_headers, body = self.score_http(path, headers, request.body)
+        return Reply(status, body, reply_headers)
+
     # --- one scoring request ---------------------------------------------------------------
 
-    def score_http(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
-        from backends.local.request_schema import RequestError, parse_scoring_request
-
+    def score_http(
+        self, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) for one request to an endpoint's scoring URI."""
         started = time.perf_counter()
-        match = re.fullmatch(r"/(?P<endpoint>[^/]+)/score", path)
+        match = SCORE_PATH.fullmatch(path.split("?")[0])
         if match is None:
-            return 404, {"error": f"no route {path}"}
+            return _refusal(404, f"no route {path}")
         name = match["endpoint"]
         with self._lock:
             ws = next((w for w in self.workspaces.values() if name in w.endpoints), None)
             if ws is None:
-                return 404, {"error": f"endpoint {name} not found"}
+                return _refusal(404, f"endpoint {name} not found")
             auth = headers.get("authorization", "")
             if not (auth.startswith("Bearer ") and auth[7:] in self.credential.issued.values()):
-                return 401, {"error": "missing or invalid Entra token (auth_mode aad_token)"}
+                return _refusal(401, "missing or invalid Entra token (auth_mode aad_token)")
             props = ws.endpoints[name]["properties"]
-            live = [d for d, pct in props["traffic"].items() if pct > 0]
-            target = headers.get("azureml-model-deployment") or (
-                max(live, key=lambda d: props["traffic"][d]) if live else None
-            )
-            deployment = ws.deployments.get(name, {}).get(target or "")
-            if deployment is None:
-                return 424 if target is None else 404, {
-                    "error": f"endpoint {name} has no deployment {target!r} taking requests"
-                }
-            model_ref = deployment["properties"]["model"]
-            crash_at = self.crashes.get((name, target or ""))
-            crashed = crash_at is not None and props["traffic"].get(target, 0) >= crash_at
-            tags = deployment.get("tags") or {}
-            collector = deployment["properties"].get("dataCollector") or {}
-            source = deployment["id"]
-        if len(body) > MAX_BODY_BYTES:
-            return self._count(name, target, 413, started, {"error": "request body too large"})
-        try:
-            batch = parse_scoring_request(body)
-        except RequestError as error:
-            return self._count(name, target, error.status, started, {"error": error.reason})
-        try:
-            if crashed:
-                raise MemoryError(f"{target} ran out of memory at {crash_at}% of the traffic")
-            scorer = self._scorer(ws, model_ref)
-            probabilities = scorer.probabilities(batch)
-        except Exception as error:  # the container failed: a 5xx, counted as an error
-            return self._count(name, target, 500, started, {"error": repr(error)})
-        labels = (probabilities >= 0.5).astype(int)
-        outputs = [
-            {"probability": float(p), "label": int(label)}
-            for p, label in zip(probabilities, labels, strict=True)
-        ]
-        self._collect(ws, name, target, source, collector, list(batch.rows()), outputs)
-        return self._count(
-            name,
-            target,
-            200,
-            started,
-            {
-                "predictions": outputs,
-                "deployment": target,
-                "model": {"name": tags.get("model_name"), "version": tags.get("model_version")},
-            },
+            traffic = {d: int(p) for d, p in props["traffic"].items()}
+            pinned = headers.get("azureml-model-deployment")
+            mirrors: list[str] = []
+            if pinned:
+                target: str | None = pinned
+                if pinned not in ws.deployments.get(name, {}):
+                    return _refusal(404, f"endpoint {name} has no deployment {pinned!r}")
+            else:
+                target = _draw(traffic)
+                if target is None:
+                    return _refusal(
+                        404, "The endpoint doesn't have any valid deployment with positive weight."
+                    )
+                mirrors = [
+                    d
+                    for d, pct in (props.get("mirrorTraffic") or {}).items()
+                    if int(pct) > 0 and random.random() * 100 < int(pct)
+                ]
+            container = self.containers.get((ws.name.lower(), name, target))
+            mirror_to = [(d, self.containers.get((ws.name.lower(), name, d))) for d in mirrors]
+            crash_at = self.crashes.get((name, target))
+            crashed = crash_at is not None and traffic.get(target, 0) >= crash_at
+        request_id = headers.get("x-request-id") or str(uuid.uuid4())
+        forwarded = {
+            "Content-Type": headers.get("content-type", "application/json"),
+            "x-request-id": request_id,
+        }
+        if headers.get("x-ms-client-request-id"):
+            forwarded["x-ms-client-request-id"] = headers["x-ms-client-request-id"]
+        status, reply_headers, content, model_status = self._forward_to(
+            container, target, forwarded, body, crashed
         )
+        reply_headers |= {
+            "azureml-model-deployment": target,
+            "azureml-model-session": target,
+            "x-request-id": request_id,
+            "Server": "azureml-frontdoor",
+        }
+        self._count(name, target, status, model_status, started)
+        for deployment, copy_to in mirror_to:
+            self._mirror_pool.submit(self._mirror, name, deployment, copy_to, forwarded | {}, body)
+        return status, reply_headers, content
 
-    def _count(self, endpoint: str, deployment: str, status: int, started: float, body: dict):
-        latency = (time.perf_counter() - started) * 1000
-        with self._lock:
-            self.served.append(Served(endpoint, deployment, time.time(), status, latency))
-        return status, body
-
-    def _collect(
+    def _forward_to(
         self,
-        ws: Any,
+        container: Any,
+        deployment: str,
+        headers: dict[str, str],
+        body: bytes,
+        crashed: bool = False,
+    ) -> tuple[int, dict[str, str], bytes, int | None]:
+        """(status for the caller, headers, body, the container's own status or None)."""
+        if container is None or container.state != "Ready":
+            state = "not running" if container is None else container.state.lower()
+            status, reply_headers, content = _refusal(
+                503, f"deployment {deployment} has no ready container ({state})"
+            )
+            return status, reply_headers, content, None
+        if crashed:
+            model_status = 500
+            content = orjson.dumps({"message": f"{deployment} ran out of memory"})
+            reply_headers = {"Content-Type": "application/json"}
+        else:
+            try:
+                answer = self._forward.post(container.url + "/score", content=body, headers=headers)
+            except httpx.HTTPError as error:
+                status, reply_headers, content = _refusal(
+                    502, f"the container of {deployment} did not answer: {error!r}"
+                )
+                return status, reply_headers, content, None
+            model_status = answer.status_code
+            content = answer.content
+            reply_headers = {
+                k: v for k, v in answer.headers.items() if k.lower() not in NOT_PASSED_BACK
+            }
+        if model_status == 200:
+            return 200, reply_headers, content, model_status
+        reply_headers |= {
+            "ms-azureml-model-error-statuscode": str(model_status),
+            "ms-azureml-model-error-reason": _reason(model_status),
+        }
+        return 424, reply_headers, content, model_status
+
+    def _mirror(
+        self, endpoint: str, deployment: str, container: Any, headers: dict[str, str], body: bytes
+    ) -> None:
+        """A mirrored copy: scored and counted against the mirror deployment, answer dropped."""
+        started = time.perf_counter()
+        status, _, _, model_status = self._forward_to(container, deployment, headers, body)
+        self._count(endpoint, deployment, status, model_status, started, mirrored=True)
+
+    def _count(
+        self,
         endpoint: str,
         deployment: str,
-        source: str,
-        collector: dict,
-        inputs: list[dict],
-        outputs: list[dict],
+        status: int,
+        model_status: int | None,
+        started: float,
+        mirrored: bool = False,
     ) -> None:
-        """Log one scored request as the data collector does: a CloudEvents-style JSON line
-        per enabled collection, appended to this hour's file of this (one) instance."""
-        collections = collector.get("collections") or {}
-        now = datetime.now(UTC)
-        correlation = str(uuid.uuid4())
-        for collection, data in (("model_inputs", inputs), ("model_outputs", outputs)):
-            settings = collections.get(collection) or {}
-            if str(settings.get("dataCollectionMode", "")).lower() != "enabled":
-                continue
-            body = json.dumps(data, separators=(",", ":"))
-            event = {
-                "specversion": "1.0",
-                "id": str(uuid.uuid4()),
-                "source": source,
-                "type": f"azureml.inference.{collection}",
-                "datacontenttype": "application/json",
-                "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "data": data,
-                "correlationid": correlation,
-                "xrequestid": correlation,
-                "modelversion": "default",
-                "collectdatatype": "pandas.core.frame.DataFrame",
-                "agent": "azureml-ai-monitoring/0.1.0b4",
-                "contentrange": f"bytes 0-{len(body) - 1}/{len(body)}",
-            }
-            folder = self._collection_folder(ws, endpoint, deployment, collection, settings)
-            instance = uuid.uuid5(uuid.NAMESPACE_URL, source)
-            name = f"{folder}/{now:%Y/%m/%d/%H}/{instance}.jsonl"
-            line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
-            with self._lock:
-                blobs = self.blobs.setdefault((ws.storage_account, ws.container), {})
-                if name in blobs:
-                    blobs[name].data += line
-                else:
-                    blobs[name] = Blob(line)
-
-    def _collection_folder(
-        self, ws: Any, endpoint: str, deployment: str, collection: str, settings: dict
-    ) -> str:
-        """The folder of the data asset the collection names (`dataId`), else the default."""
-        asset = re.search(
-            r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", str(settings.get("dataId") or "")
-        )
-        if asset:
-            with self._lock:
-                found = ws.data.get(asset["name"], {}).get(asset["version"])
-            uri = (found or {}).get("properties", {}).get("dataUri", "")
-            path = re.search(r"/datastores/workspaceblobstore/paths/(?P<path>.+)$", uri)
-            if path:
-                return path["path"].strip("/")
-        return f"modelDataCollector/{endpoint}/{deployment}/{collection}"
-
-    def _scorer(self, ws: Any, model_ref: str) -> Any:
-        """Load the model files the deployment's model version points at, once per version."""
-        from backends.local.endpoint_server import load_scorer
-
-        if model_ref in self._scorers:
-            return self._scorers[model_ref]
-        short = re.search(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", model_ref)
-        assert short, model_ref
+        latency = (time.perf_counter() - started) * 1000
         with self._lock:
-            if model_ref.startswith("azureml://registries/"):
-                registry = self.registries[model_ref.split("/")[3].lower()]
-                uri = registry.models[short["name"]][short["version"]]["properties"]["modelUri"]
-                account, container = registry.storage_account, registry.container
-                prefix = uri.split(f"/{container}/", 1)[1]
-            else:
-                uri = ws.models[short["name"]][short["version"]]["properties"]["modelUri"]
-                account, container = ws.storage_account, ws.container
-                prefix = re.search(r"/paths/(?P<path>.*)$", uri)["path"]
-            files = self.files_under(account, container, prefix.rstrip("/") + "/")
-        folder = Path(self._model_dirs.name) / re.sub(r"[^\w.-]", "_", model_ref)
-        for relative, data in files.items():
-            target = folder / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        # the uploaded folder keeps its own name under the asset path: find the MLmodel
-        mlmodel = next(folder.rglob("MLmodel"))
-        scorer = load_scorer(mlmodel.parent)
-        self._scorers[model_ref] = scorer
-        return scorer
+            self.served.append(
+                Served(endpoint, deployment, time.time(), status, model_status, latency, mirrored)
+            )
 
     # --- Azure Monitor metrics ---------------------------------------------------------------
 
-    def _metrics(
-        self, request: SeenRequest, sub: str, rg: str, ws: str, endpoint: str, name: str
-    ) -> Reply:
-        """RequestsPerMinute (Total, split by statusCodeClass) and RequestLatency_P95
-        (Average) of one deployment over `timespan`, as one data point."""
+    def _metrics(self, request: SeenRequest, sub: str, rg: str, ws: str, name: str) -> Reply:
+        """RequestsPerMinute (Total) and RequestLatency_P95 (Average) of one endpoint over
+        `timespan`, one data point per series, split by the dimensions `$filter` asks to split
+        by (`dim eq '*'`) and restricted to the values it names (`dim eq 'value'`)."""
+        endpoint = name
         found = self._ws(sub, rg, ws)
-        if found is None or name not in found.deployments.get(endpoint, {}):
-            return arm_error(404, "ResourceNotFound", f"deployment {name} not found")
+        if found is None or endpoint not in found.endpoints:
+            return arm_error(404, "ResourceNotFound", f"endpoint {endpoint} not found")
         start, _, end = request.query.get("timespan", "/").partition("/")
         since = datetime.fromisoformat(start).timestamp() if start else 0.0
         until = datetime.fromisoformat(end).timestamp() if end else time.time()
+        split, only = [], {}
+        for clause in filter(None, re.split(r"\s+and\s+", request.query.get("$filter", ""))):
+            term = re.fullmatch(r"\s*(\w+)\s+eq\s+'([^']*)'\s*", clause)
+            if term is None or term[1] not in DIMENSIONS:
+                return arm_error(400, "BadRequest", f"Invalid $filter clause: {clause}")
+            if term[2] == "*":
+                split.append(term[1])
+            else:
+                only[term[1]] = term[2]
         served = [
             s
             for s in getattr(self, "served", [])
-            if s.endpoint == endpoint and s.deployment == name and since <= s.at <= until
+            if s.endpoint == endpoint
+            and since <= s.at <= until
+            and all(s.dimension(k) == v for k, v in only.items())
         ]
-        stamp = datetime.fromtimestamp(since or time.time(), UTC).isoformat()
-        by_class: dict[str, int] = {}
+        groups: dict[tuple[str, ...], list[Served]] = {}
         for s in served:
-            by_class[f"{s.status // 100}xx"] = by_class.get(f"{s.status // 100}xx", 0) + 1
-        latencies = sorted(s.latency_ms for s in served)
-        p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else 0
+            groups.setdefault(tuple(s.dimension(d) for d in split), []).append(s)
+        stamp = datetime.fromtimestamp(since or time.time(), UTC).isoformat()
         values = []
         for metric in request.query.get("metricnames", "").split(","):
-            if metric == "RequestsPerMinute":
-                series = [
+            if metric not in ("RequestsPerMinute", "RequestLatency_P95"):
+                return arm_error(400, "BadRequest", f"Failed to find metric {metric}")
+            series = []
+            for key, members in sorted(groups.items()):
+                names = dict(zip(split, key, strict=True)) | only
+                point: dict[str, Any] = {"timeStamp": stamp}
+                if metric == "RequestsPerMinute":
+                    point["total"] = float(len(members))
+                else:
+                    latencies = sorted(s.latency_ms for s in members)
+                    point["average"] = latencies[
+                        min(len(latencies) - 1, int(0.95 * len(latencies)))
+                    ]
+                series.append(
                     {
                         "metadatavalues": [
-                            {"name": {"value": "statusCodeClass"}, "value": code_class}
+                            {"name": {"value": d, "localizedValue": d}, "value": v}
+                            for d, v in names.items()
                         ],
-                        "data": [{"timeStamp": stamp, "total": float(count)}],
+                        "data": [point],
                     }
-                    for code_class, count in sorted(by_class.items())
-                ]
-            elif metric == "RequestLatency_P95":
-                series = [{"metadatavalues": [], "data": [{"timeStamp": stamp, "average": p95}]}]
-            else:
-                return arm_error(400, "BadRequest", f"Failed to find metric {metric}")
+                )
             values.append(
                 {
                     "id": f"{request.path}/{metric}",
@@ -302,15 +347,36 @@ class ScoringApi:
                 "timespan": request.query.get("timespan", ""),
                 "interval": "PT1M",
                 "value": values,
-                "namespace": f"{PROVIDER}/workspaces/onlineEndpoints/deployments",
+                "namespace": f"{PROVIDER}/workspaces/onlineEndpoints",
                 "resourceregion": found.location,
             },
         )
 
 
+def _draw(traffic: dict[str, int]) -> str | None:
+    """A live deployment drawn by its traffic weight, or None when none takes traffic."""
+    live = [(d, p) for d, p in traffic.items() if p > 0]
+    if not live:
+        return None
+    return random.choices([d for d, _ in live], weights=[p for _, p in live])[0]
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _refusal(status: int, message: str) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json"}, orjson.dumps({"message": message})
+
+
 def _handler(fake: Any) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        server_version = "azureml-frontdoor"  # the Server header of the recorded answer
+        sys_version = ""
         # headers and body go out in two writes: with Nagle on, the body waits for the
         # client's delayed ACK (~40 ms a request, most of a rollout's probing time)
         disable_nagle_algorithm = True
@@ -319,15 +385,14 @@ def _handler(fake: Any) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, reply = fake.score_http(self.path, headers, body)
-            data = json.dumps(reply).encode()
+            status, reply_headers, content = fake.score_http(self.path, headers, body)
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if reply.get("deployment"):
-                self.send_header("azureml-model-deployment", str(reply["deployment"]))
+            for key, value in reply_headers.items():
+                if key.lower() != "server":  # send_response sent it
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(content)))
             self.end_headers()
-            self.wfile.write(data)
+            self.wfile.write(content)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass

@@ -25,9 +25,20 @@ class Blob:
     created: str = field(default_factory=lambda: formatdate(usegmt=True))
 
 
+class ProvisioningFailed(Exception):
+    """Raised by an LRO's outcome: the operation ends Failed with this code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 @dataclass
 class Lro:
-    """A long-running operation: InProgress for `polls` status reads, then its outcome."""
+    """A long-running operation: InProgress for `polls` status reads and while `pending()` says
+    the work behind it (a container starting) goes on, then its outcome, which may raise
+    ProvisioningFailed."""
 
     id: str
     kind: str  # "arm" (Azure-AsyncOperation status documents) or "assetstore" (registry)
@@ -37,6 +48,7 @@ class Lro:
     result_location: str | None = None
     status: str = "InProgress"
     started: str = field(default_factory=lambda: _now())
+    pending: Callable[[], bool] | None = None
 
 
 @dataclass
