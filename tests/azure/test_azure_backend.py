@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -353,6 +355,43 @@ def test_endpoints_use_entra_tokens_and_answer_with_the_scoring_scripts_own_resp
     assert crashed.status_code == 424
     assert crashed.headers["ms-azureml-model-error-statuscode"] == "500"
     assert endpoints.deployment_health("readm", "blue").errors == 1  # a model 5xx
+
+
+def test_mirror_traffic_copies_weighted_requests_to_the_mirror_and_its_rows_count_as_mirrored(
+    fake_azure: AzureUnderTest, trained_model: Path
+) -> None:
+    fake_azure.fake.serve_scoring()
+    ws = workspace(fake_azure)
+    endpoints = backends.azure.open_endpoints(ws)
+    endpoints.create_or_update_endpoint("readm")
+    for colour, run in (("blue", "a"), ("green", "b")):
+        endpoints.create_or_update_deployment(
+            "readm", colour, register(ws, trained_model, run), trained_model
+        )
+    info = endpoints.set_traffic("readm", {"blue": 100}, {"green": 50})
+    headers = {"Authorization": f"Bearer {endpoints.get_key('readm')}"}
+    rows = generate_readmissions(1, seed=4).drop(columns=["readmitted_30d"])
+    since = fake_azure.fake.served[-1].at if fake_azure.fake.served else 0.0
+
+    with httpx.Client(headers=headers) as client:
+        answers = [client.post(info.scoring_uri, json=split_body(rows)) for _ in range(40)]
+        pinned = client.post(
+            info.scoring_uri,
+            json=split_body(rows),
+            headers={"azureml-model-deployment": "blue"},
+        )
+
+    assert {a.headers["azureml-model-deployment"] for a in answers} == {"blue"}
+    assert pinned.status_code == 200
+    fake_azure.fake.wait_for_mirror_copies()  # scored after the callers had their answers
+    copies = [s for s in fake_azure.fake.served if s.mirrored and s.at > since]
+    assert copies and all(c.deployment == "green" and c.status == 200 for c in copies)
+    assert 5 <= len(copies) <= 35, len(copies)  # about half of the 40 weighted requests
+    time.sleep(1)  # the collector posts from a worker of its own
+    captured = endpoints.read_capture("readm", datetime.now(UTC) - timedelta(hours=1))
+    green = captured[captured["deployment"] == "green"]
+    assert len(green) and green["mirrored"].all()
+    assert not captured[captured["deployment"] == "blue"]["mirrored"].any()
 
 
 def test_a_script_whose_init_fails_never_provisions_and_says_why(

@@ -327,12 +327,10 @@ class ContainerApi:
 
     def stop_containers(self) -> None:
         """Stop every deployment's server and sidecar (by pid / server), and drop their files."""
-        for container in list(getattr(self, "containers", {}).values()):
-            self._stop_container(container)
-        for container in getattr(self, "_retired", []):
+        for container in [*self.containers.values(), *self._failed_containers.values()]:
             self._stop_container(container)
         self.containers.clear()
-        self._retired = []
+        self._failed_containers.clear()
         if getattr(self, "_containers_dir", None) is not None:
             self._containers_dir.cleanup()
             self._containers_dir = None

@@ -80,7 +80,8 @@ class EndpointApi:
         sent), or why it cannot have it."""
         kind = str((sent or {}).get("type") or "SystemAssigned")
         if kind.replace(" ", "").lower() == "systemassigned":
-            principal = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{ws.arm_id}/onlineEndpoints/{name}"))
+            # made when the endpoint is created: a re-created endpoint is a new principal
+            principal = str(uuid.uuid4())
             return {"type": "SystemAssigned", "principalId": principal, "tenantId": TENANT}
         if kind.lower() != "userassigned":
             return f"Identity type {kind} is not supported for online endpoints."
@@ -546,6 +547,8 @@ class EndpointApi:
     def _deployment_logs(
         self, request: SeenRequest, sub: str, rg: str, ws: str, endpoint: str, name: str
     ) -> Reply:
+        """`getLogs`: `{"content": ...}` (what azure-ai-ml reads; no recording has it), the tail
+        of the deployment's container log when one ran."""
         found = self._ws(sub, rg, ws)
         resource = found.deployments.get(endpoint, {}).get(name) if found else None
         if resource is None:

@@ -40,7 +40,7 @@ import re
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -107,6 +107,7 @@ class ScoringApi:
             self.served: list[Served] = []
             self._forward = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=64))
             self._mirror_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mirror")
+            self._mirror_copies: list[Future[None]] = []
             server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -207,8 +208,19 @@ class ScoringApi:
         }
         self._count(name, target, status, model_status, started)
         for deployment, copy_to in mirror_to:
-            self._mirror_pool.submit(self._mirror, name, deployment, copy_to, forwarded | {}, body)
+            copied = self._mirror_pool.submit(
+                self._mirror, name, deployment, copy_to, forwarded, body
+            )
+            with self._lock:
+                self._mirror_copies.append(copied)
         return status, reply_headers, content
+
+    def wait_for_mirror_copies(self, timeout: float = 30.0) -> None:
+        """Until every mirrored copy sent so far has been answered (they run after the caller
+        has its answer)."""
+        with self._lock:
+            pending = list(getattr(self, "_mirror_copies", []))
+        wait(pending, timeout)
 
     def _forward_to(
         self,
@@ -278,7 +290,9 @@ class ScoringApi:
     def _metrics(self, request: SeenRequest, sub: str, rg: str, ws: str, name: str) -> Reply:
         """RequestsPerMinute (Total) and RequestLatency_P95 (Average) of one endpoint over
         `timespan`, one data point per series, split by the dimensions `$filter` asks to split
-        by (`dim eq '*'`) and restricted to the values it names (`dim eq 'value'`)."""
+        by (`dim eq '*'`) and restricted to the values it names (`dim eq 'value'`). Sources:
+        the endpoint-scope metrics and their dimensions in "Monitor online endpoints" (Azure ML
+        docs) and the Metrics - List response of the Azure Monitor REST API; no recording."""
         endpoint = name
         found = self._ws(sub, rg, ws)
         if found is None or endpoint not in found.endpoints:

@@ -189,7 +189,11 @@ class WorkspaceApi:
     def _start_pending_upload(
         self, request: SeenRequest, sub: str, rg: str, ws: str, name: str, version: str
     ) -> Reply:
-        """Code snapshots go to a container the service hands out with a short-lived SAS."""
+        """Code snapshots (components' and online deployments') go to a container the service
+        hands out with a short-lived SAS: CodeVersions_CreateOrGetStartPendingUpload of the
+        REST API (azure-rest-api-specs, machinelearningservices; its registry twin's example is
+        .../examples/Registry/DataVersionBase/createOrGetStartPendingUpload.json), in the shape
+        the registry's recorded tempdatarefs answer has (blobReferenceForConsumption)."""
         if bad := self._api_version(request, "code"):
             return bad
         found = self._ws(sub, rg, ws)
