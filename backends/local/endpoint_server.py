@@ -10,8 +10,11 @@ the same deployments (started again) and traffic.
 The front does what Azure's endpoint does and nothing the script does: key auth, traffic
 weights, mirrored copies, the `azureml-model-deployment` header, the body size limit, the
 `x-request-id` (made up when the caller sent none, and forwarded, so the collected correlation
-id is the caller's request id). The deployment's answer, status and body, is passed through as
-the script wrote it.
+id is the caller's request id). The deployment's body is passed through as the script wrote it;
+a non-200 status reaches the caller as Azure's endpoint passes it on: 424, with the container's
+status in `ms-azureml-model-error-statuscode` and its phrase in `ms-azureml-model-error-reason`
+("If your model container returns a non-200 response, Azure returns a 424", Troubleshooting
+online endpoints, HTTP status codes).
 
 Routes (all but /health need `Authorization: Bearer <key>`):
   POST   /score                      proxied to a deployment's azmlinfsrv
@@ -42,6 +45,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +366,11 @@ class EndpointServer:
             server.in_flight -= 1
         self.metrics.record(deployment.name, _ms_since(started), error=reply.status_code >= 500)
         passed = {k: v for k, v in reply.headers.items() if k.lower() not in _NOT_PASSED_BACK}
-        return Response(reply.content, reply.status_code, passed)
+        if reply.status_code == 200:
+            return Response(reply.content, 200, passed)
+        passed["ms-azureml-model-error-statuscode"] = str(reply.status_code)
+        passed["ms-azureml-model-error-reason"] = _phrase(reply.status_code)
+        return Response(reply.content, MODEL_ERROR_STATUS, passed)
 
     async def mirror(
         self, targets: Sequence[Deployment], body: bytes, headers: Mapping[str, str]
@@ -386,6 +394,17 @@ class EndpointServer:
             await self.forward(deployment, body, headers)
         except Exception:  # the caller has its answer: log it, go on
             log.exception("mirror copy to %s failed", deployment.name)
+
+
+MODEL_ERROR_STATUS = 424
+"""What a caller gets when the deployment's container answers anything but 200."""
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def _request_id() -> str:

@@ -51,6 +51,14 @@ def rows() -> pd.DataFrame:
     return generate_readmissions(600, seed=5).drop(columns=[LABEL])
 
 
+def model_status(response: httpx.Response) -> int:
+    """The status the scoring script answered: Azure's endpoint (and ours) passes a non-200
+    from the container on as 424 with the container's code in a header."""
+    if response.status_code == 424:
+        return int(response.headers["ms-azureml-model-error-statuscode"])
+    return response.status_code
+
+
 def model_version(
     version: str, directory: Path, tags: Mapping[str, str] | None = None
 ) -> ModelVersion:

@@ -21,6 +21,7 @@ from tests.endpoints.conftest import (
     collected,
     deployment_pids,
     gone,
+    model_status,
     model_version,
     split_body,
 )
@@ -199,7 +200,7 @@ def test_the_label_threshold_comes_from_the_models_test_threshold_tag(
     assert any(0.3 <= p["probability"] < 0.5 for p in answer["predictions"])
 
 
-def test_a_model_error_is_a_500_counted_in_health_and_never_reaches_mirror_callers(
+def test_a_model_error_is_a_424_counted_in_health_and_never_reaches_mirror_callers(
     shared: Caller, models: ModelDirs, rows: pd.DataFrame
 ) -> None:
     fragile = model_version("7", models.fragile)
@@ -213,7 +214,7 @@ def test_a_model_error_is_a_500_counted_in_health_and_never_reaches_mirror_calle
     mirrored = [shared.score(body) for _ in range(5)]
     shared.endpoints.set_traffic(shared.name, {"blue": 100}, None)
 
-    assert targeted.status_code == 500
+    assert targeted.status_code == 424 and model_status(targeted) == 500
     assert "scoring script" in targeted.json()["message"]  # azmlinfsrv's own words
     assert targeted.headers["azureml-model-deployment"] == "fragile"
     assert all(r.status_code == 200 for r in mirrored)

@@ -33,6 +33,7 @@ from data_checks.readmission_schema import FEATURES, LABEL
 from synthetic_data.readmissions import generate_readmissions
 from tasks.integration_tests import bad_requests, split_body
 from tests.azure.conftest import azure_under_test
+from tests.endpoints.conftest import model_status
 from tests.endpoints.models import save_broken_model, save_trained_model
 
 MODEL = "readmission"
@@ -166,6 +167,7 @@ def test_every_bad_request_gets_a_4xx_with_its_reason_and_the_server_keeps_servi
     after = served.score(split_body(rows.head(1)))
 
     assert 400 <= refused.status_code < 500, (refused.status_code, refused.text[:300])
+    assert 400 <= model_status(refused) < 500  # the script's own 4xx (sent on as 424)
     reason = refused.json()["message"]
     assert isinstance(reason, str) and len(reason) > 10
     assert after.status_code == 200, after.text

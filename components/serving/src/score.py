@@ -143,7 +143,7 @@ def _collect(
     from azureml.ai.monitoring.context import BasicCorrelationContext
 
     context = BasicCorrelationContext(id=request_id or None)
-    inputs = pd.DataFrame.from_records(list(batch.rows()))
+    inputs = pd.DataFrame({name: list(values) for name, values in batch.columns.items()})
     context = served.inputs.collect(inputs, context)
     outputs = pd.DataFrame({"probability": probabilities, "label": labels.astype(int)})
     served.outputs.collect(outputs, context)
