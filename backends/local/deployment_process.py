@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from backends.base import ModelVersion
 from backends.local.endpoint_state import DeploymentProcess, DeploymentSpec
@@ -292,15 +293,12 @@ def _is_deployment_of(pid: int, endpoint_dir: Path) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Running: a zombie (exited, not reaped by its parent yet) is not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not reaped by its parent yet) is not running
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
+    except psutil.AccessDenied:
         return True
 
 
