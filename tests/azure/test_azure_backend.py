@@ -19,6 +19,7 @@ from azure.ai.ml.entities import ManagedOnlineEndpoint
 import backends.azure
 from backends.azure import aliases
 from backends.azure.errors import AzureConflict
+from backends.azure.registry import AzureSharedRegistry
 from backends.base import DeploymentFailed, ModelVersion
 from backends.serving_package import deployment_template, environment_version
 from synthetic_data.readmissions import generate_readmissions
@@ -162,14 +163,22 @@ def test_the_component_snapshot_leaves_local_venvs_out() -> None:
 # --- deployments --------------------------------------------------------------------------------
 
 
-def test_prod_deploys_the_shared_registrys_copy(
+def promoted_from_test(
     fake_azure: AzureUnderTest, model_dir: Path
-) -> None:
+) -> tuple[AzureSharedRegistry, ModelVersion]:
+    """The shared registry and a model registered in test and promoted into it."""
     test_ws = workspace(fake_azure, "test")
     registry = backends.azure.open_shared_registry(fake_azure.topology)
     promoted = registry.promote(
         register(test_ws, model_dir, "run-a"), model_dir, {"source_workspace": test_ws.name}, "ok"
     )
+    return registry, promoted
+
+
+def test_prod_deploys_the_shared_registrys_copy(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    registry, promoted = promoted_from_test(fake_azure, model_dir)
     endpoints = backends.azure.open_endpoints(workspace(fake_azure, "prod"))
     endpoints.create_or_update_endpoint("readm")
 
@@ -279,11 +288,7 @@ def test_an_endpoint_under_another_identity_is_refused_with_what_to_do(
 def test_a_registry_model_does_not_provision_without_the_registry_role(
     fake_azure: AzureUnderTest, model_dir: Path
 ) -> None:
-    test_ws = workspace(fake_azure, "test")
-    registry = backends.azure.open_shared_registry(fake_azure.topology)
-    promoted = registry.promote(
-        register(test_ws, model_dir, "run-a"), model_dir, {"source_workspace": test_ws.name}, "ok"
-    )
+    registry, promoted = promoted_from_test(fake_azure, model_dir)
     prod = backends.azure.open_endpoints(workspace(fake_azure, "prod"))
     prod.create_or_update_endpoint("readm")
     identity = fake_azure.topology.environment("prod").endpoint_identity
