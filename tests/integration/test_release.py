@@ -88,6 +88,26 @@ def score_prod(rows: int = 20) -> httpx.Response:
     )
 
 
+class ReleaseSettings(dict):
+    """release.yaml of a config folder of the test's own, written back by `save`."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(yaml.safe_load(path.read_text()))
+        self.path = path
+
+    def save(self) -> None:
+        self.path.write_text(yaml.safe_dump(dict(self)))
+
+
+def stricter_release_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ReleaseSettings:
+    """A copy of the module's config (its lenient training settings) that this test's
+    releases read; the caller tightens release.yaml and saves it."""
+    strict = tmp_path / "config"
+    shutil.copytree(config_dir(), strict)
+    monkeypatch.setenv("MLOPS_CONFIG_DIR", str(strict))
+    return ReleaseSettings(strict / "release.yaml")
+
+
 def test_approved_release_is_promoted_and_serves_in_prod(backend: Path, data: dict) -> None:
     state = run_release(data["first"], Approver(approved=True, name_="alice"))
 
@@ -161,12 +181,9 @@ def test_second_release_goes_green_and_rollback_returns_blue(backend: Path, data
 def test_failing_health_check_mid_shift_returns_traffic_to_the_old_colour(
     backend: Path, data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    strict = tmp_path / "config"
-    shutil.copytree(config_dir(), strict)  # the module's lenient training settings
-    settings = yaml.safe_load((strict / "release.yaml").read_text())
+    settings = stricter_release_settings(tmp_path, monkeypatch)
     settings["rollout"]["steps"][2]["max_p95_ms"] = 0.001  # the 50% step cannot pass
-    (strict / "release.yaml").write_text(yaml.safe_dump(settings))
-    monkeypatch.setenv("MLOPS_CONFIG_DIR", str(strict))
+    settings.save()
     before = dict(prod().traffic)
     serving_colour = prod().serving()
 
@@ -182,12 +199,9 @@ def test_failing_health_check_mid_shift_returns_traffic_to_the_old_colour(
 def test_failed_integration_tests_delete_the_test_endpoint_and_promote_nothing(
     backend: Path, data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    strict = tmp_path / "config"
-    shutil.copytree(config_dir(), strict)  # the module's lenient training settings
-    settings = yaml.safe_load((strict / "release.yaml").read_text())
+    settings = stricter_release_settings(tmp_path, monkeypatch)
     settings["integration"]["p95_budget_ms"] = 0.001  # no endpoint answers that fast
-    (strict / "release.yaml").write_text(yaml.safe_dump(settings))
-    monkeypatch.setenv("MLOPS_CONFIG_DIR", str(strict))
+    settings.save()
     versions, traffic = shared_versions(), dict(prod().traffic)
 
     state = run_release(data["fourth"], None)
