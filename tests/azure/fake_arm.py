@@ -21,6 +21,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,17 @@ from tests.azure.fake.scoring import ScoringApi
 from tests.azure.fake.state import REG, WS, Blob, Handler, Lro, Registry, Workspace, system_data
 from tests.azure.fake.storage import BlobApi
 from tests.azure.fake.workspaces import WorkspaceApi
+
+
+@dataclass(frozen=True)
+class RouteSource:
+    """What a route follows: a recording or REST API spec example, or why nothing yet."""
+
+    method: str
+    pattern: str
+    handler: str
+    source: str | None
+    why: str = ""
 
 
 class FakeAzureML(
@@ -91,6 +103,7 @@ class FakeAzureML(
         self._what_if_results: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.route_sources: list[RouteSource] = []  # what each route follows, same order
         self._add_routes()
 
     # --- setup -----------------------------------------------------------------------------
@@ -268,9 +281,17 @@ class FakeAzureML(
             return found
         return None
 
-    def _route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def _route(
+        self, method: str, pattern: str, source: str | None = None, why: str = ""
+    ) -> Callable[[Handler], Handler]:
+        """Register a route and what it follows: `source` names a recording
+        (`"recording:<file>"`, optionally `"#<entry indexes>"`) or a vendored REST API spec
+        example (`"example:<file under fixtures/rest-api-examples>"`); a route no source
+        shows has `source=None` and says `why` (see tests/azure/test_fake_sources.py)."""
+
         def register(handler: Handler) -> Handler:
             self.routes.append((method, re.compile(pattern), handler))
+            self.route_sources.append(RouteSource(method, pattern, handler.__name__, source, why))
             return handler
 
         return register
@@ -341,6 +362,7 @@ __all__ = [
     "FakeArmTransport",
     "FakeAzureML",
     "Reply",
+    "RouteSource",
     "SeenRequest",
     "StaticTokenCredential",
     "system_data",
