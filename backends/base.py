@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import pandas as pd
 
+    from backends.pipeline_assets import AssetReferences, PipelineAssets
+
 
 @dataclass(frozen=True)
 class DataAsset:
@@ -47,6 +49,8 @@ class PipelineRun:
     steps: tuple[StepRun, ...]
     outputs: Mapping[str, str]
     tracking_url: str
+    components: Mapping[str, str] = field(default_factory=dict)
+    """step name -> the component reference it ran (empty: straight from the working tree)."""
 
     def step(self, name: str) -> StepRun:
         return next(s for s in self.steps if s.name == name)
@@ -82,9 +86,21 @@ class Workspace(Protocol):
         """A local file with the asset's content (Azure: downloaded from its datastore)."""
         ...
 
+    def register_pipeline_assets(self, assets: PipelineAssets) -> AssetReferences:
+        """Register the components and environments in this workspace, once per content
+        version (a re-run registers nothing new), and say how to refer to them."""
+        ...
+
     def run_pipeline(
-        self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
-    ) -> PipelineRun: ...
+        self,
+        pipeline: Path,
+        inputs: Mapping[str, Any],
+        run_name: str | None = None,
+        assets: AssetReferences | None = None,
+    ) -> PipelineRun:
+        """Run the pipeline with each step's component taken from `assets` (this workspace's
+        or the shared registry's references); None runs the working tree's YAML files."""
+        ...
 
     def register_model(
         self, name: str, model_dir: str, run_id: str, tags: Mapping[str, str], description: str
@@ -153,8 +169,17 @@ class Endpoints(Protocol):
     def get_endpoint(self, name: str) -> EndpointInfo | None: ...
 
     def create_or_update_deployment(
-        self, endpoint: str, deployment: str, model: ModelVersion, model_dir: Path
-    ) -> DeploymentInfo: ...
+        self,
+        endpoint: str,
+        deployment: str,
+        model: ModelVersion,
+        model_dir: Path,
+        environment: str | None = None,
+    ) -> DeploymentInfo:
+        """Deploy `model` with the scoring script in the inference environment `environment`
+        (a reference, e.g. the shared registry's version); None: the working tree's inference
+        environment, registered in this workspace."""
+        ...
 
     def set_traffic(
         self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int] | None
@@ -189,6 +214,16 @@ class ModelRegistry(Protocol):
     def list_model_versions(self, name: str) -> list[ModelVersion]: ...
 
     def model_path(self, model: ModelVersion) -> Path: ...
+
+    def publish_pipeline_assets(self, assets: PipelineAssets) -> AssetReferences:
+        """Put the components and environments in the registry, once per content version: a
+        re-run after a crash converges and never makes a duplicate."""
+        ...
+
+    def pipeline_asset_references(self, assets: PipelineAssets) -> AssetReferences:
+        """The registry's references for exactly these versions; raises AssetsNotPromoted
+        naming every one the registry does not hold."""
+        ...
 
 
 @dataclass(frozen=True)

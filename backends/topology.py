@@ -37,6 +37,10 @@ class EnvironmentSpec:
     (infra/ creates it as id-<project>-<env>-endpoint and grants its roles). None: endpoints
     get a system-assigned identity, which Azure ML grants pull rights on the workspace's own
     registry and storage only, so they cannot serve models from the shared registry."""
+    registers_pipeline_assets: bool = False
+    """True for the one environment (dev) that registers the working tree's components and
+    environments and promotes them after a passed pipeline and an approval; every other
+    environment runs only the shared registry's versions."""
 
     def __post_init__(self) -> None:
         if self.endpoint_identity is not None and not USER_ASSIGNED_IDENTITY.match(
