@@ -29,10 +29,8 @@ PIPELINES = (
     COMPONENTS_DIR / "pipelines" / "train.yml",
 )
 """The pipelines whose components are assets: the data gate's and the training pipeline's."""
-ENVIRONMENT_FILES = (
-    COMPONENTS_DIR / "environment" / "environment.yml",
-    COMPONENTS_DIR / "serving" / "environment" / "environment.yml",
-)
+INFERENCE_ENVIRONMENT_FILE = COMPONENTS_DIR / "serving" / "environment" / "environment.yml"
+ENVIRONMENT_FILES = (COMPONENTS_DIR / "environment" / "environment.yml", INFERENCE_ENVIRONMENT_FILE)
 """The training environment (the components') and the inference environment (deployments')."""
 ENVIRONMENT_PLACEHOLDER = "azureml:{name}@latest"
 """How a component YAML names its environment in the working tree (loadable on its own);
@@ -88,6 +86,10 @@ class PipelineAssets:
     def environment(self, name: str) -> EnvironmentAsset:
         return next(e for e in self.environments if e.name == name)
 
+    @property
+    def inference(self) -> EnvironmentAsset:
+        return next(e for e in self.environments if e.spec_file == INFERENCE_ENVIRONMENT_FILE)
+
     def each(self) -> Iterator[tuple[str, ComponentAsset | EnvironmentAsset]]:
         """(kind, asset): environments first, since components refer to them."""
         yield from (("environment", e) for e in self.environments)
@@ -109,6 +111,8 @@ class AssetReferences:
     components: Mapping[str, str]
     environments: Mapping[str, str]
     digest: str
+    inference_environment: str
+    """The reference online (and batch) deployments run in."""
 
 
 class AssetsNotPromoted(RuntimeError):
@@ -128,17 +132,7 @@ def registry_reference(registry: str, kind: str, name: str, version: str) -> str
 
 def workspace_references(workspace: str, assets: PipelineAssets) -> AssetReferences:
     """How jobs in `workspace` refer to the assets registered there."""
-    return AssetReferences(
-        store=workspace,
-        components={
-            c.name: workspace_reference("component", c.name, c.version) for c in assets.components
-        },
-        environments={
-            e.name: workspace_reference("environment", e.name, e.version)
-            for e in assets.environments
-        },
-        digest=assets.digest,
-    )
+    return _references(workspace, assets, workspace_reference)
 
 
 def registry_references(
@@ -162,17 +156,26 @@ def registry_references(
             "them and asks to promote them), approve the pipeline-asset promotion, then run "
             "this again"
         )
+    return _references(
+        registry,
+        assets,
+        lambda kind, name, version: registry_reference(registry, kind, name, version),
+    )
+
+
+def _references(
+    store: str, assets: PipelineAssets, reference: Callable[[str, str, str], str]
+) -> AssetReferences:
     return AssetReferences(
-        store=registry,
-        components={
-            c.name: registry_reference(registry, "component", c.name, c.version)
-            for c in assets.components
-        },
+        store=store,
+        components={c.name: reference("component", c.name, c.version) for c in assets.components},
         environments={
-            e.name: registry_reference(registry, "environment", e.name, e.version)
-            for e in assets.environments
+            e.name: reference("environment", e.name, e.version) for e in assets.environments
         },
         digest=assets.digest,
+        inference_environment=reference(
+            "environment", assets.inference.name, assets.inference.version
+        ),
     )
 
 
@@ -193,7 +196,7 @@ def parse_reference(reference: str) -> tuple[str | None, str, str, str]:
 
 def working_tree_assets() -> PipelineAssets:
     """The assets the working tree's pipelines and deployments need, with their versions."""
-    environments = tuple(_environment(path) for path in ENVIRONMENT_FILES)
+    environments = tuple(environment_asset(path) for path in ENVIRONMENT_FILES)
     by_name = {e.name: e for e in environments}
     components: dict[str, ComponentAsset] = {}
     for pipeline in PIPELINES:
@@ -225,7 +228,8 @@ def registered_spec(component: ComponentAsset, environment_reference: str) -> di
     return spec
 
 
-def _environment(spec_file: Path) -> EnvironmentAsset:
+def environment_asset(spec_file: Path) -> EnvironmentAsset:
+    """An environment YAML and the version its YAML and conda file make."""
     spec = yaml.safe_load(spec_file.read_text())
     conda = (spec_file.parent / spec["conda_file"]).resolve()
     digest = hashlib.sha256()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from backends.base import DeploymentFailed, ModelVersion
+from backends.pipeline_assets import INFERENCE_ENVIRONMENT_FILE, environment_asset
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import Environment, ManagedOnlineDeployment
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVING_DIR = REPO_ROOT / "components" / "serving"
 DEPLOYMENT_FILE = SERVING_DIR / "online-deployment.yml"
-ENVIRONMENT_FILE = SERVING_DIR / "environment" / "environment.yml"
+ENVIRONMENT_FILE = INFERENCE_ENVIRONMENT_FILE
 CONDA_FILE = SERVING_DIR / "environment" / "conda.yml"
 SCORING_SCRIPT = "score.py"
 CONTRACT_PACKAGE = REPO_ROOT / "data_checks"
@@ -61,10 +62,7 @@ def inference_environment() -> Environment:
 
 def environment_version() -> str:
     """The same image and conda spec always make the same version (and the same local venv)."""
-    digest = hashlib.sha256()
-    for path in (ENVIRONMENT_FILE, CONDA_FILE):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return environment_asset(ENVIRONMENT_FILE).version
 
 
 def model_settings(model: ModelVersion) -> dict[str, str]:

@@ -34,6 +34,14 @@ OPTIONAL_BLOCK = re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)
 PLACEHOLDER = re.compile(r"\$\{\{(inputs|outputs)\.(\w+)\}\}")
 
 
+def load_component(component: Path) -> Any:
+    """A stored component version's YAML, parsed by the AML SDK (offline)."""
+    from azure.ai.ml import load_component as load
+
+    logging.getLogger("azure.ai.ml").setLevel(logging.ERROR)
+    return load(component)
+
+
 def load_pipeline(pipeline: Path) -> Any:
     """Parse and validate the pipeline YAML with the AML SDK (offline)."""
     from azure.ai.ml import load_job
@@ -86,8 +94,14 @@ class ComponentRunner:
         self._experiment_id_for = experiment_id_for
 
     def run(
-        self, pipeline_path: Path, inputs: Mapping[str, Any], run_name: str | None = None
+        self,
+        pipeline_path: Path,
+        inputs: Mapping[str, Any],
+        run_name: str | None = None,
+        components: Mapping[str, tuple[str, Path]] | None = None,
     ) -> PipelineRun:
+        """Run the pipeline; `components` (component name -> (reference, stored YAML)) makes
+        each step run the stored version instead of the working tree's file."""
         pipeline_path = pipeline_path.resolve()
         job = load_pipeline(pipeline_path)
         raw = yaml.safe_load(pipeline_path.read_text())
@@ -118,13 +132,19 @@ class ComponentRunner:
         step_outputs: dict[tuple[str, str], str] = {}
         pipeline_outputs: dict[str, str] = {}
         steps: list[StepRun] = []
+        ran: dict[str, str] = {}
         try:
             for name in order:
                 step = job.jobs[name]
                 component_file = (pipeline_path.parent / raw["jobs"][name]["component"]).resolve()
+                component = step.component
+                if components is not None:
+                    ran[name], component_file = components[component.name]
+                    component = load_component(component_file)
                 result = self._run_step(
                     name,
                     step,
+                    component,
                     component_file,
                     parent_inputs,
                     step_outputs,
@@ -145,6 +165,7 @@ class ComponentRunner:
             steps=tuple(steps),
             outputs={**{f"{s}.{o}": p for (s, o), p in step_outputs.items()}, **pipeline_outputs},
             tracking_url=f"{self.tracking_uri}#/experiments/{experiment_id}/runs/{run_id}",
+            components=ran,
         )
 
     @staticmethod
@@ -171,6 +192,7 @@ class ComponentRunner:
         self,
         name: str,
         step: Any,
+        component: Any,
         component_file: Path,
         parent_inputs: Mapping[str, Any],
         step_outputs: dict[tuple[str, str], str],
@@ -179,7 +201,6 @@ class ComponentRunner:
         parent_run_id: str,
         experiment_id: str,
     ) -> StepRun:
-        component = step.component
         values: dict[str, Any] = {}
         for input_name, spec in component.inputs.items():
             bound = step.inputs.get(input_name)
@@ -216,7 +237,10 @@ class ComponentRunner:
         child = self.client.create_run(
             experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": parent_run_id, "component": component.name},
+            tags={
+                "mlflow.parentRunId": parent_run_id,
+                "component": f"{component.name}:{component.version}",
+            },
         )
         env = {
             **os.environ,

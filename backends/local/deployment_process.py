@@ -33,6 +33,7 @@ import psutil
 from backends.base import ModelVersion
 from backends.local.endpoint_state import DeploymentProcess, DeploymentSpec
 from backends.serving_package import (
+    CONDA_FILE,
     DEFAULT_THRESHOLD,
     SCORING_SCRIPT,
     THRESHOLD_TAG,
@@ -65,7 +66,11 @@ class DeploymentStartFailed(RuntimeError):
 
 
 def deployment_spec(
-    name: str, model: ModelVersion, model_dir: Path, code_root: Path
+    name: str,
+    model: ModelVersion,
+    model_dir: Path,
+    code_root: Path,
+    conda_file: Path = CONDA_FILE,
 ) -> DeploymentSpec:
     """Everything the deployment YAML and the model say a deployment runs, resolved to local
     paths: the code snapshot under `code_root`, the inference venv (built on first use), the
@@ -81,7 +86,7 @@ def deployment_spec(
         model_version=str(model.version),
         model_path=str(Path(model_dir).resolve()),
         code=str(code),
-        environment=str(inference_venv()),
+        environment=str(inference_venv(conda_file)),
         variables=variables,
         request_timeout_ms=int(template.request_settings.request_timeout_ms),
         start_timeout_s=float(probe.initial_delay + probe.period * probe.failure_threshold),

@@ -47,6 +47,7 @@ from backends.local.endpoint_state import (
     read_state,
     write_state,
 )
+from backends.local.pipeline_assets import conda_file_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_MODULE = "backends.local.endpoint_server"
@@ -124,7 +125,12 @@ class LocalEndpoints:
         return self._info(name, self._admin(name, "GET", "/admin/state"))
 
     def create_or_update_deployment(
-        self, endpoint: str, deployment: str, model: ModelVersion, model_dir: Path
+        self,
+        endpoint: str,
+        deployment: str,
+        model: ModelVersion,
+        model_dir: Path,
+        environment: str | None = None,
     ) -> DeploymentInfo:
         """Start the scoring script for the model in its own inference server, as the
         deployment YAML says; it gets 0% traffic until told.
@@ -136,7 +142,12 @@ class LocalEndpoints:
         from backends.local.deployment_process import deployment_spec
 
         _check_name(deployment, "deployment")
-        spec = deployment_spec(deployment, model, model_dir, self.state_dir(endpoint) / CODE_DIR)
+        code_root = self.state_dir(endpoint) / CODE_DIR
+        if environment is None:
+            spec = deployment_spec(deployment, model, model_dir, code_root)
+        else:  # the stored environment version's conda file: the registry's, in test and prod
+            conda = conda_file_of(environment, self.workspace_dir)
+            spec = deployment_spec(deployment, model, model_dir, code_root, conda)
         body = {k: v for k, v in asdict(spec).items() if k not in ("name", "threshold")}
         try:
             reply = self._admin(

@@ -24,6 +24,20 @@ from mlflow.utils.file_utils import ExclusiveFileLock
 from backends.base import DataAsset, ModelVersion, PipelineRun
 from backends.content_hash import file_sha256
 from backends.local.component_runner import ComponentRunner
+from backends.local.pipeline_assets import (
+    COMPONENT_FILE,
+    registry_store,
+    resolve,
+    workspace_store,
+)
+from backends.pipeline_assets import (
+    AssetReferences,
+    PipelineAssets,
+    registry_reference,
+    registry_references,
+    workspace_reference,
+    workspace_references,
+)
 from backends.topology import EnvironmentSpec, RegistrySpec, Topology
 
 
@@ -152,6 +166,8 @@ class LocalWorkspace(MlflowRegistry):
         super().__init__(root / "workspaces" / spec.workspace)
         self.name = spec.workspace
         self.environment = spec.name
+        self.root = root
+        self.assets = workspace_store(self.directory)
         self.runner = ComponentRunner(
             self.directory / "jobs", self.tracking_uri, self.experiment_id
         )
@@ -196,10 +212,29 @@ class LocalWorkspace(MlflowRegistry):
         """The asset's own file: local assets already live on this disk."""
         return Path(asset.path)
 
+    def register_pipeline_assets(self, assets: PipelineAssets) -> AssetReferences:
+        self.assets.add(
+            assets, lambda name, version: workspace_reference("environment", name, version)
+        )
+        return workspace_references(self.name, assets)
+
     def run_pipeline(
-        self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
+        self,
+        pipeline: Path,
+        inputs: Mapping[str, Any],
+        run_name: str | None = None,
+        assets: AssetReferences | None = None,
     ) -> PipelineRun:
-        return self.runner.run(pipeline, inputs, run_name)
+        components = None
+        if assets is not None:
+            components = {
+                name: (
+                    reference,
+                    resolve(reference, "component", self.assets, self.root) / COMPONENT_FILE,
+                )
+                for name, reference in assets.components.items()
+            }
+        return self.runner.run(pipeline, inputs, run_name, components)
 
     def register_model(
         self, name: str, model_dir: str, run_id: str, tags: Mapping[str, str], description: str
@@ -218,6 +253,7 @@ class LocalSharedRegistry(MlflowRegistry):
     def __init__(self, spec: RegistrySpec, root: Path) -> None:
         super().__init__(root / "registries" / spec.name)
         self.name = spec.name
+        self.assets = registry_store(root, spec.name)
 
     def promote(
         self, model: ModelVersion, model_dir: Path, tags: Mapping[str, str], description: str
@@ -235,6 +271,16 @@ class LocalSharedRegistry(MlflowRegistry):
             description,
             identity_tag="promoted_from",
         )
+
+    def publish_pipeline_assets(self, assets: PipelineAssets) -> AssetReferences:
+        self.assets.add(
+            assets,
+            lambda name, version: registry_reference(self.name, "environment", name, version),
+        )
+        return self.pipeline_asset_references(assets)
+
+    def pipeline_asset_references(self, assets: PipelineAssets) -> AssetReferences:
+        return registry_references(self.name, assets, self.assets.holds)
 
 
 def open_workspace(spec: EnvironmentSpec, topology: Topology) -> LocalWorkspace:
