@@ -5,6 +5,12 @@ The very files the local runner executes (components/pipelines/*.yml) are loaded
 `jobs.create_or_update`, polled with a deadline, and every named output (the pipeline's and
 each step's) is downloaded with `jobs.download`, so the flow reads `evaluation/gate.json`
 from a local folder on either backend.
+
+Given registered components (a workspace's `azureml:<name>:<version>` or the shared registry's
+`azureml://registries/...` references), each step runs the one its YAML names instead of an
+anonymous copy: the submitted job's `componentId`s are those references (the SDK turns
+workspace ones into ARM ids, registry ones go as they are, as in the SDK's recording
+test_pipeline_job_create_with_registries).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from backends.azure.clients import quiet_sdk_logs
 from backends.azure.errors import explained
 from backends.azure.retries import Deadlines, poll_until
 from backends.base import PipelineFailed, PipelineRun, StepRun
+from backends.pipeline_assets import ENVIRONMENT_PLACEHOLDER
 from backends.topology import EnvironmentSpec
 
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding"}
@@ -52,8 +59,16 @@ class PipelineRunner:
         self.deadlines = deadlines
 
     def run(
-        self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
+        self,
+        pipeline: Path,
+        inputs: Mapping[str, Any],
+        run_name: str | None = None,
+        components: Mapping[str, str] | None = None,
+        environments: Mapping[str, str] | None = None,
     ) -> PipelineRun:
+        """`components`: component name -> the registered reference each step runs (None:
+        the YAML files, as anonymous components). `environments`: environment name -> the
+        reference that a YAML component's `azureml:<name>@latest` placeholder is pinned to."""
         pipeline = Path(pipeline).resolve()
         job = load_pipeline(pipeline)
         self._bind_inputs(job, pipeline, inputs)
@@ -61,6 +76,11 @@ class PipelineRunner:
         if run_name:
             job.display_name = run_name
         plan = _output_plan(job)  # before submission: the SDK swaps components for ARM ids
+        ran: dict[str, str] = {}
+        if components is not None:
+            ran = _use_registered(job, pipeline, components)
+        elif environments:
+            _pin_environments(job, environments)
         with explained(f"submit pipeline {pipeline.name} to {self.spec.workspace}"):
             submitted = self.client.jobs.create_or_update(job)
         name = str(submitted.name)
@@ -87,6 +107,7 @@ class PipelineRunner:
             steps=tuple(steps),
             outputs=outputs,
             tracking_url=studio,
+            components=ran,
         )
 
     # --- inputs ----------------------------------------------------------------------------
@@ -204,6 +225,39 @@ def _output_plan(job: PipelineJob) -> OutputPlan:
             match = PARENT_OUTPUT.match(str(getattr(bound, "_data", "") or ""))
             steps.append((step_name, output_name, match.group(1) if match else None))
     return OutputPlan(tuple(job.outputs), tuple(steps))
+
+
+def _use_registered(
+    job: PipelineJob, pipeline: Path, components: Mapping[str, str]
+) -> dict[str, str]:
+    """Point every step at the registered component of the name its YAML has (after inputs
+    are bound and outputs planned from the YAML, which the registered version was made from);
+    step name -> reference."""
+    ran: dict[str, str] = {}
+    for step_name, step in job.jobs.items():
+        name = str(step.component.name)
+        if name not in components:
+            raise PipelineFailed(
+                f"{pipeline.name} step {step_name!r} runs component {name!r}, which the given "
+                f"asset references do not name (they have {sorted(components)}); register the "
+                "working tree's pipeline assets again"
+            )
+        # the node keeps its inputs and outputs; only what it runs becomes the reference
+        # (Command.component has no setter; a node built from a reference holds the string)
+        step._component = components[name]
+        ran[step_name] = components[name]
+    return ran
+
+
+def _pin_environments(job: PipelineJob, environments: Mapping[str, str]) -> None:
+    """Replace each YAML component's `azureml:<name>@latest` placeholder with the exact
+    reference (the SDK keeps the placeholder without its `azureml:` prefix)."""
+    for step in job.jobs.values():
+        component = step.component
+        named = str(getattr(component, "environment", "") or "").removeprefix("azureml:")
+        for name, reference in environments.items():
+            if named == ENVIRONMENT_PLACEHOLDER.format(name=name).removeprefix("azureml:"):
+                component.environment = reference
 
 
 def _text(value: Any) -> str:

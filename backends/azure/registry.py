@@ -11,6 +11,10 @@ Why not `ml_client.models.share(...)` itself: in azure-ai-ml 1.35.2 it builds a 
 client with only the credential (`get_registry_client(credential, registry_name)`), dropping
 the transport and retry settings given to MLClient; we send the same import request through
 our registry MLClient instead, so it is retried like everything else (and testable).
+
+Pipeline assets (components and environments) are published by content version through the
+same AssetStore as dev's workspace registration (backends/azure/pipeline_assets.py): a version
+the registry holds is never written again, so a re-run after a crash converges.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from azure.ai.ml.exceptions import ValidationException
 from backends.azure.clients import AzureConnection, registry_client
 from backends.azure.errors import AzureConflict, explained
 from backends.azure.models import ModelStore, ModelStoreDelegate
+from backends.azure.pipeline_assets import AssetStore
 from backends.base import ModelVersion
+from backends.pipeline_assets import (
+    AssetReferences,
+    PipelineAssets,
+    registry_reference,
+    registry_references,
+)
 from backends.topology import RegistrySpec, Topology
 
 IDENTITY_TAG = "promoted_from"
@@ -49,6 +60,26 @@ class AzureSharedRegistry(ModelStoreDelegate):
                 registry=spec.name, name=name, version=version
             ),
         )
+        self.assets = AssetStore(
+            self.client,
+            spec.name,
+            f"registry {spec.name}",
+            lambda kind, name, version: registry_reference(spec.name, kind, name, version),
+        )
+
+    # --- pipeline assets ---------------------------------------------------------------------
+
+    def publish_pipeline_assets(self, assets: PipelineAssets) -> AssetReferences:
+        """Environments, then components pinned to the registry's environment versions; what
+        the registry holds already is only read."""
+        return self.assets.register(assets)
+
+    def pipeline_asset_references(self, assets: PipelineAssets) -> AssetReferences:
+        """The registry's references for exactly these versions, or AssetsNotPromoted naming
+        each one it does not hold (one read per asset; nothing is written)."""
+        return registry_references(self.name, assets, self.assets.holds)
+
+    # --- models ------------------------------------------------------------------------------
 
     def promote(
         self, model: ModelVersion, model_dir: Path, tags: Mapping[str, str], description: str

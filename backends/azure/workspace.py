@@ -21,9 +21,16 @@ from backends.azure.clients import AzureConnection, workspace_client
 from backends.azure.datastores import DatastorePath, Datastores
 from backends.azure.errors import AzureConflict, AzureResourceMissing, explained
 from backends.azure.models import ModelStore, ModelStoreDelegate
+from backends.azure.pipeline_assets import AssetStore
 from backends.azure.pipelines import PipelineRunner
 from backends.base import DataAsset, ModelVersion, PipelineRun
 from backends.content_hash import file_sha256
+from backends.pipeline_assets import (
+    AssetReferences,
+    PipelineAssets,
+    working_tree_assets,
+    workspace_reference,
+)
 from backends.topology import EnvironmentSpec, Topology
 
 CONTENT_TAG = "content_sha256"
@@ -52,6 +59,12 @@ class AzureWorkspace(ModelStoreDelegate):
             self._asset_id,
         )
         self.datastores = Datastores(self.client, conn, f"workspace {spec.workspace}")
+        self.assets = AssetStore(
+            self.client,
+            spec.workspace,
+            f"workspace {spec.workspace}",
+            workspace_reference,
+        )
 
     # --- identity ----------------------------------------------------------------------------
 
@@ -142,13 +155,37 @@ class AzureWorkspace(ModelStoreDelegate):
 
     # --- pipelines ---------------------------------------------------------------------------
 
+    def register_pipeline_assets(self, assets: PipelineAssets) -> AssetReferences:
+        """Environments, then components pinned to them, in this workspace; a version it holds
+        already is only read (a re-run sends no write)."""
+        return self.assets.register(assets)
+
     def run_pipeline(
-        self, pipeline: Path, inputs: Mapping[str, Any], run_name: str | None = None
+        self,
+        pipeline: Path,
+        inputs: Mapping[str, Any],
+        run_name: str | None = None,
+        assets: AssetReferences | None = None,
     ) -> PipelineRun:
+        """With `assets`, every step runs the registered component it names. Without, the
+        working tree's component YAMLs run as a developer's ad-hoc job does (anonymous
+        components, code uploaded with the job), in the working tree's own environment version,
+        registered here by content first, rather than whatever `@latest` the workspace holds."""
         runner = PipelineRunner(
             self.client, self.spec, self.cache / "jobs", self.connection.deadlines
         )
-        return runner.run(pipeline, inputs, run_name)
+        if assets is not None:
+            return runner.run(pipeline, inputs, run_name, components=assets.components)
+        return runner.run(pipeline, inputs, run_name, environments=self._working_environments())
+
+    def _working_environments(self) -> dict[str, str]:
+        """Environment name -> this workspace's reference to the working tree's version of it,
+        for the environments the components run in (registered once per content version)."""
+        tree = working_tree_assets()
+        used = {c.environment for c in tree.components}
+        return {
+            e.name: self.assets.ensure_environment(e) for e in tree.environments if e.name in used
+        }
 
     # --- models ------------------------------------------------------------------------------
 
