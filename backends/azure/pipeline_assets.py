@@ -37,11 +37,17 @@ Reference = Callable[[str, str, str], str]
 class AssetStore:
     """The `components` and `environments` of one MLClient, keyed by content version."""
 
-    def __init__(self, client: MLClient, store: str, where: str, reference: Reference) -> None:
+    def __init__(
+        self,
+        client: MLClient,
+        where: str,
+        reference: Reference,
+        references: Callable[[PipelineAssets], AssetReferences],
+    ) -> None:
         self.client = client
-        self.store = store
         self.where = where
         self.reference = reference
+        self.references = references
         self._held: set[tuple[str, str, str]] = set()  # versions never change: read once
 
     # --- reading ---------------------------------------------------------------------------
@@ -65,15 +71,9 @@ class AssetStore:
         """Every environment, then every component pinned to its environment's exact version
         in this store; what the store holds already is left as it is."""
         environments = {e.name: self.ensure_environment(e) for e in assets.environments}
-        components = {
-            c.name: self.ensure_component(c, environments[c.environment]) for c in assets.components
-        }
-        return AssetReferences(
-            store=self.store,
-            components=components,
-            environments=environments,
-            digest=assets.digest,
-        )
+        for component in assets.components:
+            self.ensure_component(component, environments[component.environment])
+        return self.references(assets)
 
     def ensure_environment(self, environment: EnvironmentAsset) -> str:
         """The environment YAML (image + conda file) as version `environment.version`."""

@@ -29,7 +29,11 @@ from backends.azure.clients import quiet_sdk_logs
 from backends.azure.errors import explained
 from backends.azure.retries import Deadlines, poll_until
 from backends.base import PipelineFailed, PipelineRun, StepRun
-from backends.pipeline_assets import ENVIRONMENT_PLACEHOLDER
+from backends.pipeline_assets import (
+    ENVIRONMENT_PLACEHOLDER,
+    component_name,
+    pipeline_components,
+)
 from backends.topology import EnvironmentSpec
 
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding"}
@@ -234,8 +238,9 @@ def _use_registered(
     are bound and outputs planned from the YAML, which the registered version was made from);
     step name -> reference."""
     ran: dict[str, str] = {}
+    files = pipeline_components(pipeline)  # the SDK names inline components azureml_anonymous
     for step_name, step in job.jobs.items():
-        name = str(step.component.name)
+        name = component_name(files[step_name])
         if name not in components:
             raise PipelineFailed(
                 f"{pipeline.name} step {step_name!r} runs component {name!r}, which the given "

@@ -62,9 +62,9 @@ class AzureSharedRegistry(ModelStoreDelegate):
         )
         self.assets = AssetStore(
             self.client,
-            spec.name,
             f"registry {spec.name}",
             lambda kind, name, version: registry_reference(spec.name, kind, name, version),
+            lambda assets: registry_references(spec.name, assets, self.assets.holds),
         )
 
     # --- pipeline assets ---------------------------------------------------------------------

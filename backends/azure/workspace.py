@@ -30,6 +30,7 @@ from backends.pipeline_assets import (
     PipelineAssets,
     working_tree_assets,
     workspace_reference,
+    workspace_references,
 )
 from backends.topology import EnvironmentSpec, Topology
 
@@ -61,9 +62,9 @@ class AzureWorkspace(ModelStoreDelegate):
         self.datastores = Datastores(self.client, conn, f"workspace {spec.workspace}")
         self.assets = AssetStore(
             self.client,
-            spec.workspace,
             f"workspace {spec.workspace}",
             workspace_reference,
+            lambda assets: workspace_references(spec.workspace, assets),
         )
 
     # --- identity ----------------------------------------------------------------------------

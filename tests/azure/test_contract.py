@@ -5,6 +5,7 @@ backend through the real SDKs on the fake Azure REST API (tests/azure/fake_arm.p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -18,6 +19,14 @@ import pytest
 import backends.azure
 import backends.local
 from backends.base import DeploymentFailed, ModelVersion
+from backends.pipeline_assets import (
+    AssetsNotPromoted,
+    PipelineAssets,
+    component_name,
+    registry_reference,
+    working_tree_assets,
+    workspace_references,
+)
 from backends.topology import Topology, load_topology
 from tests.azure.conftest import AzureUnderTest
 from tests.endpoints.models import save_broken_model, save_trained_model
@@ -48,6 +57,29 @@ class Backend:
         """Azure: what the fake's job writes to storage. Local: the components write it."""
         if self.azure is not None:
             self.azure.fake.job_outputs[experiment] = outputs
+
+    def stored_versions(self, kind: str, name: str, environment: str | None = None) -> list[str]:
+        """The versions of a component or environment that a workspace (`environment`) or the
+        shared registry (None) holds. Azure: the fake's state; local: the store's folders."""
+        if self.azure is None:
+            holder = self.workspace(environment) if environment else self.registry()
+            folder = holder.assets.version_dir(kind, name, "x").parent
+            if not folder.is_dir():
+                return []
+            return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        fake = self.azure.fake
+        store = (
+            fake.workspace(self.topology.environment(environment).workspace)
+            if environment
+            else fake.registries[self.topology.shared_registry.name.lower()]
+        )
+        return sorted(getattr(store, f"{kind}s").get(name, {}))
+
+    def writes(self) -> int:
+        """How many writes (anything but GET/HEAD) the fake Azure has answered; 0 locally."""
+        if self.azure is None:
+            return 0
+        return sum(r.method not in ("GET", "HEAD") for r in self.azure.fake.requests)
 
 
 @pytest.fixture(params=["local", "azure"])
@@ -220,6 +252,112 @@ def test_a_pipeline_run_brings_its_named_outputs_home(
     assert run.step("validate").status == "Completed"
     assert (Path(run.outputs["report"]) / "report.json").is_file()
     assert run.outputs["validate.report"] == run.outputs["report"]
+
+
+# --- pipeline assets ----------------------------------------------------------------------------
+
+
+def test_pipeline_assets_are_registered_once_per_content_version(backend: Backend) -> None:
+    assets = working_tree_assets()
+    first = backend.workspace("dev").register_pipeline_assets(assets)
+    writes = backend.writes()
+    again = backend.workspace("dev").register_pipeline_assets(assets)  # a re-run, new process
+
+    assert (
+        again
+        == first
+        == workspace_references(backend.topology.environment("dev").workspace, assets)
+    )
+    assert backend.writes() == writes, "a second registration sent writes"
+    for kind, asset in assets.each():
+        assert backend.stored_versions(kind, asset.name, "dev") == [asset.version], asset.name
+    assert {c.name for c in assets.components} == set(first.components)
+    assert set(first.environments) == {"readmission-train", "readmission-inference"}
+
+
+def test_publishing_pipeline_assets_to_the_shared_registry_is_idempotent(backend: Backend) -> None:
+    assets = working_tree_assets()
+    registry_name = backend.topology.shared_registry.name
+    published = backend.registry().publish_pipeline_assets(assets)
+    writes = backend.writes()
+    again = backend.registry().publish_pipeline_assets(assets)
+
+    assert again == published
+    assert backend.writes() == writes, "a second publication sent writes"
+    assert published.store == registry_name and published.digest == assets.digest
+    for kind, asset in assets.each():
+        assert backend.stored_versions(kind, asset.name) == [asset.version], asset.name
+        references = published.components if kind == "component" else published.environments
+        assert references[asset.name] == registry_reference(
+            registry_name, kind, asset.name, asset.version
+        )
+    assert backend.registry().pipeline_asset_references(assets) == published
+
+
+def test_references_to_an_unpromoted_component_change_are_refused_naming_it(
+    backend: Backend,
+) -> None:
+    assets = working_tree_assets()
+    registry = backend.registry()
+    with pytest.raises(AssetsNotPromoted, match="train-dev"):
+        registry.pipeline_asset_references(assets)  # nothing promoted yet
+    registry.publish_pipeline_assets(assets)
+    train = next(
+        c
+        for c in assets.components
+        if c.name == component_name(REPO / "components" / "train_model.yml")
+    )
+    edited = dataclasses.replace(train, version="0" * 16)  # the working tree changed train
+    changed = PipelineAssets(
+        tuple(edited if c is train else c for c in assets.components), assets.environments
+    )
+    writes = backend.writes()
+
+    with pytest.raises(AssetsNotPromoted) as refused:
+        registry.pipeline_asset_references(changed)
+
+    message = str(refused.value)
+    assert f"component {train.name} version {'0' * 16}" in message
+    assert "components/train_model.yml" in message and "train-dev" in message
+    assert not any(c.name in message for c in assets.components if c.name != train.name), (
+        "names only what is missing"
+    )
+    assert backend.writes() == writes, "resolving references writes nothing"
+
+
+def test_a_pipeline_run_from_the_registry_runs_and_reports_its_components(
+    backend: Backend, pipelines: Path, tmp_path: Path
+) -> None:
+    assets = working_tree_assets()
+    backend.registry().publish_pipeline_assets(assets)
+    references = backend.registry().pipeline_asset_references(assets)
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text(json.dumps({"passed": True}))
+    backend.job_will_output("readmission-data-validation", {"validate.report": report})
+    data = tmp_path / "sample.csv"
+    from synthetic_data.readmissions import generate_readmissions
+
+    generate_readmissions(200, seed=3).to_csv(data, index=False)
+
+    run = backend.workspace("test").run_pipeline(
+        pipelines / "validate_data.yml", {"raw_data": str(data)}, assets=references
+    )
+
+    validate = component_name(REPO / "components" / "validate_data.yml")
+    assert run.status == "Completed"
+    assert dict(run.components) == {"validate": references.components[validate]}
+    assert run.components["validate"].startswith("azureml://registries/")
+    assert (Path(run.outputs["report"]) / "report.json").is_file()
+    if backend.azure is not None:  # what was submitted: the registry's ids, as they are
+        submitted = [
+            r.json()["properties"]["jobs"]
+            for r in backend.azure.fake.requests
+            if r.method == "PUT" and "/jobs/" in r.path
+        ]
+        assert [{s: j["componentId"] for s, j in jobs.items()} for jobs in submitted] == [
+            dict(run.components)
+        ]
 
 
 # --- endpoints ----------------------------------------------------------------------------------

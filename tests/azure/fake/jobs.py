@@ -19,6 +19,10 @@ from tests.azure.fake.state import (
     system_data,
 )
 
+REGISTRY_COMPONENT = re.compile(
+    r"azureml://registries/(?P<registry>[^/]+)/components/(?P<name>[^/]+)/versions/(?P<version>[^/]+)"
+)
+
 
 class JobApi:
     """Mixed into FakeAzureML, which holds the state and routes requests here."""
@@ -68,8 +72,7 @@ class JobApi:
             return arm_error(400, "UserError", f"Compute {compute} not found.", "ComputeNotFound")
         for step, node in (props.get("jobs") or {}).items():
             component = node.get("componentId", "")
-            cname, _, cversion = component.rpartition("/versions/")
-            if cversion not in found.components.get(cname.rsplit("/", 1)[-1], {}):
+            if self._component_version(found, component) is None:
                 return arm_error(
                     400,
                     "UserError",
@@ -130,7 +133,12 @@ class JobApi:
                 "jobType": "Pipeline",
                 "settings": props.get("settings") or {},
                 "jobs": props.get("jobs") or {},
-                "inputs": props.get("inputs"),
+                # the service adds a null description to every input (create_with_registries #13)
+                "inputs": {
+                    k: {"description": None} | v for k, v in (props.get("inputs") or {}).items()
+                }
+                if props.get("inputs") is not None
+                else None,
                 "outputs": outputs,
                 "sourceJobId": None,
             },
@@ -140,6 +148,18 @@ class JobApi:
         self._job_progress[name] = self.job_polls
         location = f"https://{ARM_HOST}{resource['id']}?api-version={request.query['api-version']}"
         return Reply(201, resource, {"Location": location})
+
+    def _component_version(self, ws: Workspace, component_id: str) -> dict | None:
+        """The component version a step names: an ARM id in the job's workspace, or a shared
+        registry's `azureml://registries/<r>/components/<n>/versions/<v>`, which the job body
+        carries as it is (test_pipeline_job...create_with_registries #13, step `a`)."""
+        registry = REGISTRY_COMPONENT.fullmatch(component_id)
+        if registry:
+            reg = self.registries.get(registry["registry"].lower())
+            versions = reg.components.get(registry["name"], {}) if reg else {}
+            return versions.get(registry["version"])
+        cname, _, cversion = component_id.rpartition("/versions/")
+        return ws.components.get(cname.rsplit("/", 1)[-1], {}).get(cversion)
 
     def _get_job(self, request: SeenRequest, sub: str, rg: str, ws: str, name: str) -> Reply:
         if bad := self._api_version(request, "job"):
@@ -173,9 +193,7 @@ class JobApi:
         for step, node in props["jobs"].items():
             child = f"{uuid.uuid4()}"
             step_failed = failing is not None and steps.index(step) >= steps.index(failing)
-            component_id = node["componentId"]
-            cname, _, cversion = component_id.rpartition("/versions/")
-            spec = ws.components[cname.rsplit("/", 1)[-1]][cversion]["properties"]["componentSpec"]
+            spec = self._component_version(ws, node["componentId"])["properties"]["componentSpec"]
             for output in spec.get("outputs") or {}:
                 source = provided.get(f"{step}.{output}")
                 if source is None or step_failed:
