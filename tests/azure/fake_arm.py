@@ -57,6 +57,14 @@ class RouteSource:
     why: str = ""
 
 
+COMPONENT_REGISTRY = (
+    "test_component.pyTestComponenttest_component_create_get_list_from_registry.json"
+)
+ENVIRONMENT_REGISTRY = (
+    "test_environment.pyTestEnvironmenttest_registry_environment_create_conda_and_get.json"
+)
+
+
 class FakeAzureML(
     WorkspaceApi,
     BlobApi,
@@ -345,15 +353,24 @@ class FakeAzureML(
         r("GET", r"/registrymanagement/v1\.0/registries/(?P<name>[^/]+)/discovery")(
             self._registry_discovery
         )
-        r("GET", REG + r"/models/(?P<name>[^/]+)/versions")(self._registry_list)
-        r("GET", REG + r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)")(self._registry_get)
-        r("PUT", REG + r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)")(self._registry_put)
+        for kind, recording in (
+            ("model", "test_model.pyTestModeltest_create_get_download_model_registry.json"),
+            ("code", COMPONENT_REGISTRY),
+            ("environment", ENVIRONMENT_REGISTRY),
+            ("component", COMPONENT_REGISTRY),
+        ):
+            versions = REG + rf"/{kind}s/(?P<name>[^/]+)/versions"
+            source = f"recording:{recording}"
+            r("GET", versions, source)(self._registry_asset_lister(kind))
+            r("GET", versions + r"/(?P<version>[^/]+)", source)(self._registry_asset_getter(kind))
+            r("PUT", versions + r"/(?P<version>[^/]+)", source)(self._registry_asset_putter(kind))
         r("POST", REG + r"/import")(self._registry_import)
         r("PUT", REG + r"/tempdatarefs/(?P<name>[^/]+)/versions/(?P<version>[^/]+)")(
             self._temp_data_ref
         )
         r("POST", REG + r"/datarefs/(?P<name>[^/]+)/versions/(?P<version>[^/]+)")(self._data_ref)
         r("GET", r"/assetstore/v1\.0/operations/(?P<op>[^/]+)")(self._asset_operation)
+        r("GET", r"/environment/v1\.0/operations/(?P<op>[^/]+)")(self._environment_operation)
         self.add_deployment_routes()
 
 

@@ -27,19 +27,37 @@ ARM_HOST = "management.azure.com"
 PROVIDER = "Microsoft.MachineLearningServices"
 # api-versions azure-ai-ml 1.35.2 sends (seen) and the recordings used (1.32.0, and older for
 # the registry/promote ones); anything else gets ARM's 400 InvalidApiVersionParameter
+# (2022-05-01, 2022-10-01-preview and 2022-01-01-preview: the 2022 registry recordings)
 API_VERSIONS = {
-    "workspace": {"2024-10-01-preview"},
-    "datastore": {"2024-10-01-preview", "2024-07-01-preview", "2023-04-01-preview"},
+    "workspace": {"2024-10-01-preview", "2022-05-01", "2022-12-01-preview"},
+    "datastore": {
+        "2024-10-01-preview",
+        "2024-07-01-preview",
+        "2023-04-01-preview",
+        "2022-05-01",
+        "2022-10-01",
+    },
     "data": {"2023-04-01-preview"},
-    "model": {"2023-08-01-preview"},
-    "code": {"2023-04-01"},
-    "environment": {"2023-04-01-preview"},
-    "component": {"2024-01-01-preview"},
-    "compute": {"2023-08-01-preview"},
-    "job": {"2024-01-01-preview"},
+    "model": {"2023-08-01-preview", "2022-05-01"},
+    "code": {"2023-04-01", "2022-05-01"},
+    "environment": {"2023-04-01-preview", "2022-05-01"},
+    "component": {"2024-01-01-preview", "2022-05-01"},
+    "compute": {"2023-08-01-preview", "2022-01-01-preview"},
+    "job": {"2024-01-01-preview", "2022-10-01-preview"},
     "endpoint": {"2022-02-01-preview", "2023-04-01-preview"},
     "deployment": {"2023-04-01-preview", "2022-02-01-preview"},
-    "operation": {"2022-02-01-preview", "2023-04-01-preview"},
+    "operation": {
+        "2022-02-01-preview",
+        "2023-04-01-preview",
+        "2022-05-01",
+        "2023-06-01-preview",
+        "2023-10-01",
+        "2024-01-01-preview",
+    },
+    # the batch and schedule recordings (azure-ai-ml 1.6.0 and 1.10.0) and what 1.35.2 sends
+    "batch_endpoint": {"2022-05-01", "2023-10-01", "2024-01-01-preview"},
+    "batch_deployment": {"2022-05-01", "2023-10-01", "2024-01-01-preview"},
+    "schedule": {"2023-06-01-preview"},
     "registry": {"2021-10-01-dataplanepreview"},
     # azure-mgmt-resource-deployments 2.0.0 (Resource Manager template deployments)
     "resource_deployment": {"2026-06-01"},

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import uuid
 from collections.abc import Callable
+
+import yaml
 
 from tests.azure.fake.http import (
     SAS_FIELDS,
@@ -15,12 +18,19 @@ from tests.azure.fake.http import (
 )
 from tests.azure.fake.state import (
     Blob,
+    Handler,
     Lro,
     Registry,
     _now,
     _storage_id,
+    stored_component_spec,
     system_data,
 )
+
+
+# the fake's clock: azure-core waits this long between polls (no recording shows the header;
+# the recorded operations took seconds, which tests need not wait for)
+POLL_SOON = {"x-ms-retry-after-ms": "20"}
 
 
 class RegistryApi:
@@ -58,99 +68,229 @@ class RegistryApi:
             return reg
         return None
 
+    def _registry_store(self, reg: Registry, kind: str) -> dict[str, dict[str, dict]]:
+        return {
+            "model": reg.models,
+            "code": reg.codes,
+            "environment": reg.environments,
+            "component": reg.components,
+        }[kind]
+
     def _registry_model_body(
         self, reg: Registry, name: str, version: str, props: dict, system: dict | None = None
     ) -> dict:
+        return self._registry_asset_body(reg, "model", name, version, props, system)
+
+    @staticmethod
+    def _registry_asset_body(
+        reg: Registry, kind: str, name: str, version: str, props: dict, system: dict | None = None
+    ) -> dict:
+        """A registry asset version as the data plane answers it. The recordings disagree
+        between kinds, and each kind follows its own: a model is named by its name, typed
+        `models` (test_model...registry, promote_model[import]); code and component versions
+        by their version, typed with the ARM-style type (test_component...registry); an
+        environment by its version, typed `environments`, with a lower-cased registry in its
+        id (test_environment...registry)."""
+        plural = f"{kind}s"
+        registry = reg.name.lower() if kind == "environment" else reg.name
         return {
-            "id": f"azureml://registries/{reg.name}/models/{name}/versions/{version}",
-            "name": name,
-            "type": "models",
+            "id": f"azureml://registries/{registry}/{plural}/{name}/versions/{version}",
+            "name": name if kind == "model" else version,
+            "type": {
+                "model": "models",
+                "environment": "environments",
+            }.get(kind, f"Microsoft.MachineLearningServices/registries/{plural}/versions"),
             "properties": props,
             "systemData": system or system_data(),
         }
 
     def _registry_list(self, request: SeenRequest, sub: str, rg: str, reg: str, name: str) -> Reply:
-        if bad := self._api_version(request, "registry"):
-            return bad
-        found = self._reg(sub, rg, reg)
-        if found is None:
-            return arm_error(404, "ResourceNotFound", f"registry {reg} not found")
-        items = list(found.models.get(name, {}).values())
-        query = request.query
-        if query.get("listViewType", "ActiveOnly") == "ActiveOnly":
-            items = [i for i in items if not i["properties"].get("isArchived")]
-        if query.get("$orderBy", "").startswith("createdtime"):
-            items.sort(key=lambda i: i["systemData"]["createdAt"], reverse=True)
-        if "$top" in query:
-            items = items[: int(query["$top"])]
-        return Reply(200, {"value": items})
+        return self._registry_asset_lister("model")(request, sub, rg, reg, name)
 
     def _registry_get(
         self, request: SeenRequest, sub: str, rg: str, reg: str, name: str, version: str
     ) -> Reply:
-        if bad := self._api_version(request, "registry"):
-            return bad
-        found = self._reg(sub, rg, reg)
-        item = found.models.get(name, {}).get(version) if found else None
-        if item is None:
-            return arm_error(
-                404,
-                "UserError",
-                f"Could not find asset with ID: {name}:{version}",
-                "ResourceNotFound",
-            )
-        return Reply(200, item)
+        return self._registry_asset_getter("model")(request, sub, rg, reg, name, version)
 
     def _registry_put(
         self, request: SeenRequest, sub: str, rg: str, reg: str, name: str, version: str
     ) -> Reply:
-        if bad := self._api_version(request, "registry"):
-            return bad
-        found = self._reg(sub, rg, reg)
-        if found is None:
-            return arm_error(404, "ResourceNotFound", f"registry {reg} not found")
-        props = dict(request.json()["properties"])
-        existing = found.models.get(name, {}).get(version)
-        if existing is not None:
-            before = existing["properties"]
-            if props.get("modelUri") and props["modelUri"] != before.get("modelUri"):
+        return self._registry_asset_putter("model")(request, sub, rg, reg, name, version)
+
+    def _registry_asset_lister(self, kind: str) -> Handler:
+        def list_versions(request: SeenRequest, sub: str, rg: str, reg: str, name: str) -> Reply:
+            if bad := self._api_version(request, "registry"):
+                return bad
+            found = self._reg(sub, rg, reg)
+            if found is None:
+                return arm_error(404, "ResourceNotFound", f"registry {reg} not found")
+            items = list(self._registry_store(found, kind).get(name, {}).values())
+            query = request.query
+            if query.get("listViewType", "ActiveOnly") == "ActiveOnly":
+                items = [i for i in items if not i["properties"].get("isArchived")]
+            if query.get("$orderBy", "").startswith("createdtime"):
+                items.sort(key=lambda i: i["systemData"]["createdAt"], reverse=True)
+            if "$top" in query:
+                items = items[: int(query["$top"])]
+            return Reply(200, {"value": items})
+
+        list_versions.__name__ = f"_registry_{kind}_list"
+        return list_versions
+
+    def _registry_asset_getter(self, kind: str) -> Handler:
+        def get_version(
+            request: SeenRequest, sub: str, rg: str, reg: str, name: str, version: str
+        ) -> Reply:
+            if bad := self._api_version(request, "registry"):
+                return bad
+            found = self._reg(sub, rg, reg)
+            item = self._registry_store(found, kind).get(name, {}).get(version) if found else None
+            if item is None:
+                # the recorded 404 (promote_model[import] #8) names the asset by its full id
                 return arm_error(
-                    400,
+                    404,
                     "UserError",
-                    "The asset path cannot be changed for an existing version.",
-                    "Immutable",
+                    f"Could not find asset with ID: azureml://registries/{reg}/{kind}s/{name}"
+                    f"/versions/{version}",
                 )
-            changes = {
-                k: v
-                for k, v in props.items()
-                if k in ("tags", "description", "isArchived", "stage", "properties")
+            return Reply(200, item)
+
+        get_version.__name__ = f"_registry_{kind}_get"
+        return get_version
+
+    def _registry_asset_putter(self, kind: str) -> Handler:
+        content = {
+            "model": ("modelUri",),
+            "code": ("codeUri",),
+            "environment": ("image", "condaFile", "build"),
+            "component": ("componentSpec",),
+        }[kind]
+
+        def put_version(
+            request: SeenRequest, sub: str, rg: str, reg: str, name: str, version: str
+        ) -> Reply:
+            if bad := self._api_version(request, "registry"):
+                return bad
+            found = self._reg(sub, rg, reg)
+            if found is None:
+                return arm_error(404, "ResourceNotFound", f"registry {reg} not found")
+            sent = dict(request.json()["properties"])
+            props = self._registry_props(kind, sent)
+            asset_id = f"azureml://registries/{reg.lower()}/{kind}s/{name}/versions/{version}"
+            existing = self._registry_store(found, kind).get(name, {}).get(version)
+            if existing is not None:
+                before = existing["properties"]
+                # no recording shows a second PUT of a registry version: the fake keeps the
+                # content immutable (as the workspace routes do) and lets metadata change
+                if any(props.get(k) and props[k] != before.get(k) for k in content):
+                    return arm_error(
+                        400,
+                        "UserError",
+                        "The asset path cannot be changed for an existing version.",
+                        "Immutable",
+                    )
+                changes = {
+                    k: props.get(k, v)
+                    for k, v in sent.items()
+                    if k in ("tags", "description", "isArchived", "stage", "properties")
+                }
+
+                def update() -> None:
+                    existing["properties"] = before | changes
+                    existing["systemData"]["lastModifiedAt"] = _now()
+
+                return self._registry_lro(request, found, kind, name, version, update, asset_id)
+
+            def create() -> None:
+                self._registry_store(found, kind).setdefault(name, {})[version] = (
+                    self._registry_asset_body(found, kind, name, version, props)
+                )
+
+            return self._registry_lro(request, found, kind, name, version, create, asset_id)
+
+        put_version.__name__ = f"_registry_{kind}_put"
+        return put_version
+
+    @staticmethod
+    def _registry_props(kind: str, props: dict) -> dict:
+        """What a registry version keeps of the PUT body, field for field as recorded."""
+        base = {
+            "description": props.get("description"),
+            "tags": props.get("tags") or {},
+            "properties": props.get("properties") or {},
+            "isArchived": bool(props.get("isArchived", False)),
+            "isAnonymous": bool(props.get("isAnonymous", False)),
+        }
+        if kind == "model":
+            return base | {
+                "flavors": props.get("flavors") or {},
+                **{k: v for k, v in props.items() if k not in base and k != "flavors"},
+                "originAssetId": props.get("originAssetId"),
+                "jobName": props.get("jobName"),
+                "intellectualProperty": None,  # test_model...registry #13 (2024)
             }
-
-            def update() -> None:
-                existing["properties"] = before | changes
-                existing["systemData"]["lastModifiedAt"] = _now()
-
-            asset_id = f"azureml://registries/{reg.lower()}/models/{name}/versions/{version}"
-            return self._asset_store_lro(request, found, update, asset_id=asset_id)
-        defaults = {
-            "description": None,
-            "tags": {},
-            "properties": {},
-            "isArchived": False,
-            "isAnonymous": False,
-            "flavors": {},
-            "originAssetId": None,
-            "jobName": None,
+        if kind == "code":
+            # test_component...registry #5/#7: sent isAnonymous true, answered false
+            return base | {"isAnonymous": False, "codeUri": props.get("codeUri")}
+        if kind == "component":
+            # #8/#10: the top-level description comes back null (the spec keeps it)
+            return base | {
+                "description": None,
+                "componentSpec": stored_component_spec(props.get("componentSpec") or {}),
+            }
+        conda = props.get("condaFile")
+        return base | {  # test_environment...registry #11
+            "properties": base["properties"] | {"azureml.labels": "latest"},
+            "environmentType": "UserCreated",
+            "image": props.get("image"),
+            **({"build": props["build"]} if props.get("build") else {}),
+            # the service stores the conda file as JSON (the recorded GET), YAML accepted
+            "condaFile": json.dumps(yaml.safe_load(conda), indent=2) if conda else None,
+            "osType": props.get("osType") or "Linux",
+            "stage": "Development",
             "intellectualProperty": None,
         }
 
-        def create() -> None:
-            found.models.setdefault(name, {})[version] = self._registry_model_body(
-                found, name, version, defaults | props
-            )
+    def _registry_lro(
+        self,
+        request: SeenRequest,
+        reg: Registry,
+        kind: str,
+        name: str,
+        version: str,
+        outcome: Callable[[], None],
+        asset_id: str,
+    ) -> Reply:
+        if kind != "environment":
+            return self._asset_store_lro(request, reg, outcome, asset_id=asset_id)
+        # test_environment...registry #2: `Location` to the environment service's operation,
+        # named after the registry, the asset and its version
+        attempt = 1 + sum(1 for op in self.lros if op.startswith(f"{reg.name.lower()}_{name}_"))
+        op = f"{reg.name.lower()}_{name}_{version}_{attempt}"
+        lro = Lro(op, "environment", self.lro_polls, outcome)
+        self.lros[op] = lro
+        return Reply(
+            202,
+            "null",
+            {
+                "Location": f"https://{reg.location}.api.azureml.ms/environment/v1.0/operations/{op}",
+                "x-ms-async-operation-timeout": "PT1H",
+            }
+            | POLL_SOON,
+        )
 
-        asset_id = f"azureml://registries/{reg.lower()}/models/{name}/versions/{version}"
-        return self._asset_store_lro(request, found, create, asset_id=asset_id)
+    def _environment_operation(self, request: SeenRequest, op: str) -> Reply:
+        """test_environment...registry #3-#10: 202 with no body while the image builds, then
+        200 with no body."""
+        lro = self.lros.get(op)
+        if lro is None:
+            return Reply(404, {"error": {"code": "NotFound", "message": f"operation {op}"}})
+        self._advance(lro)
+        if lro.status == "InProgress":
+            return Reply(202, None, dict(POLL_SOON))
+        if lro.status == "Failed":
+            return Reply(500, {"error": lro.error})
+        return Reply(200, None)
 
     def _asset_store_lro(
         self,
@@ -175,11 +315,7 @@ class RegistryApi:
         return Reply(
             202,
             "null",
-            {
-                "Location": location,
-                "x-ms-async-operation-timeout": "PT1H",
-                "x-ms-retry-after-ms": "20",
-            },
+            {"Location": location, "x-ms-async-operation-timeout": "PT1H"} | POLL_SOON,
         )
 
     def _advance_all(self, lro: Lro) -> None:
@@ -192,12 +328,14 @@ class RegistryApi:
             return Reply(404, {"error": {"code": "NotFound", "message": f"operation {op}"}})
         self._advance(lro)
         if lro.status == "InProgress":
-            return Reply(202, None, {"x-ms-retry-after-ms": "20"})
+            return Reply(202, None, dict(POLL_SOON))
         if lro.status == "Failed":
             return Reply(500, {"error": lro.error})
-        # a created version answers with its id (recorded); an import with nothing, which is
-        # what the SDK's share path expects (it re-reads the model when the result is empty)
-        return Reply(200, {"assetId": lro.result_location} if lro.result_location else None)
+        # a created version answers 200 with its id (test_component...registry #6, #9); an
+        # import 204 with no body (promote_model[import] #11)
+        if lro.result_location:
+            return Reply(200, {"assetId": lro.result_location})
+        return Reply(204, None)
 
     def _registry_import(self, request: SeenRequest, sub: str, rg: str, reg: str) -> Reply:
         if bad := self._api_version(request, "registry"):
@@ -229,13 +367,14 @@ class RegistryApi:
             )
 
         def copy_in() -> None:
-            prefix = f"{name}/{version}"
             store = re.search(
                 r"/datastores/[^/]+/paths/(?P<path>.*)$", model["properties"]["modelUri"]
             )
             source_blobs = self.blobs[(ws.storage_account, ws.container)]
             target = self.blobs[(found.storage_account, found.container)]
             base = store["path"].rstrip("/") if store else ""
+            # the copy keeps the source's path in the registry's container (#12's modelUri)
+            prefix = base or f"{name}/{version}"
             for blob_name, blob in source_blobs.items():
                 if blob_name.startswith(base + "/"):
                     target[f"{prefix}/{blob_name[len(base) + 1 :]}"] = Blob(
@@ -253,7 +392,7 @@ class RegistryApi:
                     "isArchived": False,
                     "isAnonymous": False,
                     "jobName": None,
-                    "intellectualProperty": None,
+                    "intellectualProperty": None,  # as a created version (2024 recording)
                     **copied,
                     "modelUri": f"https://{found.storage_account}.blob.core.windows.net/{found.container}/{prefix}",
                     "originAssetId": props["sourceAssetId"],

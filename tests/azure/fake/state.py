@@ -93,10 +93,35 @@ class Registry:
     storage_account: str
     container_name: str | None = None
     models: dict[str, dict[str, dict]] = field(default_factory=dict)
+    codes: dict[str, dict[str, dict]] = field(default_factory=dict)
+    environments: dict[str, dict[str, dict]] = field(default_factory=dict)
+    components: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     @property
     def container(self) -> str:
         return self.container_name or f"{self.name.lower()}-{self.guid}"
+
+
+def stored_component_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A componentSpec as the service keeps and returns it, in workspaces and registries alike
+    (test_pipeline_job...create_with_registries #6, test_component...registry #10): the SDK's
+    private `_source` dropped, booleans as "True"/"False" strings, every input's `optional`
+    spelled out, a command's `resources` defaulted. Not the `$schema` the 2022 service added
+    (componentsdk.azureedge.net/.../CommandComponent.json): azure-ai-ml 1.35.2 takes that
+    schema for an internal component and refuses to read the component back."""
+    stored = {k: v for k, v in spec.items() if not k.startswith("_")}
+    if isinstance(stored.get("is_deterministic"), bool):
+        stored["is_deterministic"] = str(stored["is_deterministic"])
+    inputs = {}
+    for name, port in (stored.get("inputs") or {}).items():
+        port = {k: str(v) if isinstance(v, bool) else v for k, v in port.items()}
+        port.setdefault("optional", "False")
+        inputs[name] = port
+    if "inputs" in stored:
+        stored["inputs"] = inputs
+    if stored.get("type", "command") == "command":
+        stored.setdefault("resources", {"instance_count": "1"})
+    return stored
 
 
 def _now() -> str:

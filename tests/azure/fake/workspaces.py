@@ -19,6 +19,7 @@ from tests.azure.fake.state import (
     Handler,
     Workspace,
     _now,
+    stored_component_spec,
     system_data,
 )
 
@@ -305,6 +306,8 @@ class WorkspaceApi:
             if found is None:
                 return arm_error(404, "ResourceNotFound", f"workspace {ws} not found")
             props = dict(request.json()["properties"])
+            if kind == "component" and "componentSpec" in props:
+                props["componentSpec"] = stored_component_spec(props["componentSpec"])
             versions = self._asset_store(found, kind).setdefault(name, {})
             existing = versions.get(version)
             if uri_field and props.get(uri_field):
