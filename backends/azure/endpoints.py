@@ -20,6 +20,7 @@ monitor's view of production traffic), with the schema in backends/collected_dat
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import tempfile
@@ -43,8 +44,14 @@ from azure.core.rest import HttpRequest
 
 from backends import collected_data
 from backends.azure.datastores import DatastorePath
-from backends.azure.errors import AzureConflict, AzureOperationFailed, explain, explained
-from backends.azure.retries import OperationTimedOut, wait_for
+from backends.azure.errors import (
+    AzureConflict,
+    AzureOperationFailed,
+    ResourceBusy,
+    explain,
+    explained,
+)
+from backends.azure.retries import SETTLED_STATES, OperationTimedOut, retry_while_busy, wait_for
 from backends.base import (
     DeploymentFailed,
     DeploymentHealth,
@@ -82,6 +89,7 @@ class AzureEndpoints:
         self.workspace = workspace
         self.client = workspace.client
         self.deadline = workspace.connection.deadlines.lro_seconds
+        self.busy_poll = workspace.connection.deadlines.busy_poll_seconds
         self._registered_environments: set[str] = set()
         self._health_since: dict[str, datetime] = {}
         self._monitor_client: PipelineClient | None = None
@@ -201,11 +209,16 @@ class AzureEndpoints:
         registered version itself."""
         definition = self._definition(endpoint, deployment, model)
         try:
-            self._wait(
-                lambda: self.client.online_deployments.begin_create_or_update(definition),
+            self._wait(  # a copy per attempt: the SDK consumes parts of what it sends
+                lambda: self.client.online_deployments.begin_create_or_update(
+                    copy.deepcopy(definition)
+                ),
                 f"deploy {model.name} v{model.version} as {deployment} on {endpoint}",
                 endpoint,
+                deployment,
             )
+        except ResourceBusy:
+            raise  # nothing was provisioned: another operation held the deployment throughout
         except (AzureOperationFailed, OperationTimedOut) as error:
             raise DeploymentFailed(
                 f"deployment {deployment!r} of endpoint {endpoint!r} failed to provision: "
@@ -265,6 +278,7 @@ class AzureEndpoints:
             ),
             f"delete deployment {deployment} of {endpoint}",
             endpoint,
+            deployment,
         )
 
     def _model_reference(self, model: ModelVersion) -> str:
@@ -470,17 +484,52 @@ class AzureEndpoints:
 
     # --- internals --------------------------------------------------------------------------
 
-    def _wait(self, start: Any, what: str, endpoint: str) -> Any:
+    def _wait(self, start: Any, what: str, endpoint: str, deployment: str | None = None) -> Any:
+        """Start a write (retried while another operation holds the endpoint or deployment,
+        see retries.retry_while_busy) and wait for its operation."""
         where = f"endpoint {endpoint} in workspace {self.workspace.name}"
         try:
-            poller = start()
+            poller = retry_while_busy(
+                start,
+                lambda: self._busy(endpoint, deployment),
+                self.deadline,
+                self.busy_poll,
+                what,
+            )
             return wait_for(poller, self.deadline, what, where)
         except (HttpResponseError, AzureOperationFailed) as error:
             raise explain(what, error) from error
 
-    def _delete(self, start: Any, what: str, endpoint: str) -> None:
+    def _busy(self, endpoint: str, deployment: str | None) -> tuple[str, str]:
+        """Which of the deployment (when given), the endpoint and its deployments an operation
+        still holds, and its provisioningState; else the written resource, settled."""
+        where = f"in workspace {self.workspace.name}"
+        with explained(f"read endpoint {endpoint} {where}"):
+            held: list[tuple[str, Any]] = []
+            if deployment is not None:
+                try:
+                    found = self.client.online_deployments.get(
+                        name=deployment, endpoint_name=endpoint
+                    )
+                    held.append((f"deployment {deployment} of endpoint {endpoint}", found))
+                except ResourceNotFoundError:
+                    pass
+            try:
+                held.append((f"endpoint {endpoint}", self.client.online_endpoints.get(endpoint)))
+                for other in self.client.online_deployments.list(endpoint_name=endpoint):
+                    held.append((f"deployment {other.name} of endpoint {endpoint}", other))
+            except ResourceNotFoundError:
+                pass
+        for label, resource in held:
+            state = resource.provisioning_state
+            state = str(getattr(state, "value", state) or "Unknown")
+            if state not in SETTLED_STATES:
+                return f"{label} {where}", state
+        return f"endpoint {endpoint} {where}", "Succeeded" if held else "NotFound"
+
+    def _delete(self, start: Any, what: str, endpoint: str, deployment: str | None = None) -> None:
         try:
-            self._wait(start, what, endpoint)
+            self._wait(start, what, endpoint, deployment)
         except AzureOperationFailed as error:
             if error.status != 404:
                 raise

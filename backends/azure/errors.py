@@ -7,6 +7,7 @@ quota) or an outage that outlasted the retries. Each gets one sentence on what t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,6 +44,22 @@ class AzureConflict(AzureOperationFailed):
     """The resource exists in another state (a version already taken, an operation running)."""
 
 
+class ResourceBusy(AzureConflict):
+    """Azure kept refusing a write because another operation on the resource was still
+    running, for longer than the deadline (see retries.retry_while_busy)."""
+
+
+OPERATION_IN_PROGRESS_CODES = {"OperationDuplicationConflict", "AnotherOperationInProgress"}
+"""409 codes that mean "an operation on this resource is still running": Azure ML's (reported in
+Azure/carnegie-mop doc/troubleshooting/model_wrapper/AmlEndpoint.md and Azure/azure-cli issue
+17075: "Conflict of operation, another operation on same entity is already running in workspace
+..."; see tests/azure/fake/conflicts.py) and ARM's generic one. Any other 409 (a version that
+is taken, a name in use) keeps its meaning."""
+OPERATION_IN_PROGRESS_MESSAGE = re.compile(
+    r"another operation .*(already running|in progress)", re.IGNORECASE
+)
+
+
 def service_code(error: HttpResponseError) -> str | None:
     """The most specific error code Azure sent (ARM nests them in `details`)."""
     inner = getattr(error, "error", None)
@@ -52,6 +69,17 @@ def service_code(error: HttpResponseError) -> str | None:
         if getattr(detail, "code", None):
             return str(detail.code)
     return str(code) if code else None
+
+
+def operation_in_progress(error: BaseException) -> bool:
+    """Whether `error` is Azure refusing a write because another operation on the same
+    resource is still running (wait for it, then write again), not any other 409."""
+    if not isinstance(error, HttpResponseError) or error.status_code != 409:
+        return False
+    codes = {service_code(error), getattr(getattr(error, "error", None), "code", None)}
+    return bool(codes & OPERATION_IN_PROGRESS_CODES) or bool(
+        OPERATION_IN_PROGRESS_MESSAGE.search(service_message(error))
+    )
 
 
 def service_message(error: HttpResponseError) -> str:

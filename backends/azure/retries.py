@@ -4,7 +4,9 @@ Retries of single requests are azure-core's `RetryPolicy` (inside every client t
 it retries 408/429/500/502/503/504 and honours `Retry-After`. We only configure it. Long-running
 operations (endpoints, deployments, registry imports) and pipeline jobs are waited on with a
 deadline here, so a stuck operation ends as an error that says what to look at, never as a
-hang.
+hang. A write that Azure refuses (409) because another operation on the same resource still
+runs is retried here once that operation has ended (`retry_while_busy`), within the same
+deadline.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from azure.core.exceptions import HttpResponseError
 from azure.core.polling import LROPoller
+
+from backends.azure.errors import (
+    ResourceBusy,
+    operation_in_progress,
+    service_code,
+    service_message,
+)
 
 T = TypeVar("T")
 
@@ -48,6 +58,7 @@ class Deadlines:
     lro_seconds: float = 1800.0  # a managed deployment typically provisions in 5-15 minutes
     job_seconds: float = 4 * 3600.0
     job_poll_seconds: float = 15.0
+    busy_poll_seconds: float = 10.0  # how often to read a resource another operation holds
 
 
 class OperationTimedOut(TimeoutError):
@@ -86,3 +97,52 @@ def poll_until(
                 f"follow it at {where}, cancel it there if it is stuck, then re-run"
             )
         time.sleep(min(every, max(0.0, deadline - time.monotonic())))
+
+
+SETTLED_STATES = frozenset({"Succeeded", "Failed", "Canceled", "NotFound"})
+"""provisioningStates in which no operation runs on a resource (NotFound: it is gone)."""
+
+
+def retry_while_busy(
+    write: Callable[[], T],
+    holder: Callable[[], tuple[str, str]],
+    seconds: float,
+    every: float,
+    what: str,
+) -> T:
+    """`write()`; while Azure refuses it because another operation on the resource is still
+    running (errors.operation_in_progress: a flow that crashed mid-update, another run), wait
+    for that operation, reading `holder()` (the resource the write touches that is busy, and its
+    provisioningState) every `every` s until it settles, then write again. Any other error is
+    raised as it is. After `seconds` of refusals: ResourceBusy, naming what runs and what to
+    do."""
+    deadline = time.monotonic() + seconds
+    refusals = 0
+    while True:
+        try:
+            return write()
+        except HttpResponseError as error:
+            if not operation_in_progress(error):
+                raise
+            refusals += 1
+            refused = error
+        waited = False
+        while True:
+            resource, state = holder()
+            if waited and state in SETTLED_STATES:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                code = service_code(refused)
+                raise ResourceBusy(
+                    f"{what}: Azure refused it {refusals} time(s) over {seconds:g} s because "
+                    f"another operation on {resource} is still running (it is {state}; Azure "
+                    f"answered 409 {code}: {service_message(refused).rstrip('.')}). Another "
+                    "run, or one that stopped mid-update, started it: follow it in Azure ML "
+                    "studio, wait for it to end or cancel it there, then re-run (the step is "
+                    "idempotent), or raise lro_seconds in backends.azure.retries.Deadlines",
+                    409,
+                    code,
+                ) from refused
+            time.sleep(min(every, remaining))
+            waited = True

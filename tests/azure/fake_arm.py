@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.azure.fake.conflicts import ConflictApi
 from tests.azure.fake.containers import Container, ContainerApi
 from tests.azure.fake.deployments import DeploymentApi
 from tests.azure.fake.endpoints import EndpointApi
@@ -75,6 +76,7 @@ class FakeAzureML(
     ScoringApi,
     ContainerApi,
     DeploymentApi,
+    ConflictApi,
 ):
     """The in-memory Azure ML control plane, registry data plane and blob storage."""
 
@@ -240,6 +242,9 @@ class FakeAzureML(
         injected = self._injected_reply(request)
         if injected is not None:
             return injected
+        busy = self._refused_while_running(request)  # Azure ML's 409: see fake/conflicts.py
+        if busy is not None:
+            return busy
         for method, pattern, handler in self.routes:
             match = pattern.fullmatch(request.path)
             if match and method == request.method:

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from azure.core import PipelineClient
+from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+from azure.core.rest import HttpRequest, HttpResponse
 
 import backends.azure
 from backends.azure.clients import AzureConnection, set_connection_factory
@@ -19,6 +22,7 @@ from backends.azure.errors import (
     AzureOperationFailed,
     AzurePermissionDenied,
     AzureResourceMissing,
+    ResourceBusy,
 )
 from backends.azure.retries import Deadlines, OperationTimedOut
 from backends.base import DeploymentFailed, ModelVersion, PipelineFailed
@@ -343,3 +347,169 @@ def test_a_deployment_that_never_finishes_times_out_with_where_to_look(
         )
 
     assert isinstance(raised.value.__cause__, OperationTimedOut)
+
+
+# --- writes while an earlier operation still runs ------------------------------------------------
+
+
+def busy_retries_fast(endpoints: backends.azure.AzureEndpoints, deadline: float = 60.0) -> None:
+    """Read a held resource every 10 ms (Azure: every busy_poll_seconds) within `deadline`."""
+    endpoints.busy_poll = 0.01
+    endpoints.deadline = deadline
+
+
+def test_a_deployment_update_during_an_operation_left_running_waits_for_it_and_lands(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    endpoints = deployed(fake_azure, model_dir)
+    three = register(endpoints.workspace, model_dir, "run-c")
+    fake_azure.fake.hold_operation(r"/onlineEndpoints/readm/deployments/green$", polls=3)
+    busy_retries_fast(endpoints)
+
+    green = endpoints.create_or_update_deployment("readm", "green", three, model_dir)
+
+    assert answered(fake_azure, 409) >= 1
+    assert (green.model_version, green.state) == (three.version, "Succeeded")
+    after = endpoints.get_endpoint("readm")
+    assert after is not None and after.serving() == "blue"
+    assert {d.name: d.model_version for d in after.deployments} == {"blue": "1", "green": "3"}
+
+
+def test_a_traffic_update_during_a_running_endpoint_operation_is_retried_after_it(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    endpoints = deployed(fake_azure, model_dir)
+    fake_azure.fake.hold_operation(r"/onlineEndpoints/readm$", polls=4)
+    busy_retries_fast(endpoints)
+
+    after = endpoints.set_traffic("readm", {"blue": 0, "green": 100}, None)
+
+    assert answered(fake_azure, 409) >= 1
+    assert after.serving() == "green"
+    assert {k: v for k, v in after.traffic.items() if v} == {"green": 100}
+
+
+def test_a_write_refused_past_the_deadline_says_what_runs_and_what_to_do(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    endpoints = deployed(fake_azure, model_dir)
+    fake_azure.fake.hold_operation(r"/onlineEndpoints/readm$")  # until released
+    busy_retries_fast(endpoints, deadline=0.3)
+
+    with pytest.raises(ResourceBusy) as raised:
+        endpoints.set_traffic("readm", {"blue": 0, "green": 100}, None)
+
+    message = str(raised.value)
+    assert message.startswith("set traffic of readm")
+    assert re.search(
+        r"another operation on endpoint readm in workspace \S+ is still running", message
+    )
+    assert "it is Updating" in message and "OperationDuplicationConflict" in message
+    assert "wait for it to end or cancel it there, then re-run" in message
+    assert raised.value.status == 409
+    assert endpoints.get_endpoint("readm").serving() == "blue"
+    fake_azure.fake.release_operations()
+    assert endpoints.set_traffic("readm", {"blue": 0, "green": 100}, None).serving() == "green"
+
+
+def test_a_deployment_held_past_the_deadline_is_not_reported_as_failing_to_provision(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    endpoints = deployed(fake_azure, model_dir)
+    fake_azure.fake.hold_operation(r"/deployments/green$")
+    busy_retries_fast(endpoints, deadline=0.3)
+
+    with pytest.raises(ResourceBusy, match="deployment green of endpoint readm .* is Updating"):
+        endpoints.create_or_update_deployment(
+            "readm", "green", register(endpoints.workspace, model_dir, "run-c"), model_dir
+        )
+
+
+def test_other_409s_keep_their_meaning_and_are_not_waited_on(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    endpoints = deployed(fake_azure, model_dir)
+    fake_azure.fake.inject(
+        409,
+        "Conflict",
+        "Endpoint name readm is taken in this region.",
+        path_pattern="/readm$",
+        method="PUT",
+    )
+
+    with pytest.raises(AzureOperationFailed, match="409 Conflict: Endpoint name readm is taken"):
+        endpoints.set_traffic("readm", {"blue": 0, "green": 100}, None)
+
+    assert answered(fake_azure, 409) == 1
+
+
+def raw(azure: AzureUnderTest, method: str, path: str, body: object = None) -> HttpResponse:
+    """One ARM request as any client sends it: a bearer token, nothing else."""
+    client = PipelineClient(
+        "https://management.azure.com",
+        policies=[
+            BearerTokenCredentialPolicy(azure.credential, "https://management.azure.com/.default")
+        ],
+        transport=azure.fake.transport(),
+    )
+    url = f"https://management.azure.com{path}?api-version=2023-04-01-preview"
+    return client.send_request(HttpRequest(method, url, json=body))
+
+
+def test_the_fake_answers_409_to_a_write_while_an_operation_on_the_resource_runs(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    deployed(fake_azure, model_dir)
+    ws = fake_azure.topology.environment("test").workspace
+    endpoint = f"{fake_azure.fake.workspace(ws).arm_id}/onlineEndpoints/readm"
+    body = raw(fake_azure, "GET", endpoint).json()
+    fake_azure.fake.hold_operation(r"/onlineEndpoints/readm$")
+
+    refused = raw(fake_azure, "PUT", endpoint, body)
+
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert (error["code"], error["message"]) == ("Conflict", "Conflict")
+    assert error["details"][0]["code"] == "OperationDuplicationConflict"
+    assert error["details"][0]["message"] == (
+        "Conflict of operation, another operation on same entity is already running in "
+        f"workspace {ws}."
+    )
+    assert raw(fake_azure, "DELETE", endpoint).status_code == 409
+    read = raw(fake_azure, "GET", endpoint)
+    assert (read.status_code, read.json()["properties"]["provisioningState"]) == (200, "Updating")
+    # a read-only action is answered as ever (aad_token endpoints get no AML token: 400)
+    assert raw(fake_azure, "POST", f"{endpoint}/token").status_code == 400
+    fake_azure.fake.release_operations()
+    assert raw(fake_azure, "PUT", endpoint, body).status_code == 201
+
+
+def test_an_endpoint_and_its_deployments_block_each_other_only_through_a_delete(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    deployed(fake_azure, model_dir)
+    ws = fake_azure.topology.environment("test").workspace
+    endpoint = f"{fake_azure.fake.workspace(ws).arm_id}/onlineEndpoints/readm"
+    green = raw(fake_azure, "GET", f"{endpoint}/deployments/green").json()
+    assert raw(fake_azure, "PUT", f"{endpoint}/deployments/green", green).status_code == 200
+
+    # green's update runs (nobody polls it): the endpoint it belongs to cannot be deleted,
+    # but the endpoint itself (its traffic) is another entity
+    assert raw(fake_azure, "DELETE", endpoint).status_code == 409
+    body = raw(fake_azure, "GET", endpoint).json()
+    assert raw(fake_azure, "PUT", endpoint, body).status_code == 201
+
+
+def test_while_an_endpoint_is_deleted_its_deployments_cannot_be_written(
+    fake_azure: AzureUnderTest, model_dir: Path
+) -> None:
+    deployed(fake_azure, model_dir)
+    ws = fake_azure.topology.environment("test").workspace
+    endpoint = f"{fake_azure.fake.workspace(ws).arm_id}/onlineEndpoints/readm"
+    green = raw(fake_azure, "GET", f"{endpoint}/deployments/green").json()
+
+    assert raw(fake_azure, "DELETE", endpoint).status_code == 202  # its operation runs
+
+    assert raw(fake_azure, "PUT", f"{endpoint}/deployments/green", green).status_code == 409
+    assert raw(fake_azure, "DELETE", f"{endpoint}/deployments/green").status_code == 409
+    assert raw(fake_azure, "GET", f"{endpoint}/deployments/green").status_code == 200

@@ -54,6 +54,7 @@ class LroApi:
             if error
             else None,
             pending=pending,
+            target=(request.method, request.path),
         )
         self.lros[op_id] = lro
         return lro

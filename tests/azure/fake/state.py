@@ -49,6 +49,9 @@ class Lro:
     status: str = "InProgress"
     started: str = field(default_factory=lambda: _now())
     pending: Callable[[], bool] | None = None
+    # (method, resource path) of the write that started it: Azure ML refuses other writes to
+    # that resource while it runs (tests/azure/fake/conflicts.py)
+    target: tuple[str, str] | None = None
 
 
 @dataclass
