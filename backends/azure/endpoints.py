@@ -201,13 +201,19 @@ class AzureEndpoints:
     # --- deployments ------------------------------------------------------------------------
 
     def create_or_update_deployment(
-        self, endpoint: str, deployment: str, model: ModelVersion, model_dir: Path
+        self,
+        endpoint: str,
+        deployment: str,
+        model: ModelVersion,
+        model_dir: Path,
+        environment: str | None = None,
     ) -> DeploymentInfo:
         """Provision `model` as `deployment` with no traffic: the serving package's online
         deployment (scoring script, inference environment, probes, request settings, data
         collector) with the model's own settings. `model_dir` is not uploaded: Azure pulls the
-        registered version itself."""
-        definition = self._definition(endpoint, deployment, model)
+        registered version itself. `environment` is the inference environment's reference
+        (e.g. the shared registry's version); None registers the working tree's here."""
+        definition = self._definition(endpoint, deployment, model, environment)
         try:
             self._wait(  # a copy per attempt: the SDK consumes parts of what it sends
                 lambda: self.client.online_deployments.begin_create_or_update(
@@ -236,7 +242,7 @@ class AzureEndpoints:
         return info
 
     def _definition(
-        self, endpoint: str, deployment: str, model: ModelVersion
+        self, endpoint: str, deployment: str, model: ModelVersion, environment: str | None
     ) -> ManagedOnlineDeployment:
         """The deployment YAML, freshly loaded (the SDK consumes parts of the data collector
         when it serializes, so nothing is reused between calls), with this deployment's name,
@@ -249,7 +255,7 @@ class AzureEndpoints:
             code=str(code_snapshot(self.workspace.cache / "serving-code")),
             scoring_script=SCORING_SCRIPT,
         )
-        definition.environment = self._environment_reference()
+        definition.environment = environment or self._environment_reference()
         definition.environment_variables = deployment_variables(model)
         definition.tags = {"model_name": model.name, "model_version": model.version}
         return definition

@@ -21,6 +21,7 @@ from backends.azure import aliases
 from backends.azure.errors import AzureConflict
 from backends.azure.registry import AzureSharedRegistry
 from backends.base import DeploymentFailed, ModelVersion
+from backends.pipeline_assets import working_tree_assets
 from backends.serving_package import deployment_template, environment_version
 from synthetic_data.readmissions import generate_readmissions
 from tasks.integration_tests import split_body
@@ -138,6 +139,103 @@ def test_an_input_the_pipeline_does_not_take_is_refused_before_anything_is_sent(
     assert not [r for r in fake_azure.fake.requests if "/jobs/" in r.path]
 
 
+def test_an_ad_hoc_run_pins_the_working_trees_environment_version(
+    fake_azure: AzureUnderTest, pipelines: Path, tmp_path: Path
+) -> None:
+    """The component YAMLs name `azureml:readmission-train@latest`; a run from the working
+    tree runs them as anonymous components in the working tree's own environment version
+    (registered once by content), never whatever the workspace's latest is."""
+    fake_azure.fake.job_outputs["readmission-data-validation"] = {
+        "validate.report": folder(tmp_path / "report", "report.json", "{}")
+    }
+    data = tmp_path / "raw.csv"
+    data.write_text("age,readmitted_30d\n70,1\n")
+    train = working_tree_assets().environment("readmission-train")
+    ws = workspace(fake_azure, "dev")
+
+    runs = [ws.run_pipeline(pipelines / "validate_data.yml", {"raw_data": str(data)})]
+    runs.append(
+        workspace(fake_azure, "dev").run_pipeline(
+            pipelines / "validate_data.yml", {"raw_data": str(data)}
+        )
+    )
+
+    assert all(r.status == "Completed" and dict(r.components) == {} for r in runs)
+    held = fake_azure.fake.workspace(ws.name).environments
+    assert list(held["readmission-train"]) == [train.version]
+    anonymous = fake_azure.fake.workspace(ws.name).components["azureml_anonymous"]
+    environments = {v["properties"]["componentSpec"]["environment"] for v in anonymous.values()}
+    assert environments == {
+        f"azureml:{ws.arm_id}/environments/readmission-train/versions/{train.version}"
+    }
+    env_puts = [
+        r for r in fake_azure.fake.requests if r.method == "PUT" and "/environments/" in r.path
+    ]
+    assert len(env_puts) == 1
+
+
+def test_a_run_from_registered_workspace_components_submits_their_ids(
+    fake_azure: AzureUnderTest, pipelines: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "outputs"
+    fake_azure.fake.job_outputs["readmission-training"] = {
+        name: folder(out / name.replace(".", "-"), "f.txt", name)
+        for name in ("prep.train_data", "prep.test_data", "train.model", "evaluate.evaluation")
+    }
+    data = tmp_path / "raw.csv"
+    data.write_text("age,readmitted_30d\n70,1\n")
+    ws = workspace(fake_azure, "dev")
+    assets = working_tree_assets()
+    references = ws.register_pipeline_assets(assets)
+
+    run = ws.run_pipeline(pipelines / "train.yml", {"raw_data": str(data)}, assets=references)
+
+    by_name = {c.name: c for c in assets.components}
+    expected = {
+        "prep": "prep_readmission_data",
+        "train": "train_readmission_model",
+        "evaluate": "evaluate_readmission_model",
+    }
+    assert dict(run.components) == {s: references.components[n] for s, n in expected.items()}
+    sent = {s: j["componentId"] for s, j in submitted_job(fake_azure)["jobs"].items()}
+    assert sent == {  # the SDK turns azureml:<name>:<version> into the workspace's ARM id
+        s: f"{ws.arm_id}/components/{n}/versions/{by_name[n].version}" for s, n in expected.items()
+    }
+    stored = fake_azure.fake.workspace(ws.name).components["train_readmission_model"]
+    train_env = assets.environment("readmission-train")
+    assert (
+        stored[by_name["train_readmission_model"].version]["properties"]["componentSpec"][
+            "environment"
+        ]
+        == f"azureml:{ws.arm_id}/environments/readmission-train/versions/{train_env.version}"
+    )
+
+
+def test_a_registry_create_refused_as_already_existing_is_accepted_once_it_is_found(
+    fake_azure: AzureUnderTest,
+) -> None:
+    """A create whose reply was lost, retried and refused with 409: the version is there (the
+    first attempt made it), so publication goes on; a 409 for a version that cannot be found
+    is an error."""
+    assets = working_tree_assets()
+    backends.azure.open_shared_registry(fake_azure.topology).publish_pipeline_assets(assets)
+    train = next(c for c in assets.components if c.name == "train_readmission_model")
+    path = f"/components/{train.name}/versions/{train.version}$"
+    fake = fake_azure.fake
+    fake.inject(404, "UserError", "Could not find asset", path_pattern=path, method="GET")
+    fake.inject(409, "UserError", "already exists", path_pattern=path, method="PUT")
+
+    again = backends.azure.open_shared_registry(fake_azure.topology).publish_pipeline_assets(assets)
+
+    assert again.components[train.name].endswith(f"/{train.name}/versions/{train.version}")
+    assert list(fake.registries[again.store.lower()].components[train.name]) == [train.version]
+    registry = fake.registries[again.store.lower()]
+    del registry.components[train.name]  # gone after all: the 409 was for something else
+    fake.inject(409, "UserError", "already exists", path_pattern=path, method="PUT")
+    with pytest.raises(AzureConflict, match=train.name):
+        backends.azure.open_shared_registry(fake_azure.topology).publish_pipeline_assets(assets)
+
+
 def submitted_job(azure: AzureUnderTest) -> dict:
     put = [r for r in azure.fake.requests if r.method == "PUT" and "/jobs/" in r.path]
     return put[-1].json()["properties"]
@@ -188,6 +286,27 @@ def test_prod_deploys_the_shared_registrys_copy(
     model = put[-1].json()["properties"]["model"]
     assert model == f"azureml://registries/{registry.name}/models/{MODEL}/versions/1"
     assert (blue.model_name, blue.model_version) == (MODEL, "1")
+
+
+def test_a_deployment_runs_in_the_registrys_inference_environment_when_given(
+    fake_azure: AzureUnderTest, trained_model: Path
+) -> None:
+    fake_azure.fake.serve_scoring()
+    registry, promoted = promoted_from_test(fake_azure, trained_model)
+    references = registry.publish_pipeline_assets(working_tree_assets())
+    prod = workspace(fake_azure, "prod")
+    endpoints = backends.azure.open_endpoints(prod)
+    endpoints.create_or_update_endpoint("readm")
+
+    blue = endpoints.create_or_update_deployment(
+        "readm", "blue", promoted, trained_model, environment=references.inference_environment
+    )
+
+    assert blue.state == "Succeeded"  # the container started from the registry's conda file
+    puts = [r for r in fake_azure.fake.requests if r.method == "PUT" and "/deployments/" in r.path]
+    assert puts[-1].json()["properties"]["environmentId"] == references.inference_environment
+    assert references.inference_environment.startswith(f"azureml://registries/{registry.name}/")
+    assert not fake_azure.fake.workspace(prod.name).environments  # nothing registered in prod
 
 
 def test_a_model_from_another_workspace_is_sent_through_the_registry(

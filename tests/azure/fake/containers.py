@@ -66,6 +66,7 @@ BLOB_FOLDER = re.compile(
     r"https://(?P<account>[^.]+)\.blob\.core\.windows\.net(:443)?/(?P<rest>.+)$"
 )
 ASSET = re.compile(r"/(?P<kind>codes|environments)/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$")
+REGISTRY_ASSET = re.compile(r"azureml://registries/(?P<registry>[^/]+)/")
 
 
 @dataclass
@@ -141,8 +142,14 @@ class ContainerApi:
         code_files = self._code_files(code_asset["properties"]["codeUri"])
         environment_id = str(props.get("environmentId") or "")
         environment = ASSET.search(environment_id)
+        # a registry's environment is sent as its azureml://registries/... id, which the SDK
+        # leaves as it is (as the registry componentId in test_pipeline_job...create_with_
+        # registries; no recording shows a deployment of one): read from that registry's store
+        registry = REGISTRY_ASSET.match(environment_id)
+        reg = self.registries.get(registry["registry"].lower()) if registry else None
+        store = reg.environments if reg is not None else ws.environments
         found = (
-            ws.environments.get(environment["name"], {}).get(environment["version"])
+            store.get(environment["name"], {}).get(environment["version"])
             if environment and environment["kind"] == "environments"
             else None
         )
