@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.azure.fake.batch import BatchApi
 from tests.azure.fake.conflicts import ConflictApi
 from tests.azure.fake.containers import Container, ContainerApi
 from tests.azure.fake.deployments import DeploymentApi
@@ -41,6 +42,7 @@ from tests.azure.fake.http import (
 from tests.azure.fake.jobs import JobApi
 from tests.azure.fake.operations import LroApi
 from tests.azure.fake.registries import RegistryApi
+from tests.azure.fake.schedules import ScheduleApi
 from tests.azure.fake.scoring import ScoringApi
 from tests.azure.fake.state import REG, WS, Blob, Handler, Lro, Registry, Workspace, system_data
 from tests.azure.fake.storage import BlobApi
@@ -69,6 +71,8 @@ ENVIRONMENT_REGISTRY = (
 class FakeAzureML(
     WorkspaceApi,
     BlobApi,
+    BatchApi,  # before LroApi: reshapes the status documents of batch and schedule operations
+    ScheduleApi,
     LroApi,
     EndpointApi,
     RegistryApi,
@@ -377,6 +381,8 @@ class FakeAzureML(
         r("GET", r"/assetstore/v1\.0/operations/(?P<op>[^/]+)")(self._asset_operation)
         r("GET", r"/environment/v1\.0/operations/(?P<op>[^/]+)")(self._environment_operation)
         self.add_deployment_routes()
+        self.add_batch_routes()
+        self.add_schedule_routes()
 
 
 __all__ = [

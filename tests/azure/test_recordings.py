@@ -81,6 +81,7 @@ ALLOWED: dict[str, set[str]] = {
     "test_component.pyTestComponenttest_component_create_get_list_from_registry.json": {
         "1: $.blobReferenceForConsumption.credential.wasbsUri"
     },
+    "test_batch_endpoint.pyTestBatchEndpointtest_batch_invoke.json": {"10: $.key"},
 }
 
 
@@ -510,6 +511,91 @@ def seed_pipeline_registry(run: Replay) -> None:
             {"componentSpec": {"name": "my_hello_world_asset_2", "version": "1", "outputs": {}}},
         )
     }
+
+
+BATCH = "test_batch_endpoint.pyTestBatchEndpointtest_batch_invoke.json"
+MONITOR = "test_monitor_schedule.pyTestMonitorScheduletest_data_drift_schedule_create.json"
+
+
+def seed_batch(run: Replay) -> None:
+    fake = run.fake
+    ws = fake.add_workspace(
+        SUB,
+        "00000",
+        "00000",
+        ("cpu-cluster",),
+        location="centraluseuap",
+        storage_account="sab6b272nokaeak",
+        container="azureml-blobstore-061273aa-2956-4aff-8628-0fad8c820f9e",
+        datastore_credentials="AccountKey",
+    )
+    # the identity the service gave the endpoint (the request named none)
+    identity = (
+        "/subscriptions/ad203158-bc5d-4e72-b764-2607833a71dc/resourceGroups/vienna-test-westus2"
+        "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/vienna-test-westus2-msi"
+    )
+    fake.arm_resources[identity.lower()] = {
+        "id": identity,
+        "name": "vienna-test-westus2-msi",
+        "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "properties": {
+            "principalId": "88477434-0c49-4e52-8ad1-e1b85a3e46a3",
+            "clientId": "1b7dab80-3afc-41de-8073-ead68fb41ac9",
+        },
+    }
+    ws.batch_identity = identity
+    code = "2d48ca0c-1196-4169-94c6-1bd7584fbf6c"
+    ws.codes[code] = {
+        "1": {
+            "id": f"{ws.arm_id}/codes/{code}/versions/1",
+            "name": "1",
+            "type": "Microsoft.MachineLearningServices/workspaces/codes/versions",
+            "properties": fake._asset_defaults("code")
+            | {
+                "properties": {
+                    "hash_sha256": "bbd95444830b4329e59b580de67a78c6"
+                    "9943875e8251311b700f04f0ea89e1ee",
+                    "hash_version": "202208",
+                },
+                "codeUri": "https://sab6b272nokaeak.blob.core.windows.net:443/"
+                "061273aa-2-fb997464-44fd-5d51-b53a-ee3a936d815d/code",
+            },
+            "systemData": system_data(),
+        }
+    }
+    model = "88cf3abcb419bc852f17398005a22790"
+    model_path = "LocalUpload/00000000000000000000000000000000/model"
+    ws.models[model] = {
+        "1": {
+            "id": f"{ws.arm_id}/models/{model}/versions/1",
+            "name": "1",
+            "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
+            "properties": fake._asset_defaults("model")
+            | {
+                "isAnonymous": True,
+                "modelType": "custom_model",
+                "modelUri": f"azureml://subscriptions/{SUB}/resourcegroups/00000/workspaces/00000"
+                f"/datastores/workspaceblobstore/paths/{model_path}",
+            },
+            "systemData": system_data(),
+        }
+    }
+    blob = f"{model_path}/mnist-tf.model.data-00000-of-00001"
+    _local_upload(run, ws.storage_account, ws.container, blob, 1066440)
+
+
+def seed_monitor(run: Replay) -> None:
+    fake = run.fake
+    ws = fake.add_workspace(SUB, "00000", "00000", location="centraluseuap")
+    for version, uri in (("1", "https://bla"), ("2", "http://bla")):
+        ws.data.setdefault("list_data_v2_test", {})[version] = {
+            "id": f"{ws.arm_id}/data/list_data_v2_test/versions/{version}",
+            "name": version,
+            "type": "Microsoft.MachineLearningServices/workspaces/data/versions",
+            "properties": fake._asset_defaults("data")
+            | {"isArchived": True, "dataUri": uri, "dataType": "uri_folder"},
+            "systemData": system_data(),
+        }
 
 
 CASES = {

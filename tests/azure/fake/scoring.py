@@ -142,6 +142,8 @@ class ScoringApi:
 
     def score_request(self, request: SeenRequest) -> Reply:
         """A scoring request that came through the SDK's transport (`online_endpoints.invoke`)."""
+        if self.is_batch_invocation(request):  # `batch_endpoints.invoke`: batch.py
+            return self.invoke_batch(request)
         path = request.path
         if request.host.endswith(".inference.ml.azure.com"):
             path = f"/{request.host.split('.')[0]}{path}"

@@ -49,6 +49,9 @@ class Lro:
     status: str = "InProgress"
     started: str = field(default_factory=lambda: _now())
     pending: Callable[[], bool] | None = None
+    # the status document as this operation's service answers it, when that differs from the
+    # online endpoints' (batch.py, schedules.py: their recordings show other fields)
+    document: Callable[[Lro, dict[str, Any]], dict[str, Any]] | None = None
     # (method, resource path) of the write that started it: Azure ML refuses other writes to
     # that resource while it runs (tests/azure/fake/conflicts.py)
     target: tuple[str, str] | None = None
@@ -73,6 +76,12 @@ class Workspace:
     jobs: dict[str, dict] = field(default_factory=dict)
     endpoints: dict[str, dict] = field(default_factory=dict)
     deployments: dict[str, dict[str, dict]] = field(default_factory=dict)
+    batch_endpoints: dict[str, dict] = field(default_factory=dict)
+    batch_deployments: dict[str, dict[str, dict]] = field(default_factory=dict)
+    # the user-assigned identity the service gives a batch endpoint created without one (the
+    # recorded endpoint got the test region's identity); None: a system-assigned one
+    batch_identity: str | None = None
+    schedules: dict[str, dict] = field(default_factory=dict)
 
     @property
     def arm_id(self) -> str:
