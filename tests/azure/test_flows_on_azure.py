@@ -82,9 +82,12 @@ def azure_flows(
             pipeline: Path,
             inputs: dict[str, Any],
             run_name: str | None = None,
+            **references: Any,
         ) -> Any:
             """Run the components as the job will, then let the SDK submit, poll and
-            download: the fake's job "writes" what they produced."""
+            download: the fake's job "writes" what they produced. The working tree's scripts
+            stand in for the registered versions a job names (`references`): the same bytes
+            while the working tree is unchanged."""
             local_inputs = dict(inputs)
             local_inputs["raw_data"] = _download_data(
                 fake_azure, runner, inputs["raw_data"], compute
@@ -94,7 +97,7 @@ def azure_flows(
             )
             experiment = yaml.safe_load(Path(pipeline).read_text())["experiment_name"]
             fake.job_outputs[experiment] = {k: Path(v) for k, v in ran.outputs.items() if "." in k}
-            return submit(runner, pipeline, inputs, run_name)
+            return submit(runner, pipeline, inputs, run_name, **references)
 
         monkeypatch.setattr(PipelineRunner, "run", run_on_fake_compute)
         try:
