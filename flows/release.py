@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from prefect import flow, pause_flow_run, suspend_flow_run
+from prefect import flow
 from prefect.exceptions import FlowPauseTimeout
-from prefect.runtime import deployment, flow_run
+from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import Cancelled, Failed, State
 from prefect.transactions import transaction
 
 from backends.base import ModelVersion
 from flows.training import train_in_environment
-from tasks.approval import PromotionApproval, evidence_pack
+from tasks.approval import evidence_pack, wait_for_approval
 from tasks.decisions import publish_evidence_pack, record_decision, record_timeout
 from tasks.integration_tests import run_integration_tests
+from tasks.pipeline_assets import resolve_pipeline_assets
 from tasks.promotion import crown_champion, promote_to_shared_registry
 from tasks.serving import (
     colour_for,
@@ -25,19 +26,6 @@ from tasks.serving import (
     test_endpoint_lifetime,
 )
 from tasks.settings import load_release_settings
-
-
-def wait_for_approval(pack: str, timeout: int, poll_interval: int) -> PromotionApproval:
-    """Suspend when this is a deployment's own run (no process is held while a person
-    decides; on resume the run restarts from the top, its earlier steps cached or
-    idempotent, and this call returns the stored decision); pause otherwise (a laptop run,
-    or a subflow, which Prefect cannot suspend)."""
-    form = PromotionApproval.with_initial_data(description=pack)
-    if deployment.id is not None and flow_run.parent_flow_run_id is None:
-        return suspend_flow_run(wait_for_input=form, timeout=timeout, key="promotion-approval")
-    return pause_flow_run(
-        wait_for_input=form, timeout=timeout, poll_interval=poll_interval, key="promotion-approval"
-    )
 
 
 @flow(name="release", log_prints=True)
@@ -56,14 +44,15 @@ def release(
     settings = load_release_settings()
     timeout = approval_timeout_seconds or settings.approval.timeout_seconds
 
-    # Retrain in test on the full data, gated against prod's champion
+    # Retrain in test on the full data, gated against prod's champion, with the registry's code
     trained = train_in_environment("test", data_path, "candidate", champion_min_delta)
     candidate = trained.model
+    subject = f"{candidate.name}/v{candidate.version} (test)"
 
     # Test endpoint, integration tests, approval (the test endpoint goes when they end)
     with test_endpoint_lifetime("test", settings.test_endpoint, keep=keep_test_endpoint):
         ensure_endpoint("test", settings.test_endpoint)
-        deploy_model("test", settings.test_endpoint, "blue", candidate, from_registry="test")
+        deploy_model("test", settings.test_endpoint, "blue", candidate, "test", trained.assets)
         test_endpoint = route_all_traffic("test", settings.test_endpoint, "blue")
         integration = run_integration_tests(
             test_endpoint,
@@ -85,10 +74,12 @@ def release(
         )
         publish_evidence_pack(pack)
         try:
-            approval = wait_for_approval(pack, timeout, settings.approval.poll_interval_seconds)
+            approval = wait_for_approval(
+                pack, timeout, settings.approval.poll_interval_seconds, "promotion-approval"
+            )
         except FlowPauseTimeout:
-            return Failed(message=record_timeout(candidate, timeout))
-        record_decision(candidate, approval)
+            return Failed(message=record_timeout(subject, timeout, "prod"))
+        record_decision(subject, approval)
     if not approval.approved:
         return Cancelled(
             message=f"Rejected by {approval.approver}: {approval.reason}. Nothing was promoted."
@@ -100,7 +91,9 @@ def release(
     # Prod blue/green
     prod = ensure_endpoint("prod", settings.prod_endpoint)
     colour = colour_for(prod, promoted)
-    deploy_model("prod", settings.prod_endpoint, colour, promoted, from_registry="shared")
+    deploy_model(
+        "prod", settings.prod_endpoint, colour, promoted, "shared", resolve_pipeline_assets("prod")
+    )
     with transaction():
         shift_traffic(
             "prod",

@@ -1,21 +1,64 @@
-"""train-dev: validate the data, train in dev, gate, register in dev."""
+"""train-dev: validate the data, train in dev, gate, register in dev; then promote the
+pipeline's components and environments to the shared registry once a person approved."""
 
 from __future__ import annotations
 
 from prefect import flow
+from prefect.exceptions import FlowPauseTimeout
+from prefect.states import Cancelled, Failed, State
 
 from backends.base import ModelVersion
 from flows.training import train_in_environment
+from tasks.approval import wait_for_approval
+from tasks.decisions import publish_evidence_pack, record_decision, record_timeout
+from tasks.pipeline_assets import (
+    pipeline_assets_pack,
+    pipeline_assets_to_promote,
+    promote_pipeline_assets,
+)
+from tasks.settings import load_release_settings
 
 
 @flow(name="train-dev", log_prints=True)
-def train_dev(data_path: str | None = None, environment: str = "dev") -> ModelVersion:
+def train_dev(
+    data_path: str | None = None,
+    environment: str = "dev",
+    approval_timeout_seconds: int | None = None,
+) -> ModelVersion | State:
     """Train a candidate on `data_path` (a CSV; the synthetic sample when empty) and register it.
 
     Bad data stops the run before any training job; a candidate that misses the thresholds
-    or the champion ends the run Failed with nothing registered.
+    or the champion ends the run Failed with nothing registered. When the pipeline ran
+    components or environments the shared registry does not hold yet, the run then waits for
+    a person to approve promoting them (test and prod run only the registry's versions); a
+    rejected or timed-out approval promotes nothing and leaves the model in dev.
     """
-    return train_in_environment(environment, data_path, alias="champion").model
+    trained = train_in_environment(environment, data_path, alias="champion")
+    model = trained.model
+
+    # Pipeline assets: what this run validated goes to the shared registry once approved
+    pending = pipeline_assets_to_promote(model)
+    if pending is None:
+        return model
+    approval_settings = load_release_settings().approval
+    timeout = approval_timeout_seconds or approval_settings.timeout_seconds
+    subject = f"pipeline assets {pending.digest} ({environment})"
+    pack = pipeline_assets_pack(pending, model, trained.pipeline_run.tracking_url)
+    publish_evidence_pack(pack)
+    try:
+        approval = wait_for_approval(
+            pack, timeout, approval_settings.poll_interval_seconds, "pipeline-assets-approval"
+        )
+    except FlowPauseTimeout:
+        return Failed(message=record_timeout(subject, timeout, "the shared registry"))
+    record_decision(subject, approval)
+    if not approval.approved:
+        return Cancelled(
+            message=f"Rejected by {approval.approver}: {approval.reason}. The pipeline assets "
+            f"were not promoted; {model.name} v{model.version} stays registered in {environment}."
+        )
+    promote_pipeline_assets(pending, approval)
+    return model
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ from pathlib import Path
 from prefect import flow
 
 from backends.base import ModelVersion, PipelineRun
+from backends.pipeline_assets import AssetReferences
 from data_checks.validation import DataValidationReport
 from tasks.data import generate_synthetic_sample, register_data_asset, validate_data
+from tasks.pipeline_assets import resolve_pipeline_assets
 from tasks.registry import register_model
 from tasks.settings import load_training_settings
 from tasks.training import GateResult, check_quality_gate, find_champion, run_training_pipeline
@@ -23,6 +25,7 @@ class TrainingOutcome:
     gate: GateResult
     data_report: DataValidationReport
     pipeline_run: PipelineRun
+    assets: AssetReferences
 
 
 @flow(name="train-in-environment")
@@ -44,20 +47,25 @@ def train_in_environment(
         else settings.gate.model_copy(update={"champion_min_delta": champion_min_delta})
     )
 
+    # Pipeline code: dev registers the working tree's; the others run the shared registry's
+    assets = resolve_pipeline_assets(environment)
+
     # Data stage
     source = (
         Path(data_path)
         if data_path
         else generate_synthetic_sample(settings.demo_data.rows, settings.demo_data.seed)
     )
-    data_report = validate_data(environment, source)
+    data_report = validate_data(environment, source, assets)
     asset = register_data_asset(environment, source, settings.data_asset)
 
     # Training stage
     champion = find_champion(environment, settings.model_name)
-    run = run_training_pipeline(environment, asset, champion, settings.pipeline, gate_settings)
+    run = run_training_pipeline(
+        environment, asset, champion, settings.pipeline, gate_settings, assets
+    )
     gate = check_quality_gate(run)
 
     # Registration stage
-    model = register_model(environment, settings.model_name, run, asset, gate, alias)
-    return TrainingOutcome(model, gate, data_report, run)
+    model = register_model(environment, settings.model_name, run, asset, gate, assets, alias)
+    return TrainingOutcome(model, gate, data_report, run, assets)

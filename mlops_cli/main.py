@@ -23,6 +23,8 @@ app.add_typer(server_app, name="server")
 config_app = typer.Typer(help="The topology (non-secret settings) as a Prefect Variable.")
 app.add_typer(config_app, name="config")
 console = Console()
+APPROVAL_FLOWS = ("train-dev", "release")
+"""Flows that pause for a person: pipeline-asset promotion and model release."""
 
 ApproverOption = Annotated[
     str, typer.Option("--as", help="Who decides (recorded in the audit log).")
@@ -165,21 +167,28 @@ def reject(run_id: str, approver: ApproverOption, reason: ReasonOption) -> None:
 def approve_next(
     approver: ApproverOption,
     reason: ReasonOption,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for a paused release.")] = 900,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for a paused run.")] = 900,
+    keep_going: Annotated[
+        bool, typer.Option(help="Keep approving every run that pauses until stopped.")
+    ] = False,
 ) -> None:
-    """Wait for the next paused release and approve it (the unattended demo's approver)."""
+    """Wait for the next paused train-dev (pipeline-asset promotion) or release and approve it
+    (the unattended demo's approver, with --keep-going)."""
     _use_running_server()
     from mlops_cli.approvals import decide, list_paused_runs
 
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        waiting = [r for r in list_paused_runs() if r.flow_name == "release"]
-        if waiting:
-            decide(waiting[0].id, True, approver, reason)
-            console.print(f"Approved release run {waiting[0].id} as {approver}.")
+        waiting = [r for r in list_paused_runs() if r.flow_name in APPROVAL_FLOWS]
+        for run in waiting:
+            decide(run.id, True, approver, reason)
+            console.print(f"Approved {run.flow_name} run {run.id} as {approver}.")
+        if waiting and not keep_going:
             return
         time.sleep(1)
-    console.print(f"No release waited for approval within {wait:.0f} s.")
+    if keep_going:
+        return
+    console.print(f"No run waited for approval within {wait:.0f} s.")
     raise typer.Exit(1)
 
 
@@ -199,6 +208,27 @@ def audit() -> None:
             (entry.flow_run_id or "")[:8],
         )
     console.print(table)
+
+
+@app.command()
+def assets() -> None:
+    """The working tree's component and environment versions, and whether the shared registry
+    holds them (test and prod run only what it holds; train-dev promotes after an approval)."""
+    import backends
+    from backends.pipeline_assets import AssetsNotPromoted, working_tree_assets
+
+    registry = backends.shared_registry()
+    found = working_tree_assets()
+    table = Table("kind", "name", "version")
+    for kind, asset in found.each():
+        table.add_row(kind, asset.name, asset.version)
+    console.print(table)
+    try:
+        registry.pipeline_asset_references(found)
+    except AssetsNotPromoted as error:
+        console.print(f"[red]Not promoted:[/red] {error}")
+        raise typer.Exit(1) from None
+    console.print(f"{registry.name} holds asset set {found.digest}: test and prod can run it.")
 
 
 @app.command()
@@ -265,6 +295,7 @@ def demo(
             "-m",
             "mlops_cli.main",
             "approve-next",
+            "--keep-going",
             "--as",
             "demo-approver",
             "--reason",

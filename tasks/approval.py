@@ -8,7 +8,9 @@ the run stays paused.
 
 from __future__ import annotations
 
+from prefect import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
+from prefect.runtime import deployment, flow_run
 from pydantic import Field, field_validator
 
 from backends.base import ModelVersion
@@ -43,6 +45,19 @@ class PromotionApproval(Approval):
 
 class InfraApproval(Approval):
     """Approve or reject applying an infrastructure plan to prod."""
+
+
+def wait_for_approval(pack: str, timeout: int, poll_interval: int, key: str) -> PromotionApproval:
+    """Suspend when this is a deployment's own run (no process is held while a person
+    decides; on resume the run restarts from the top, its earlier steps cached or
+    idempotent, and this call returns the stored decision); pause otherwise (a laptop run,
+    or a subflow, which Prefect cannot suspend). `key` names the decision within the run."""
+    form = PromotionApproval.with_initial_data(description=pack)
+    if deployment.id is not None and flow_run.parent_flow_run_id is None:
+        return suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
+    return pause_flow_run(
+        wait_for_input=form, timeout=timeout, poll_interval=poll_interval, key=key
+    )
 
 
 def evidence_pack(

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 import backends
 from backends.base import DataAsset
+from backends.pipeline_assets import AssetReferences
 from backends.topology import load_topology
 from data_checks.validation import DataValidationReport
 from tasks.settings import PIPELINES_DIR
@@ -46,7 +47,9 @@ def find_recent_data(relative_path: str) -> str | None:
 
 
 @task
-def validate_data(environment: str, data_path: Path) -> DataValidationReport:
+def validate_data(
+    environment: str, data_path: Path, assets: AssetReferences
+) -> DataValidationReport:
     """Run the Great Expectations gate as a workspace job; stop the flow on bad data.
 
     It runs before the data is registered and before any training job, so bad data leaves
@@ -57,6 +60,7 @@ def validate_data(environment: str, data_path: Path) -> DataValidationReport:
         PIPELINES_DIR / "validate_data.yml",
         {"raw_data": str(Path(data_path).resolve())},
         run_name=f"validate {Path(data_path).name}",
+        assets=assets,
     )
     report_dir = Path(run.outputs["report"])
     report = DataValidationReport.from_dict(json.loads((report_dir / "report.json").read_text()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from backends.base import ModelVersion
 from tasks import audit
 from tasks.approval import PromotionApproval
 
@@ -18,24 +17,20 @@ def publish_evidence_pack(markdown: str) -> None:
 
 
 @task
-def record_decision(candidate: ModelVersion, approval: PromotionApproval) -> None:
+def record_decision(subject: str, approval: PromotionApproval) -> None:
+    """`subject`: what was decided on, as the audit log names it."""
     action = "approved" if approval.approved else "rejected"
-    audit.record(
-        action,
-        approval.approver,
-        f"{candidate.name}/v{candidate.version} (test)",
-        approval.reason,
-    )
-    get_run_logger().info("Release %s by %s: %s", action, approval.approver, approval.reason)
+    audit.record(action, approval.approver, subject, approval.reason)
+    get_run_logger().info("%s %s by %s: %s", subject, action, approval.approver, approval.reason)
 
 
 @task
-def record_timeout(candidate: ModelVersion, timeout_seconds: int) -> str:
+def record_timeout(subject: str, timeout_seconds: int, unchanged: str) -> str:
+    """Record that nobody decided on `subject` in time; `unchanged` says what stays as it
+    was. Returns the message the flow ends with."""
     message = (
-        f"No approval decision within {timeout_seconds} s for {candidate.name} "
-        f"v{candidate.version}: nothing was promoted and prod is unchanged."
+        f"No approval decision within {timeout_seconds} s for {subject}: nothing was "
+        f"promoted and {unchanged} is unchanged."
     )
-    audit.record(
-        "approval-timed-out", "release-flow", f"{candidate.name}/v{candidate.version}", message
-    )
+    audit.record("approval-timed-out", "approval-gate", subject, message)
     return message

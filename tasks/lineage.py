@@ -6,6 +6,9 @@ import subprocess
 
 from backends.topology import REPO_ROOT
 
+PIPELINE_ASSETS_TAG = "pipeline_assets"
+"""The model tag naming the asset set (components + environments) its pipeline ran."""
+
 
 def git_commit() -> str:
     """HEAD's sha, with "+dirty" when the tree has changes; "unknown" outside a git checkout."""

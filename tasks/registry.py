@@ -7,7 +7,8 @@ from prefect.artifacts import create_link_artifact
 
 import backends
 from backends.base import DataAsset, ModelVersion, PipelineRun
-from tasks.lineage import git_commit
+from backends.pipeline_assets import AssetReferences
+from tasks.lineage import PIPELINE_ASSETS_TAG, git_commit
 from tasks.training import GateResult
 
 
@@ -18,6 +19,7 @@ def register_model(
     run: PipelineRun,
     asset: DataAsset,
     gate: GateResult,
+    assets: AssetReferences,
     alias: str = "champion",
 ) -> ModelVersion:
     """Register the gated model and point `alias` at it (dev: its champion; test: candidate).
@@ -33,6 +35,8 @@ def register_model(
         "pipeline_run_id": run.run_id,
         "train_run_id": run.step("train").run_id,
         "git_commit": git_commit(),
+        PIPELINE_ASSETS_TAG: assets.digest,
+        "pipeline_assets_from": assets.store,
         "gate": "passed",
         **{f"test_{name}": f"{value:.4f}" for name, value in gate.candidate.items()},
     }

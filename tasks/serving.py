@@ -15,6 +15,7 @@ from prefect.transactions import Transaction, get_transaction
 
 import backends
 from backends.base import DeploymentInfo, EndpointInfo, ModelVersion
+from backends.pipeline_assets import AssetReferences
 from tasks import audit
 from tasks.integration_tests import split_body
 from tasks.settings import RolloutSettings
@@ -44,9 +45,15 @@ def colour_for(endpoint: EndpointInfo, model: ModelVersion) -> str:
 
 @task
 def deploy_model(
-    environment: str, endpoint: str, colour: str, model: ModelVersion, from_registry: str
+    environment: str,
+    endpoint: str,
+    colour: str,
+    model: ModelVersion,
+    from_registry: str,
+    assets: AssetReferences,
 ) -> DeploymentInfo:
-    """Load and smoke-test the model as `colour`; a failure leaves traffic untouched.
+    """Load and smoke-test the model as `colour` in the inference environment `assets` names
+    (test and prod: the shared registry's); a failure leaves traffic untouched.
 
     `from_registry` is "shared" or the name of the environment whose registry holds `model`.
     """
@@ -56,14 +63,18 @@ def deploy_model(
         else backends.workspace(from_registry)
     )
     deployment = backends.endpoints(environment).create_or_update_deployment(
-        endpoint, colour, model, registry.model_path(model)
+        endpoint, colour, model, registry.model_path(model), assets.inference_environment
     )
     audit.record(
         "deployed",
         "release-flow",
         f"{environment}/{endpoint}/{colour}",
         f"{model.name} v{model.version} loaded and smoke-tested",
-        {"model": model.name, "version": model.version},
+        {
+            "model": model.name,
+            "version": model.version,
+            "environment": assets.inference_environment,
+        },
     )
     return deployment
 

@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 import backends
 from backends.base import DataAsset, ModelVersion, PipelineRun
+from backends.pipeline_assets import AssetReferences
 from backends.topology import load_topology
 from tasks.pictures import publish_image
 from tasks.settings import PIPELINES_DIR, GateSettings, PipelineSettings
@@ -75,6 +76,8 @@ def _training_cache_key(context: object, parameters: dict) -> str:
         champion.registry if champion else "-",
         parameters["pipeline"].model_dump_json(),
         parameters["gate"].model_dump_json(),
+        parameters["assets"].digest,  # changed code trains anew
+        parameters["assets"].store,
     )
     return "train-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
@@ -90,14 +93,19 @@ def run_training_pipeline(
     champion: Champion | None,
     pipeline: PipelineSettings,
     gate: GateSettings,
+    assets: AssetReferences,
 ) -> PipelineRun:
-    """prep -> train -> evaluate as one pipeline job in the environment's workspace."""
+    """prep -> train -> evaluate as one pipeline job in the environment's workspace, each step
+    the component version `assets` names."""
     workspace = backends.workspace(environment)
     inputs = {"raw_data": asset.path, **pipeline.model_dump(), **gate.model_dump()}
     if champion is not None:
         inputs["champion_model"] = champion.model_dir
     run = workspace.run_pipeline(
-        PIPELINES_DIR / "train.yml", inputs, run_name=f"train on {asset.name}:{asset.version}"
+        PIPELINES_DIR / "train.yml",
+        inputs,
+        run_name=f"train on {asset.name}:{asset.version}",
+        assets=assets,
     )
     for step in run.steps:
         get_run_logger().info(

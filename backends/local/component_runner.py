@@ -26,6 +26,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from backends.base import PipelineFailed, PipelineRun, StepRun
+from backends.pipeline_assets import component_name
 
 PARENT_INPUT = re.compile(r"^\$\{\{parent\.inputs\.(\w+)\}\}$")
 PARENT_OUTPUT = re.compile(r"^\$\{\{parent\.outputs\.(\w+)\}\}$")
@@ -139,7 +140,8 @@ class ComponentRunner:
                 component_file = (pipeline_path.parent / raw["jobs"][name]["component"]).resolve()
                 component = step.component
                 if components is not None:
-                    ran[name], component_file = components[component.name]
+                    # in a pipeline the SDK names a file component "azureml_anonymous"
+                    ran[name], component_file = components[component_name(component_file)]
                     component = load_component(component_file)
                 result = self._run_step(
                     name,

@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 from prefect.client.schemas.objects import StateType
 from prefect.states import State
 
+import backends
+from backends.pipeline_assets import working_tree_assets
 from mlops_cli.approvals import decide, list_paused_runs
+
+
+def publish_working_tree_assets() -> None:
+    """Arrange what an approved train-dev leaves behind: the working tree's components and
+    environments in the shared registry, so a release's test retraining can run them
+    (tests/integration/test_train_dev.py proves the approval path that puts them there)."""
+    backends.shared_registry().publish_pipeline_assets(working_tree_assets())
 
 
 def wait_for_paused_release(timeout: float = 300, started_after: str = "") -> str:
@@ -37,12 +46,14 @@ def decide_when_paused(
     reason: str,
     seen: list[str] | None = None,
     look: Callable[[], str] | None = None,
+    timeout: float = 600,
 ) -> threading.Thread:
     """A thread that decides on the first paused run of `flow_name`; `look` records what the
     world looked like while the run waited (in `seen`)."""
 
     def decide_it() -> None:
-        for _ in range(240):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             runs = [
                 r for r in list_paused_runs() if r.flow_name == flow_name and r.state == "Paused"
             ]

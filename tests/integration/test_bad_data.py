@@ -15,6 +15,7 @@ from data_checks.readmission_schema import LABEL
 from flows.train_dev import train_dev
 from synthetic_data.readmissions import generate_readmissions
 from tasks.settings import load_training_settings
+from tests.integration.release_helpers import publish_working_tree_assets
 
 MODEL = load_training_settings().model_name
 
@@ -89,6 +90,7 @@ def test_extra_column_only_warns_and_training_goes_on(mlops_root: Path, tmp_path
     frame["favourite_colour"] = "blue"
     path = tmp_path / "extra.csv"
     frame.to_csv(path, index=False)
+    publish_working_tree_assets()  # promoted before: training ends without asking
     state = train_dev(data_path=str(path), return_state=True)
     assert state.type == StateType.COMPLETED, state.message
     assert len(backends.workspace("dev").list_model_versions(MODEL)) == 1

@@ -15,7 +15,7 @@ from flows.release import release
 from mlops_cli.traffic import send_traffic
 from synthetic_data.readmissions import generate_readmissions
 from tests.drift_events import drift_events, wait_for_events
-from tests.integration.release_helpers import Approver
+from tests.integration.release_helpers import Approver, publish_working_tree_assets
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,7 @@ def prod_serving(tmp_path_factory: pytest.TempPathFactory):
     patch.setenv("MLOPS_ROOT", str(root))
     data = root.parent / "data.csv"
     generate_readmissions(8_000, seed=41).to_csv(data, index=False)
+    publish_working_tree_assets()
     approver = Approver(approved=True, name_="grace")
     approver.start()
     state = release(data_path=str(data), return_state=True)

@@ -25,7 +25,7 @@ from flows.release import release
 from mlops_cli.traffic import send_traffic
 from synthetic_data.readmissions import generate_readmissions
 from tasks.settings import config_dir
-from tests.integration.release_helpers import Approver
+from tests.integration.release_helpers import Approver, publish_working_tree_assets
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -58,6 +58,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         (settings[section] if section else settings)[key] = -0.05
         (config / name).write_text(yaml.safe_dump(settings))
     patch.setenv("MLOPS_CONFIG_DIR", str(config))
+    publish_working_tree_assets()
     env = {**os.environ, "PWD": str(REPO), "PYTHONPATH": str(REPO)}
     subprocess.run(
         [PREFECT, "work-pool", "create", "mlops-local", "--type", "process", "--overwrite"],

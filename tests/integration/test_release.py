@@ -23,7 +23,11 @@ from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.integration_tests import split_body
 from tasks.settings import config_dir, load_release_settings, load_training_settings
-from tests.integration.release_helpers import Approver, assert_refused_then_rejected
+from tests.integration.release_helpers import (
+    Approver,
+    assert_refused_then_rejected,
+    publish_working_tree_assets,
+)
 
 MODEL = load_training_settings().model_name
 SETTINGS = load_release_settings()
@@ -42,6 +46,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory):
     training["gate"]["champion_min_delta"] = -0.05
     (config / "training.yaml").write_text(yaml.safe_dump(training))
     patch.setenv("MLOPS_CONFIG_DIR", str(config))
+    publish_working_tree_assets()
     yield root
     for workspace in (root / "workspaces").glob("*"):
         stop_all(workspace)

@@ -18,7 +18,7 @@ from flows.release import release
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.settings import load_release_settings, load_training_settings
-from tests.integration.release_helpers import Approver
+from tests.integration.release_helpers import Approver, publish_working_tree_assets
 
 MODEL = load_training_settings().model_name
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +36,7 @@ def test_killed_mid_promotion_rerun_converges_without_duplicates(
 ) -> None:
     data = tmp_path / "data.csv"
     generate_readmissions(8_000, seed=31).to_csv(data, index=False)
+    publish_working_tree_assets()
     approver = Approver(approved=True, name_="frank", reason="first attempt")
     approver.start()
     flow_process = subprocess.Popen(

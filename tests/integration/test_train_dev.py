@@ -13,10 +13,15 @@ from mlflow.tracking import MlflowClient
 from prefect.client.schemas.objects import StateType
 
 import backends
+from backends.pipeline_assets import AssetsNotPromoted, working_tree_assets
 from data_checks.readmission_schema import FEATURES, LABEL
+from flows.release import release
 from flows.train_dev import train_dev
+from flows.training import train_in_environment
 from synthetic_data.readmissions import generate_readmissions
+from tasks.audit import read_audit_log
 from tasks.settings import load_training_settings
+from tests.integration.release_helpers import decide_when_paused
 
 MODEL = load_training_settings().model_name
 ROWS = 12_000
@@ -44,7 +49,9 @@ def training_runs(environment: str) -> list:
 def test_train_dev_registers_a_gated_model_with_lineage(
     mlops_root: Path, tmp_path: Path, good_frame: pd.DataFrame
 ) -> None:
+    approver = decide_when_paused("train-dev", True, "ivan", "components reviewed")
     state = train_dev(data_path=write(good_frame, tmp_path / "good.csv"), return_state=True)
+    approver.join(timeout=30)
 
     assert state.type == StateType.COMPLETED, state.message
     model = state.result()
@@ -59,6 +66,20 @@ def test_train_dev_registers_a_gated_model_with_lineage(
     assert tags["pipeline_run_id"] and tags["train_run_id"] == registered.run_id
     assert tags["git_commit"]
     assert float(tags["test_auc"]) > 0.7
+    assets = working_tree_assets()
+    assert tags["pipeline_assets"] == assets.digest
+    assert tags["pipeline_assets_from"] == workspace.name
+
+    # The approved assets are in the shared registry, once, with the approver on record.
+    registry = backends.shared_registry()
+    held = registry.pipeline_asset_references(assets)
+    assert all(
+        r.startswith(f"azureml://registries/{registry.name}/") for r in held.components.values()
+    )
+    promoted = [r for r in read_audit_log() if r.action == "assets-promoted"]
+    assert [(r.actor, r.subject) for r in promoted] == [
+        ("ivan", f"{registry.name}/pipeline-assets/{assets.digest}")
+    ]
 
     # The model takes raw rows (strings for categories) and returns probabilities.
     raw = generate_readmissions(200, seed=99)[list(FEATURES)]
@@ -74,10 +95,31 @@ def test_train_dev_registers_a_gated_model_with_lineage(
     runs = training_runs("dev")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == tags["pipeline_run_id"]]
     assert {r.info.run_name for r in children} == {"prep", "train", "evaluate"}
+    versions_run = {r.data.tags["component"] for r in children}
+    assert versions_run == {
+        f"{c.name}:{c.version}"
+        for c in assets.components
+        if c.name
+        in {"prep_readmission_data", "train_readmission_model", "evaluate_readmission_model"}
+    }
+
+    # Test trains with the registry's versions of the same components: nothing to ask again.
+    in_test = train_in_environment("test", write(good_frame, tmp_path / "test.csv"), "candidate")
+    assert set(in_test.pipeline_run.components.values()) == {
+        held.components[name]
+        for name in (
+            "prep_readmission_data",
+            "train_readmission_model",
+            "evaluate_readmission_model",
+        )
+    }
+    assert in_test.model.tags["pipeline_assets"] == assets.digest
+    assert in_test.model.tags["pipeline_assets_from"] == registry.name
 
     # A second run compares with the champion on the same test rows and registers version 2.
     again = train_dev(data_path=write(good_frame, tmp_path / "again.csv"), return_state=True)
-    assert again.type == StateType.COMPLETED, again.message
+    assert again.type == StateType.COMPLETED, again.message  # no second approval asked
+    assert len([r for r in read_audit_log() if r.action == "assets-promoted"]) == 1
     assert [v.version for v in workspace.list_model_versions(MODEL)] == ["1", "2"]
     assert workspace.list_model_versions(MODEL)[1].tags["data_version"] == "1"  # same content
     gate = training_runs("dev")
@@ -97,3 +139,25 @@ def test_a_model_trained_on_shuffled_labels_fails_the_gate(
         state.result(raise_on_failure=False)
     )
     assert backends.workspace("dev").list_model_versions(MODEL) == []
+
+
+def test_rejected_asset_promotion_promotes_nothing_and_test_refuses_the_unpromoted_code(
+    mlops_root: Path, tmp_path: Path, good_frame: pd.DataFrame
+) -> None:
+    approver = decide_when_paused("train-dev", False, "judy", "needs a second look")
+    state = train_dev(data_path=write(good_frame, tmp_path / "good.csv"), return_state=True)
+    approver.join(timeout=30)
+
+    assert state.type == StateType.CANCELLED
+    assert "Rejected by judy" in state.message and "not promoted" in state.message
+    assert backends.workspace("dev").get_model(MODEL, "champion") is not None  # stays in dev
+    with pytest.raises(AssetsNotPromoted):
+        backends.shared_registry().pipeline_asset_references(working_tree_assets())
+    assert [r.action for r in read_audit_log()] == ["rejected"]
+
+    refused = release(data_path=write(good_frame, tmp_path / "release.csv"), return_state=True)
+    assert refused.type == StateType.FAILED
+    message = str(refused.result(raise_on_failure=False))
+    assert "does not hold" in message and "component train_readmission_model" in message
+    assert "Run train-dev" in message
+    assert backends.workspace("test").list_model_versions(MODEL) == []  # nothing trained

@@ -16,7 +16,7 @@ from backends.local.endpoints import stop_all
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.settings import load_training_settings
-from tests.integration.release_helpers import wait_for_paused_release
+from tests.integration.release_helpers import publish_working_tree_assets, wait_for_paused_release
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts"
@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(
 def paused_release(mlops_root: Path, tmp_path: Path):
     data = tmp_path / "data.csv"
     generate_readmissions(8_000, seed=61).to_csv(data, index=False)
+    publish_working_tree_assets()
     started = datetime.now(UTC).isoformat()
     process = subprocess.Popen(
         [
