@@ -1,9 +1,14 @@
 """Train the readmission model: an sklearn Pipeline with the preprocessing inside it.
 
 The reference system one-hot encoded outside the model, so every client had to repeat it. Here
-the Pipeline takes raw fields (strings for categories) and returns a probability, and it is
-logged to MLflow with a signature and an input example, and saved as an MLflow model folder
-(the component's `model` output, which is what gets registered).
+the Pipeline takes raw fields (strings for categories) and returns a probability.
+
+Where the model lives: only in the component's `model` output, an MLflow model folder (signature,
+input example, skops trusted types) that the flow registers through the backend (azure-ai-ml on
+Azure). The step's MLflow run holds parameters and metrics, and no longer a copy of the model:
+`mlflow.sklearn.log_model` creates a LoggedModel through `/api/2.0/mlflow/logged-models`, a
+route Azure ML's MLflow tracking server does not have (404, Azure/azure-sdk-for-python#44896),
+so with MLflow 3 it failed the job. `save_model` writes the folder locally and calls no route.
 """
 
 from __future__ import annotations
@@ -119,18 +124,6 @@ def main() -> None:
     signature = infer_signature(example, model.predict_proba(example)[:, 1])
     types = trusted_types(model)
     requirements = pip_requirements()
-    with mlflow.start_run():
-        mlflow.log_params({**params, "rows": len(frame)})
-        mlflow.log_metrics({"train_seconds": train_seconds, "iterations": model[-1].n_iter_})
-        mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            skops_trusted_types=types,
-            pip_requirements=requirements,
-        )
     mlflow.sklearn.save_model(
         model,
         str(args.model),
@@ -140,6 +133,9 @@ def main() -> None:
         skops_trusted_types=types,
         pip_requirements=requirements,
     )
+    with mlflow.start_run():
+        mlflow.log_params({**params, "rows": len(frame)})
+        mlflow.log_metrics({"train_seconds": train_seconds, "iterations": model[-1].n_iter_})
     print(json.dumps({"train_seconds": round(train_seconds, 3), "rows": len(frame)}))
 
 
