@@ -171,7 +171,7 @@ def replay(name: str, seed: Callable[[Replay], None]) -> Replay:
     seed(run)
     for index, entry in enumerate(_load(name)):
         url = entry["RequestUri"]
-        if ".inference.ml.azure.com" in url:
+        if ".inference.ml.azure.com" in url and urlsplit(url).path != "/jobs":
             # a scoring request's answer is the deployed script's: the recording's script and
             # model files were not recorded, and the fake runs deployments only with its
             # serving on (tests/serving runs our script through the fake's front door)
@@ -228,10 +228,10 @@ def _drive_clock(run: Replay, entry: dict[str, Any], path: str) -> None:
 
 
 def _remember_lro(run: Replay, entry: dict[str, Any], reply: Reply) -> None:
-    recorded = entry["ResponseHeaders"]
+    recorded = {k.lower(): v for k, v in entry["ResponseHeaders"].items()}
     for header in ("Azure-AsyncOperation", "Location"):
-        if header in recorded and header in reply.headers:
-            source = urlsplit(recorded[header]).path
+        if header.lower() in recorded and header in reply.headers:
+            source = urlsplit(recorded[header.lower()]).path
             if any(op in source for op in LRO_PATHS):
                 run.lro_urls[source] = reply.headers[header]
 
@@ -614,6 +614,8 @@ CASES = {
     ENVIRONMENT_REGISTRY: seed_environment_registry,
     PROMOTE_IMPORT: seed_promote_import,
     PIPELINE_REGISTRY: seed_pipeline_registry,
+    BATCH: seed_batch,
+    MONITOR: seed_monitor,
 }
 
 
