@@ -21,7 +21,6 @@ import re
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +42,74 @@ from tests.azure.fake.jobs import JobApi
 from tests.azure.fake.operations import LroApi
 from tests.azure.fake.registries import RegistryApi
 from tests.azure.fake.schedules import ScheduleApi
-from tests.azure.fake.scoring import ScoringApi
-from tests.azure.fake.state import REG, WS, Blob, Handler, Lro, Registry, Workspace, system_data
-from tests.azure.fake.storage import BlobApi
+from tests.azure.fake.scoring import FRONT_DOOR_SOURCES, ScoringApi
+from tests.azure.fake.state import (
+    COMPONENT_REGISTRY_RECORDING,
+    DATA_RECORDING,
+    DEPLOYMENT_RECORDING,
+    ENDPOINT_RECORDING,
+    ENVIRONMENT_REGISTRY_RECORDING,
+    MODEL_CRUD_RECORDING,
+    MODEL_REGISTRY_RECORDING,
+    PIPELINE_RECORDING,
+    PIPELINE_REGISTRY_RECORDING,
+    PROMOTE_IMPORT_RECORDING,
+    REG,
+    WS,
+    Blob,
+    Handler,
+    Lro,
+    Registry,
+    RouteSource,
+    Workspace,
+    system_data,
+)
+from tests.azure.fake.storage import BLOB_SOURCES, BlobApi
 from tests.azure.fake.workspaces import WorkspaceApi
 
-
-@dataclass(frozen=True)
-class RouteSource:
-    """What a route follows: a recording or REST API spec example, or why nothing yet."""
-
-    method: str
-    pattern: str
-    handler: str
-    source: str | None
-    why: str = ""
-
-
-COMPONENT_REGISTRY = (
-    "test_component.pyTestComponenttest_component_create_get_list_from_registry.json"
+ML_EXAMPLE = "example:machinelearningservices.stable."
+ARM_EXAMPLE = "example:resources.stable.2024-03-01."
+# workspace asset routes: (kind, verb) -> source (None: the `why` in _add_routes)
+ASSET_SOURCES = {
+    ("data", "list"): ML_EXAMPLE + "2024-04-01.Workspace.DataVersionBase.list.json",
+    ("data", "get"): DATA_RECORDING + "#5",
+    ("data", "put"): DATA_RECORDING + "#4",
+    ("model", "list"): MODEL_CRUD_RECORDING + "#0,7",
+    ("model", "get"): MODEL_CRUD_RECORDING + "#6",
+    ("model", "put"): MODEL_CRUD_RECORDING + "#5",
+    ("code", "list"): DEPLOYMENT_RECORDING + "#7",
+    ("code", "get"): DEPLOYMENT_RECORDING + "#8",
+    ("code", "put"): PIPELINE_REGISTRY_RECORDING + "#5,11",
+    ("environment", "list"): ML_EXAMPLE + "2024-04-01.Workspace.EnvironmentVersion.list.json",
+    ("environment", "get"): ML_EXAMPLE + "2024-04-01.Workspace.EnvironmentVersion.get.json",
+    ("environment", "put"): DEPLOYMENT_RECORDING + "#9",
+    ("component", "list"): None,
+    ("component", "get"): None,
+    ("component", "put"): PIPELINE_REGISTRY_RECORDING + "#6,12",
+}
+NO_COMPONENT_READ = (
+    "answers {what} of a workspace component in the shape of the recorded component PUT "
+    "answers (test_pipeline_job_create_with_registries #6, #12); no recording reads a "
+    "workspace component, and the 2024-04-01 spec has no ComponentVersion example"
 )
-ENVIRONMENT_REGISTRY = (
-    "test_environment.pyTestEnvironmenttest_registry_environment_create_conda_and_get.json"
+# registry asset routes: (kind, verb) -> source
+REGISTRY_SOURCES = {
+    ("model", "list"): MODEL_REGISTRY_RECORDING + "#1",
+    ("model", "get"): MODEL_REGISTRY_RECORDING + "#13-15",
+    ("model", "put"): MODEL_REGISTRY_RECORDING + "#10",
+    ("code", "list"): None,
+    ("code", "get"): COMPONENT_REGISTRY_RECORDING + "#7",
+    ("code", "put"): COMPONENT_REGISTRY_RECORDING + "#5",
+    ("environment", "list"): None,
+    ("environment", "get"): ENVIRONMENT_REGISTRY_RECORDING + "#11",
+    ("environment", "put"): ENVIRONMENT_REGISTRY_RECORDING + "#2",
+    ("component", "list"): COMPONENT_REGISTRY_RECORDING + "#12",
+    ("component", "get"): COMPONENT_REGISTRY_RECORDING + "#10,11",
+    ("component", "put"): COMPONENT_REGISTRY_RECORDING + "#8",
+}
+NO_REGISTRY_LIST = (
+    "lists a registry's {kind} versions in the shape of the recorded registry component list "
+    "(test_component_create_get_list_from_registry #12); no recording lists registry {kind}s"
 )
 
 
@@ -117,7 +162,9 @@ class FakeAzureML(
         self._what_if_results: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        self.route_sources: list[RouteSource] = []  # what each route follows, same order
+        # what each route follows, in the routes' order, then the handlers dispatched outside
+        # the table (blob storage, the endpoints' front door)
+        self.route_sources: list[RouteSource] = []
         self._add_routes()
 
     # --- setup -----------------------------------------------------------------------------
@@ -302,24 +349,32 @@ class FakeAzureML(
         self, method: str, pattern: str, source: str | None = None, why: str = ""
     ) -> Callable[[Handler], Handler]:
         """Register a route and what it follows: `source` names a recording
-        (`"recording:<file>"`, optionally `"#<entry indexes>"`) or a vendored REST API spec
-        example (`"example:<file under fixtures/rest-api-examples>"`); a route no source
-        shows has `source=None` and says `why` (see tests/azure/test_fake_sources.py)."""
+        (`"recording:<file>#<entry indexes>"`) or a vendored REST API spec example
+        (`"example:<file under fixtures/rest-api-examples>"`); a route no source shows has
+        `source=None` and says `why` (checked by tests/azure/test_fake_sources.py, listed in
+        tests/azure/FAKE_SOURCES.md)."""
 
         def register(handler: Handler) -> Handler:
             self.routes.append((method, re.compile(pattern), handler))
-            self.route_sources.append(RouteSource(method, pattern, handler.__name__, source, why))
+            source_of = RouteSource(
+                method, pattern, handler.__name__, source, why if not source else ""
+            )
+            self.route_sources.append(source_of)
             return handler
 
         return register
 
     def _add_routes(self) -> None:
         r = self._route
-        r("GET", WS)(self._get_workspace)
-        r("GET", WS + r"/computes/(?P<name>[^/]+)")(self._get_compute)
-        r("GET", WS + r"/datastores")(self._list_datastores)
-        r("GET", WS + r"/datastores/(?P<name>[^/]+)")(self._get_datastore)
-        r("POST", WS + r"/datastores/(?P<name>[^/]+)/listSecrets")(self._list_secrets)
+        r("GET", WS, ENDPOINT_RECORDING + "#0")(self._get_workspace)
+        r("GET", WS + r"/computes/(?P<name>[^/]+)", PIPELINE_RECORDING + "#0-2")(self._get_compute)
+        r("GET", WS + r"/datastores", ML_EXAMPLE + "2024-04-01.Datastore.list.json")(
+            self._list_datastores
+        )
+        r("GET", WS + r"/datastores/(?P<name>[^/]+)", DATA_RECORDING + "#0")(self._get_datastore)
+        r("POST", WS + r"/datastores/(?P<name>[^/]+)/listSecrets", DATA_RECORDING + "#1")(
+            self._list_secrets
+        )
         for kind, plural in (
             ("data", "data"),
             ("model", "models"),
@@ -327,62 +382,122 @@ class FakeAzureML(
             ("environment", "environments"),
             ("component", "components"),
         ):
-            r("GET", WS + rf"/{plural}/(?P<name>[^/]+)/versions")(self._asset_lister(kind))
-            r("GET", WS + rf"/{plural}/(?P<name>[^/]+)/versions/(?P<version>[^/]+)")(
-                self._asset_getter(kind)
+            versions = WS + rf"/{plural}/(?P<name>[^/]+)/versions"
+            why = NO_COMPONENT_READ
+            r("GET", versions, ASSET_SOURCES[kind, "list"], why.format(what="the version list"))(
+                self._asset_lister(kind)
             )
-            r("PUT", WS + rf"/{plural}/(?P<name>[^/]+)/versions/(?P<version>[^/]+)")(
+            r(
+                "GET",
+                versions + r"/(?P<version>[^/]+)",
+                ASSET_SOURCES[kind, "get"],
+                why.format(what="one version"),
+            )(self._asset_getter(kind))
+            r("PUT", versions + r"/(?P<version>[^/]+)", ASSET_SOURCES[kind, "put"])(
                 self._asset_putter(kind)
             )
-        r("POST", WS + r"/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/startPendingUpload")(
-            self._start_pending_upload
-        )
-        r("PUT", WS + r"/jobs/(?P<name>[^/]+)")(self._put_job)
-        r("GET", WS + r"/jobs/(?P<name>[^/]+)")(self._get_job)
-        r("GET", r"/discovery")(self._discovery)
-        r("GET", r"/history/v1\.0" + WS + r"/runs/(?P<name>[^/]+)/children")(self._run_children)
-        r("POST", r"/history/v1\.0" + WS + r"/rundata")(self._run_data)
+        r(
+            "POST",
+            WS + r"/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/startPendingUpload",
+            ML_EXAMPLE + "2024-04-01.Workspace.CodeVersion.createOrGetStartPendingUpload.json",
+        )(self._start_pending_upload)
+        r("PUT", WS + r"/jobs/(?P<name>[^/]+)", PIPELINE_RECORDING + "#4")(self._put_job)
+        r("GET", WS + r"/jobs/(?P<name>[^/]+)", PIPELINE_RECORDING + "#5-22")(self._get_job)
+        r("GET", r"/discovery", PIPELINE_RECORDING + "#24")(self._discovery)
+        r(
+            "GET",
+            r"/history/v1\.0" + WS + r"/runs/(?P<name>[^/]+)/children",
+            PIPELINE_RECORDING + "#25",
+        )(self._run_children)
+        r(
+            "POST",
+            r"/history/v1\.0" + WS + r"/rundata",
+            why="answers a run's metadata as Completed with no outputs (what azure-ai-ml reads "
+            "when it downloads a job's outputs); no recording or spec example shows run history's "
+            "rundata",
+        )(self._run_data)
         ops = rf"/subscriptions/(?P<sub>[^/]+)/providers/{PROVIDER}/locations/(?P<loc>[^/]+)"
-        r("GET", ops + r"/mfeOperationsStatus/(?P<op>[^/]+)")(self._operation_status)
-        r("GET", ops + r"/mfeOperationResults/(?P<op>[^/]+)")(self._operation_result)
+        r("GET", ops + r"/mfeOperationsStatus/(?P<op>[^/]+)", ENDPOINT_RECORDING + "#2-4,11-13")(
+            self._operation_status
+        )
+        r(
+            "GET",
+            ops + r"/mfeOperationResults/(?P<op>[^/]+)",
+            why="the Location of an ARM operation: 202 with Location while it runs, then 200 "
+            "without a body (500 with the error if it failed); the recordings' answers name "
+            "this URL but the SDK polls Azure-AsyncOperation, so no recording reads it",
+        )(self._operation_result)
         ep = WS + r"/onlineEndpoints/(?P<name>[^/]+)"
-        r("GET", WS + r"/onlineEndpoints")(self._list_endpoints)
-        r("PUT", ep)(self._put_endpoint)
-        r("GET", ep)(self._get_endpoint)
-        r("DELETE", ep)(self._delete_endpoint)
-        r("POST", ep + "/token")(self._endpoint_token)
-        r("POST", ep + "/listKeys")(self._endpoint_keys)
+        r(
+            "GET",
+            WS + r"/onlineEndpoints",
+            ML_EXAMPLE + "2024-04-01.Workspace.OnlineEndpoint.list.json",
+        )(self._list_endpoints)
+        r("PUT", ep, ENDPOINT_RECORDING + "#1")(self._put_endpoint)
+        r("GET", ep, ENDPOINT_RECORDING + "#5,6,8")(self._get_endpoint)
+        r("DELETE", ep, ENDPOINT_RECORDING + "#10")(self._delete_endpoint)
+        r("POST", ep + "/token", ENDPOINT_RECORDING + "#9")(self._endpoint_token)
+        r("POST", ep + "/listKeys", DEPLOYMENT_RECORDING + "#107")(self._endpoint_keys)
         dep = WS + r"/onlineEndpoints/(?P<endpoint>[^/]+)/deployments"
-        r("GET", dep)(self._list_deployments)
-        r("PUT", dep + r"/(?P<name>[^/]+)")(self._put_deployment)
-        r("GET", dep + r"/(?P<name>[^/]+)")(self._get_deployment)
-        r("DELETE", dep + r"/(?P<name>[^/]+)")(self._delete_deployment)
-        r("POST", dep + r"/(?P<name>[^/]+)/getLogs")(self._deployment_logs)
-        r("GET", ep + r"/providers/Microsoft\.Insights/metrics")(self._metrics)
-        r("GET", r"/registrymanagement/v1\.0/registries/(?P<name>[^/]+)/discovery")(
-            self._registry_discovery
-        )
-        for kind, recording in (
-            ("model", "test_model.pyTestModeltest_create_get_download_model_registry.json"),
-            ("code", COMPONENT_REGISTRY),
-            ("environment", ENVIRONMENT_REGISTRY),
-            ("component", COMPONENT_REGISTRY),
-        ):
+        r("GET", dep, DEPLOYMENT_RECORDING + "#96,105")(self._list_deployments)
+        r("PUT", dep + r"/(?P<name>[^/]+)", DEPLOYMENT_RECORDING + "#17")(self._put_deployment)
+        r("GET", dep + r"/(?P<name>[^/]+)", DEPLOYMENT_RECORDING + "#94,95")(self._get_deployment)
+        r(
+            "DELETE",
+            dep + r"/(?P<name>[^/]+)",
+            ML_EXAMPLE + "2023-04-01.OnlineDeployment.delete.json",
+        )(self._delete_deployment)
+        r(
+            "POST",
+            dep + r"/(?P<name>[^/]+)/getLogs",
+            ML_EXAMPLE + "2023-04-01.OnlineDeployment.getLogs.json",
+        )(self._deployment_logs)
+        r(
+            "GET",
+            ep + r"/providers/Microsoft\.Insights/metrics",
+            "example:monitor.stable.2023-10-01.GetMetric.json",
+        )(self._metrics)
+        r(
+            "GET",
+            r"/registrymanagement/v1\.0/registries/(?P<name>[^/]+)/discovery",
+            MODEL_REGISTRY_RECORDING + "#0",
+        )(self._registry_discovery)
+        for kind in ("model", "code", "environment", "component"):
             versions = REG + rf"/{kind}s/(?P<name>[^/]+)/versions"
-            source = f"recording:{recording}"
-            r("GET", versions, source)(self._registry_asset_lister(kind))
-            r("GET", versions + r"/(?P<version>[^/]+)", source)(self._registry_asset_getter(kind))
-            r("PUT", versions + r"/(?P<version>[^/]+)", source)(self._registry_asset_putter(kind))
-        r("POST", REG + r"/import")(self._registry_import)
-        r("PUT", REG + r"/tempdatarefs/(?P<name>[^/]+)/versions/(?P<version>[^/]+)")(
-            self._temp_data_ref
-        )
-        r("POST", REG + r"/datarefs/(?P<name>[^/]+)/versions/(?P<version>[^/]+)")(self._data_ref)
-        r("GET", r"/assetstore/v1\.0/operations/(?P<op>[^/]+)")(self._asset_operation)
-        r("GET", r"/environment/v1\.0/operations/(?P<op>[^/]+)")(self._environment_operation)
+            r("GET", versions, REGISTRY_SOURCES[kind, "list"], NO_REGISTRY_LIST.format(kind=kind))(
+                self._registry_asset_lister(kind)
+            )
+            r("GET", versions + r"/(?P<version>[^/]+)", REGISTRY_SOURCES[kind, "get"])(
+                self._registry_asset_getter(kind)
+            )
+            r("PUT", versions + r"/(?P<version>[^/]+)", REGISTRY_SOURCES[kind, "put"])(
+                self._registry_asset_putter(kind)
+            )
+        r("POST", REG + r"/import", PROMOTE_IMPORT_RECORDING + "#9")(self._registry_import)
+        r(
+            "PUT",
+            REG + r"/tempdatarefs/(?P<name>[^/]+)/versions/(?P<version>[^/]+)",
+            MODEL_REGISTRY_RECORDING + "#2",
+        )(self._temp_data_ref)
+        r(
+            "POST",
+            REG + r"/datarefs/(?P<name>[^/]+)/versions/(?P<version>[^/]+)",
+            MODEL_REGISTRY_RECORDING + "#16",
+        )(self._data_ref)
+        r(
+            "GET",
+            r"/assetstore/v1\.0/operations/(?P<op>[^/]+)",
+            MODEL_REGISTRY_RECORDING + "#11,12",
+        )(self._asset_operation)
+        r(
+            "GET",
+            r"/environment/v1\.0/operations/(?P<op>[^/]+)",
+            ENVIRONMENT_REGISTRY_RECORDING + "#3-10",
+        )(self._environment_operation)
         self.add_deployment_routes()
         self.add_batch_routes()
         self.add_schedule_routes()
+        self.route_sources.extend(BLOB_SOURCES + FRONT_DOOR_SOURCES)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,35 +30,13 @@ from tests.azure.fake_arm import (
     StaticTokenCredential,
     system_data,
 )
+from tests.azure.replay import compare
 
 RECORDINGS = Path("/work/shared/azure-recordings")
 SANITIZED_SIG = "000000000000000000000000000000000000"
 TERMINAL = {"Succeeded", "Failed", "Canceled", "Completed"}
 # where operations are polled: ARM, the registry asset store, the environment image service
 LRO_PATHS = ("mfeOperation", "/assetstore/", "/environment/v1.0/operations/")
-# fields whose values must match, not only exist (the SDK branches on them)
-VALUE_FIELDS = {
-    "status",
-    "type",
-    "dataType",
-    "modelType",
-    "authMode",
-    "jobType",
-    "jobOutputType",
-    "traffic",
-    "mirrorTraffic",
-    "isDefault",
-    "datastoreType",
-    "tokenType",
-    "isAnonymous",
-    "isArchived",
-    "kind",
-    "description",
-    "flavors",
-    "displayName",
-    "experimentName",
-}
-DYNAMIC_MAPS = {"registryFqdns"}  # keyed by region names
 # documented differences between the fake and the recorded service, per recording
 ALLOWED: dict[str, set[str]] = {
     # the fake never hands out account keys: an AccountKey datastore answers with a SAS
@@ -114,46 +92,6 @@ def _body_bytes(entry: dict[str, Any], key: str) -> bytes:
         except (binascii.Error, ValueError):
             return text.encode()
     return text.encode()
-
-
-def _shape(recorded: Any, actual: Any, path: str = "$", strict_tags: bool = True) -> Iterator[str]:
-    """Paths where `actual` lacks what `recorded` has (structure, and values of VALUE_FIELDS)."""
-    if isinstance(recorded, dict):
-        if not isinstance(actual, dict):
-            yield f"{path}: expected an object, got {type(actual).__name__}"
-            return
-        for key, value in recorded.items():
-            if key not in actual:
-                yield f"{path}.{key}"
-                continue
-            if key in VALUE_FIELDS and value is not None and not isinstance(value, dict | list):
-                if actual[key] != value:
-                    yield f"{path}.{key}: {actual[key]!r} != recorded {value!r}"
-                continue
-            if key in ("traffic", "mirrorTraffic") and value != actual[key]:
-                yield f"{path}.{key}: {actual[key]!r} != recorded {value!r}"
-                continue
-            if key == "tags" and strict_tags and value != actual[key]:
-                yield f"{path}.{key}: {actual[key]!r} != recorded {value!r}"
-                continue
-            if key in DYNAMIC_MAPS and isinstance(value, dict) and isinstance(actual[key], dict):
-                if value and actual[key]:  # region-keyed: compare one entry's shape
-                    yield from _shape(next(iter(value.values())), next(iter(actual[key].values())))
-                continue
-            if key == "tags":
-                continue  # service-set tags (run history) are free-form
-            yield from _shape(value, actual[key], f"{path}.{key}", strict_tags)
-    elif isinstance(recorded, list):
-        if not isinstance(actual, list):
-            yield f"{path}: expected a list, got {type(actual).__name__}"
-        elif bool(recorded) != bool(actual):
-            yield f"{path}: {len(actual)} items, recorded {len(recorded)}"
-        elif recorded:
-            yield from _shape(recorded[0], actual[0], f"{path}[0]", strict_tags)
-    elif recorded is not None and actual is None:
-        yield f"{path}: missing value"
-    elif isinstance(recorded, bool) != isinstance(actual, bool):
-        yield f"{path}: {type(actual).__name__} != recorded {type(recorded).__name__}"
 
 
 def _blob_names(xml: str) -> list[str]:
@@ -240,29 +178,26 @@ def _compare(
     run: Replay, index: int, entry: dict[str, Any], reply: Reply, allowed: set[str]
 ) -> None:
     where = f"{index} {entry['RequestMethod']} {urlsplit(entry['RequestUri']).path[-80:]}"
-    if reply.status != entry["StatusCode"]:
-        run.mismatches.append(f"{where}: status {reply.status} != recorded {entry['StatusCode']}")
-        return
-    for header in ("Azure-AsyncOperation", "Location", "x-ms-blob-type", "Content-Range"):
-        missing = header in entry["ResponseHeaders"] and header not in reply.headers
-        if missing and f"{index}: header {header}" not in allowed:
-            run.mismatches.append(f"{where}: missing header {header}")
     recorded = entry["ResponseBody"]
-    data, _ = reply.encoded()
     host = urlsplit(entry["RequestUri"]).hostname or ""
-    if host.endswith(".blob.core.windows.net"):
+    blob = host.endswith(".blob.core.windows.net")
+    problems = compare(
+        index,
+        entry["RequestMethod"],
+        entry["StatusCode"],
+        entry["ResponseHeaders"],
+        None if blob else recorded,
+        reply,
+        allowed,
+    )
+    run.mismatches += [f"{where}: {problem}" for problem in problems]
+    if blob and reply.status == entry["StatusCode"]:
+        data, _ = reply.encoded()
         if isinstance(recorded, str) and recorded.lstrip("\ufeff").startswith("<"):
             if _blob_names(recorded) != _blob_names(data.decode("utf-8-sig")):
                 run.mismatches.append(f"{where}: listed blobs differ")
         elif recorded is not None and _body_bytes(entry, "ResponseBody") != data:
             run.mismatches.append(f"{where}: blob bytes differ")
-        return
-    if not isinstance(recorded, dict | list):
-        return
-    actual = json.loads(data) if data else None
-    for problem in _shape(recorded, actual, strict_tags=entry["RequestMethod"] == "PUT"):
-        if f"{index}: {problem.split(':')[0]}" not in allowed:
-            run.mismatches.append(f"{where}: {problem}")
 
 
 # --- the recordings, each with what it assumed to exist ---------------------------------------

@@ -19,6 +19,10 @@ from tests.azure.fake.state import Lro, _now
 DEPLOYMENT = (
     r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Resources/deployments/(?P<name>[^/]+)"
 )
+PUT_EXAMPLE = (
+    "example:resources.stable.2024-03-01.PutDeploymentSubscriptionTemplateSpecsWithId.json"
+)
+WHAT_IF_EXAMPLE = "example:resources.stable.2024-03-01.PostDeploymentWhatIfOnSubscription.json"
 FAILED = (
     "At least one resource deployment operation failed. Please list deployment operations for "
     "details. Please see https://aka.ms/arm-deployment-operations for usage details."
@@ -30,13 +34,27 @@ class DeploymentApi:
 
     def add_deployment_routes(self) -> None:
         r = self._route
-        r("PUT", DEPLOYMENT)(self._put_arm_deployment)
-        r("GET", DEPLOYMENT)(self._get_arm_deployment)
-        r("POST", DEPLOYMENT + r"/whatIf")(self._what_if)
-        r("GET", DEPLOYMENT + r"/operationStatuses/(?P<op>[^/]+)")(self._arm_deployment_status)
-        r("GET", r"/subscriptions/(?P<sub>[^/]+)/operationresults/(?P<op>[^/]+)")(
-            self._what_if_result
-        )
+        r("PUT", DEPLOYMENT, PUT_EXAMPLE)(self._put_arm_deployment)
+        r(
+            "GET",
+            DEPLOYMENT,
+            why="the deployment document its PUT answered (the PUT example's body), with "
+            "provisioningState advanced as the operation ran, or 404 DeploymentNotFound; no "
+            "recording or vendored example shows a deployment GET",
+        )(self._get_arm_deployment)
+        r("POST", DEPLOYMENT + r"/whatIf", WHAT_IF_EXAMPLE)(self._what_if)
+        r(
+            "GET",
+            DEPLOYMENT + r"/operationStatuses/(?P<op>[^/]+)",
+            why="the PUT's Azure-AsyncOperation: {status: Running} until the template is "
+            "deployed, then Succeeded or Failed with the error (ARM's async-operation pattern); "
+            "no recording or vendored example shows this status document",
+        )(self._arm_deployment_status)
+        r(
+            "GET",
+            r"/subscriptions/(?P<sub>[^/]+)/operationresults/(?P<op>[^/]+)",
+            WHAT_IF_EXAMPLE,  # its 202 names this Location; the GET answers its 200 body
+        )(self._what_if_result)
 
     # --- faults ------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ import httpx
 import orjson
 
 from tests.azure.fake.http import PROVIDER, Reply, SeenRequest, arm_error
+from tests.azure.fake.state import BATCH_RECORDING, DEPLOYMENT_RECORDING, RouteSource
 
 SCORE_PATH = re.compile(r"/(?P<endpoint>[^/]+)/score")
 NOT_PASSED_BACK = {
@@ -62,6 +63,34 @@ NOT_PASSED_BACK = {
     "server",
 }
 DIMENSIONS = ("deployment", "statusCode", "statusCodeClass", "modelStatusCode")
+INFERENCE = "https://{endpoint}.{region}.inference.ml.azure.com"
+# what the front door follows (dispatched by host, outside FakeAzureML's route table)
+FRONT_DOOR_SOURCES = (
+    RouteSource(
+        "POST", INFERENCE + "/score", "score_request", DEPLOYMENT_RECORDING + "#108", routed=False
+    ),
+    RouteSource(
+        "POST",
+        INFERENCE + "/score (the container answers non-200)",
+        "score_request",
+        None,
+        "424 with ms-azureml-model-error-statuscode/-reason and the container's body: the "
+        "'Troubleshooting online endpoints' status-code table says so; no recording shows it",
+        routed=False,
+    ),
+    RouteSource(
+        "POST",
+        INFERENCE + "/score (no deployment takes traffic, no valid token)",
+        "score_request",
+        None,
+        "404 / 401 with a {'message': ...} body: the status codes are the troubleshooting "
+        "table's, the bodies undocumented; no recording shows either",
+        routed=False,
+    ),
+    RouteSource(
+        "POST", INFERENCE + "/jobs", "invoke_batch", BATCH_RECORDING + "#21,24", routed=False
+    ),
+)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,54 @@ from tests.azure.fake.http import (
     Reply,
 )
 
+# --- what the fake follows ------------------------------------------------------------------
+
+# the recordings (/work/shared/azure-recordings) routes cite as "recording:<file>#<entries>"
+DATA_RECORDING = "recording:test_data.pyTestDatatest_create_uri_file.json"
+MODEL_CRUD_RECORDING = "recording:test_model.pyTestModeltest_crud_file.json"
+MODEL_REGISTRY_RECORDING = (
+    "recording:test_model.pyTestModeltest_create_get_download_model_registry.json"
+)
+PROMOTE_IMPORT_RECORDING = "recording:test_model.pyTestModeltest_promote_model[import].json"
+ENDPOINT_RECORDING = (
+    "recording:test_online_endpoint.pyTestOnlineEndpointtest_online_endpoint_e2e.json"
+)
+DEPLOYMENT_RECORDING = (
+    "recording:test_online_deployment.pyTestOnlineDeploymenttest_online_deployment_create.json"
+)
+PIPELINE_RECORDING = (
+    "recording:test_pipeline_job.pyTestPipelineJobLongRunning"
+    "test_pipeline_job_child_run_download.json"
+)
+PIPELINE_REGISTRY_RECORDING = (
+    "recording:test_pipeline_job.pyTestPipelineJobtest_pipeline_job_create_with_registries.json"
+)
+COMPONENT_REGISTRY_RECORDING = (
+    "recording:test_component.pyTestComponenttest_component_create_get_list_from_registry.json"
+)
+ENVIRONMENT_REGISTRY_RECORDING = (
+    "recording:test_environment.pyTestEnvironment"
+    "test_registry_environment_create_conda_and_get.json"
+)
+BATCH_RECORDING = "recording:test_batch_endpoint.pyTestBatchEndpointtest_batch_invoke.json"
+
+
+@dataclass(frozen=True)
+class RouteSource:
+    """What a route follows: a recording (`"recording:<file>#<entries>"`, entries as `1,4-6`)
+    or a vendored REST API spec example (`"example:<file under fixtures/rest-api-examples>"`),
+    or `None` and `why` (what the fake does, and that no recording or example shows it).
+    `routed=False`: a handler dispatched outside the route table (blob storage, the endpoints'
+    front door), whose `pattern` is a host and path template rather than a regex."""
+
+    method: str
+    pattern: str
+    handler: str
+    source: str | None
+    why: str = ""
+    routed: bool = True
+
+
 # --- state ----------------------------------------------------------------------------------
 
 

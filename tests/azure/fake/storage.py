@@ -15,7 +15,71 @@ from tests.azure.fake.http import (
     SeenRequest,
 )
 from tests.azure.fake.state import (
+    DATA_RECORDING,
+    MODEL_REGISTRY_RECORDING,
     Blob,
+    RouteSource,
+)
+
+BLOB = "https://{account}.blob.core.windows.net/{container}"
+# what each blob operation follows (dispatched by host, outside FakeAzureML's route table)
+BLOB_SOURCES = (
+    RouteSource("HEAD", BLOB + "/{blob}", "_blob", DATA_RECORDING + "#2,3", routed=False),
+    RouteSource("PUT", BLOB + "/{blob}", "_blob", MODEL_REGISTRY_RECORDING + "#4-8", routed=False),
+    RouteSource(
+        "PUT",
+        BLOB + "/{blob}?comp=metadata",
+        "_blob",
+        MODEL_REGISTRY_RECORDING + "#9",
+        routed=False,
+    ),
+    RouteSource(
+        "GET",
+        BLOB + "?restype=container&comp=list",
+        "_blob",
+        MODEL_REGISTRY_RECORDING + "#18,19",
+        routed=False,
+    ),
+    RouteSource(
+        "GET",
+        BLOB + "/{blob} (x-ms-range)",
+        "_blob",
+        MODEL_REGISTRY_RECORDING + "#20-24",
+        routed=False,
+    ),
+    RouteSource(
+        "PUT",
+        BLOB + "/{blob}?comp=block, ?comp=blocklist",
+        "_blob",
+        None,
+        "stages blocks and commits the listed ones as the blob (201); the recorded uploads are "
+        "single PUTs below the storage SDK's block size, so no recording shows a block upload",
+        routed=False,
+    ),
+    RouteSource(
+        "PUT",
+        BLOB + "/{blob}?comp=properties, ?comp=tier",
+        "_blob",
+        None,
+        "answers 200 and keeps nothing; no recording sets blob properties or a tier",
+        routed=False,
+    ),
+    RouteSource(
+        "GET",
+        BLOB + "?restype=container",
+        "_blob",
+        None,
+        "container properties (200 with ETag, Last-Modified); no recording reads them",
+        routed=False,
+    ),
+    RouteSource(
+        "DELETE",
+        BLOB + "/{blob}",
+        "_blob",
+        None,
+        "removes the blob (202); no recording deletes a blob",
+        routed=False,
+    ),
 )
 
 
