@@ -5,13 +5,14 @@ fields the SDK branches on. Used for the recordings (test_recordings.py) and the
 API spec examples (test_fake_sources.py), so both hold the fake to the same standard.
 
 A difference that is justified is allowed per source in an `allowed` set, as
-`"<entry>: <path>"` (`"<entry>: header <name>"` for a header); the callers say why.
+`"<entry>: <path>"` (`"<entry>: header <name>"` for a header; `*` for every entry); the
+callers say why.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from tests.azure.fake_arm import Reply
@@ -19,6 +20,7 @@ from tests.azure.fake_arm import Reply
 # fields whose values must match, not only exist (the SDK branches on them)
 VALUE_FIELDS = {
     "status",
+    "provisioningState",
     "type",
     "dataType",
     "modelType",
@@ -42,20 +44,10 @@ DYNAMIC_MAPS = {"registryFqdns"}  # keyed by region names
 # headers the source must show when the fake sends them: the operation and blob headers the
 # SDK follows (the others are compared in the reverse direction only)
 FOLLOWED_HEADERS = ("Azure-AsyncOperation", "Location", "x-ms-blob-type", "Content-Range")
-# transport headers every answer has under some name: the HTTP framing (Content-Type,
-# Content-Length, Date, Server), the blob service's protocol version and the request ids
-# the recorded services send as x-ms-request-id / x-ms-client-request-id / x-request-time
-TRANSPORT_HEADERS = {
-    "content-type",
-    "content-length",
-    "date",
-    "server",
-    "x-ms-version",
-    "x-ms-request-id",
-    "x-ms-client-request-id",
-    "x-ms-correlation-request-id",
-    "x-request-id",
-}
+# the HTTP framing every answer has, whatever the recorder kept of it; other headers the fake
+# sends must be ones a recorded answer of the same route shows (request ids included: the
+# recordings show each service's own, x-ms-request-id, x-request-id, x-ms-version ...)
+TRANSPORT_HEADERS = {"content-type", "content-length", "date", "server"}
 
 
 def missing(
@@ -136,6 +128,53 @@ def _free_form(key: str, value: Any) -> bool:
     return isinstance(value, dict) and all(not isinstance(v, dict | list) for v in value.values())
 
 
+def fields(body: Any, path: str = "$") -> Iterator[str]:
+    """Every field path in a JSON body (lists by their first item)."""
+    if isinstance(body, dict):
+        for key, value in body.items():
+            yield f"{path}.{key}"
+            yield from fields(value, f"{path}.{key}")
+    elif isinstance(body, list) and body:
+        yield from fields(body[0], f"{path}[0]")
+
+
+def _document(body: Any) -> tuple[str, str] | None:
+    """(path prefix, ARM type) of the resource document a body is or lists first."""
+    if isinstance(body, dict) and isinstance(body.get("type"), str):
+        return "$", body["type"]
+    items = body.get("value") if isinstance(body, dict) else None
+    first = items[0] if isinstance(items, list) and items else None
+    if isinstance(first, dict) and isinstance(first.get("type"), str):
+        return "$.value[0]", first["type"]
+    return None
+
+
+def known_fields(answers: Iterable[tuple[str, Any]]) -> dict[str, set[str]]:
+    """What the sources show, from (route, body) pairs: the field paths of each route's
+    answers, and of each resource type's documents wherever they appear (a GET, a PUT, a
+    list). The fake answers every api-version the SDK ever sent with one shape, so a field one
+    recording lacks may be one another recording of the same resource (a newer api-version)
+    shows: that is not a field the fake made up."""
+    known: dict[str, set[str]] = {}
+    for route, body in answers:
+        known.setdefault(route, set()).update(fields(body))
+        document = _document(body)
+        if document is not None:
+            prefix, kind = document
+            inner = body if prefix == "$" else body["value"][0]
+            known.setdefault(kind, set()).update(fields(inner))
+    return known
+
+
+def _shown(field: str, actual: Any, route: str, known: Mapping[str, set[str]]) -> bool:
+    if field in known.get(route, ()):
+        return True
+    document = _document(actual)
+    if document is None or not field.startswith(document[0] + "."):
+        return False
+    return "$" + field[len(document[0]) :] in known.get(document[1], ())
+
+
 def compare(
     index: int | str,
     method: str,
@@ -145,10 +184,15 @@ def compare(
     reply: Reply,
     allowed: set[str],
     values: bool = True,
+    route: str = "",
+    known: Mapping[str, set[str]] | None = None,
 ) -> list[str]:
     """What differs between the source's answer (status, headers, JSON body) and the fake's
     reply, less what `allowed` names. `status` may be several codes (a spec example lists each
-    one the operation may answer)."""
+    one the operation may answer). A field or header the fake sends that this answer lacks is
+    not flagged when `known` (see known_fields; headers under `"<route> headers"`) shows
+    another source of the same route or resource type has it."""
+    known = known or {}
     problems: list[str] = []
     statuses = status if isinstance(status, tuple) else (status,)
     if reply.status not in statuses:
@@ -158,11 +202,17 @@ def compare(
     for header in FOLLOWED_HEADERS:
         if header.lower() in source_headers and header.lower() not in sent_headers:
             problems.append(f"missing header {header}")
+    shown = known.get(f"{route} headers", set())
+    for header in sorted(sent_headers - source_headers - TRANSPORT_HEADERS - shown):
+        problems.append(f"header {header}: not in the source")
     if isinstance(body, dict | list):
         data, _ = reply.encoded()
         actual = json.loads(data) if data else None
         problems += missing(body, actual, strict_tags=method == "PUT", values=values)
-    return [p for p in problems if f"{index}: {_key(p)}" not in allowed]
+        problems += [
+            p for p in extra(body, actual) if not _shown(p.split(":")[0], actual, route, known)
+        ]
+    return [p for p in problems if not {f"{index}: {_key(p)}", f"*: {_key(p)}"} & allowed]
 
 
 def _key(problem: str) -> str:

@@ -1,6 +1,8 @@
 """The fake answers like Azure: every recorded request, replayed through it, gets the recorded
-status code and a reply with at least the recorded fields (same JSON structure; same values for
-the fields that carry state: status, provisioningState, traffic, types, names, blob bytes).
+status code and a reply with the recorded fields (same JSON structure; same values for the
+fields that carry state: status, provisioningState, traffic, types, names, blob bytes), and no
+field or header that no recorded answer of the same route or resource shows
+(tests/azure/replay.py; the differences allowed below say why).
 
 The recordings (/work/shared/azure-recordings) are azure-ai-ml's own tests against live Azure.
 The replay drives the fake's clock: a long-running operation or job finishes exactly when the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -30,13 +33,19 @@ from tests.azure.fake_arm import (
     StaticTokenCredential,
     system_data,
 )
-from tests.azure.replay import compare
+from tests.azure.replay import compare, known_fields
 
 RECORDINGS = Path("/work/shared/azure-recordings")
 SANITIZED_SIG = "000000000000000000000000000000000000"
 TERMINAL = {"Succeeded", "Failed", "Canceled", "Completed"}
 # where operations are polled: ARM, the registry asset store, the environment image service
 LRO_PATHS = ("mfeOperation", "/assetstore/", "/environment/v1.0/operations/")
+# documented differences between the fake and every recording
+ALLOWED_EVERYWHERE = {
+    # the fake's clock: azure-core waits this long between polls instead of the recorded
+    # operations' seconds (tests/azure/fake/registries.py POLL_SOON; no recording shows it)
+    "*: header x-ms-retry-after-ms",
+}
 # documented differences between the fake and the recorded service, per recording
 ALLOWED: dict[str, set[str]] = {
     # the fake never hands out account keys: an AccountKey datastore answers with a SAS
@@ -174,6 +183,35 @@ def _remember_lro(run: Replay, entry: dict[str, Any], reply: Reply) -> None:
                 run.lro_urls[source] = reply.headers[header]
 
 
+def route_key(fake: FakeAzureML, method: str, url: str) -> str:
+    """The route a request takes (its pattern), or the host kind outside the route table."""
+    parts = urlsplit(url)
+    for kind in ("blob.core.windows.net", "inference.ml.azure.com"):
+        if (parts.hostname or "").endswith(kind):
+            return f"{method} {kind}"
+    for route_method, pattern, _ in fake.routes:
+        if route_method == method and pattern.fullmatch(parts.path):
+            return f"{method} {pattern.pattern}"
+    return f"{method} {parts.path}"
+
+
+@functools.cache
+def recorded_fields() -> dict[str, set[str]]:
+    """The fields and headers each route's and each resource type's recorded answers show,
+    over all the recordings replayed here (see replay.known_fields)."""
+    fake = FakeAzureML(StaticTokenCredential())
+    answers: list[tuple[str, Any]] = []
+    headers: dict[str, set[str]] = {}
+    for name in CASES:
+        for entry in _load(name):
+            route = route_key(fake, entry["RequestMethod"], entry["RequestUri"])
+            if isinstance(entry["ResponseBody"], dict | list):
+                answers.append((route, entry["ResponseBody"]))
+            names = {k.lower() for k in entry["ResponseHeaders"]}
+            headers.setdefault(f"{route} headers", set()).update(names)
+    return known_fields(answers) | headers
+
+
 def _compare(
     run: Replay, index: int, entry: dict[str, Any], reply: Reply, allowed: set[str]
 ) -> None:
@@ -188,7 +226,9 @@ def _compare(
         entry["ResponseHeaders"],
         None if blob else recorded,
         reply,
-        allowed,
+        allowed | ALLOWED_EVERYWHERE,
+        route=route_key(run.fake, entry["RequestMethod"], entry["RequestUri"]),
+        known=recorded_fields(),
     )
     run.mismatches += [f"{where}: {problem}" for problem in problems]
     if blob and reply.status == entry["StatusCode"]:

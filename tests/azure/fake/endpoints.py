@@ -245,7 +245,8 @@ class EndpointApi:
             "scoringUri": None,
             "swaggerUri": None,
             "authMode": auth,
-            "provisioningState": "Updating" if existing else "Creating",
+            # an update answers Creating too (test_online_deployment_create #98, the traffic PUT)
+            "provisioningState": "Creating",
             "compute": None,
             "traffic": traffic,
             "mirrorTraffic": mirror,

@@ -284,9 +284,7 @@ class JobApi:
                 "value": [
                     self._run(found, name, child, step, status, failure, target)
                     for child, step, status, failure in self._children.get(name, [])
-                ],
-                "continuationToken": None,
-                "nextLink": None,
+                ],  # no continuationToken / nextLink: the recorded list (#25) has neither
             },
         )
 

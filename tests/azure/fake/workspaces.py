@@ -347,8 +347,12 @@ class WorkspaceApi:
             "properties": {},
             "isArchived": False,
             "isAnonymous": False,
-            "autoDeleteSetting": None,
         }
+        if kind in ("code", "component"):
+            # the recorded code (2023-04-01) and component (2022) versions have no
+            # autoDeleteSetting, nor the component a provisioningState
+            return base | ({"provisioningState": "Succeeded"} if kind == "code" else {})
+        base["autoDeleteSetting"] = None
         if kind == "data":
             return base | {"stage": None, "intellectualProperty": None}
         if kind == "environment":
@@ -369,7 +373,7 @@ class WorkspaceApi:
                 "stage": "Development",
                 "intellectualProperty": None,
             }
-        return base | {"provisioningState": "Succeeded"}
+        return base
 
     @staticmethod
     def _long_uri(ws: Workspace, uri: str, kind: str) -> str:
