@@ -410,6 +410,13 @@ class FakeAzureML(
             PIPELINE_RECORDING + "#25",
         )(self._run_children)
         r(
+            "GET",
+            r"/history/v1\.0" + WS + r"/runs/(?P<name>[^/]+)",
+            why="no recording reads one step's run; azure-ai-ml reads a pipeline step from run "
+            "history (MFE answers it without properties), in the shape the recorded "
+            "runs/{id}/children entries have (test_pipeline_job_child_run_download #25)",
+        )(self._get_run)
+        r(
             "POST",
             r"/history/v1\.0" + WS + r"/rundata",
             why="answers a run's metadata as Completed with no outputs (what azure-ai-ml reads "

@@ -14,7 +14,9 @@ service does for real here:
   identity must hold the registry role to pull a promoted model, as infra/ grants it.
 
 The scenarios share one fake and build on each other like a team's week (each release trains,
-so ~30 s a scenario on 2 cores): train-dev, an approved first release, a rejected one, one whose
+so ~30 s a scenario on 2 cores): train-dev (whose components and environments a person approves
+for the shared registry, which the releases' test retraining and deployments then run), an
+approved first release, a rejected one, one whose
 new deployment falls over at 50% of the traffic, a release that goes green then a rollback, and
 a release whose prod endpoint identity has lost its registry role.
 """
@@ -36,6 +38,7 @@ import backends
 from backends.azure.pipelines import PipelineRunner
 from backends.base import EndpointInfo
 from backends.local.workspace import LocalWorkspace
+from backends.pipeline_assets import working_tree_assets
 from backends.serving_package import THRESHOLD_TAG, deployment_template, environment_version
 from flows.release import release
 from flows.rollback import rollback
@@ -45,7 +48,11 @@ from tasks.audit import read_audit_log
 from tasks.integration_tests import split_body
 from tasks.settings import config_dir, load_release_settings, load_training_settings
 from tests.azure.conftest import AzureUnderTest
-from tests.integration.release_helpers import Approver, assert_refused_then_rejected
+from tests.integration.release_helpers import (
+    Approver,
+    assert_refused_then_rejected,
+    decide_when_paused,
+)
 
 MODEL = load_training_settings().model_name
 SETTINGS = load_release_settings()
@@ -186,7 +193,9 @@ def champion() -> str:
 def test_train_dev_registers_the_dev_champion_through_a_small_code_snapshot(
     azure_flows: AzureUnderTest, data: dict[str, str]
 ) -> None:
+    approver = decide_when_paused("train-dev", True, "ivan", "components reviewed")
     trained = train_dev(data_path=data["dev"], return_state=True)
+    approver.join(timeout=60)
 
     assert trained.type == StateType.COMPLETED, trained.message
     dev_model = trained.result()
@@ -205,6 +214,16 @@ def test_train_dev_registers_the_dev_champion_through_a_small_code_snapshot(
         re.fullmatch(r"\w+\.py|data_checks/\w+\.py", name) for name in uploaded
     ), sorted(uploaded)
     assert {"train_model.py", "data_checks/readmission_schema.py"} <= uploaded
+    # dev ran the components it registered, and the approval promoted them to the registry
+    assets = working_tree_assets()
+    dev_jobs = submitted_component_ids(azure_flows, "dev")
+    assert dev_jobs and all(
+        re.search(r"/workspaces/[^/]+/components/\w+/versions/[0-9a-f]{16}$", c) for c in dev_jobs
+    ), dev_jobs
+    held = backends.shared_registry().pipeline_asset_references(assets)
+    assert held.store == azure_flows.topology.shared_registry.name
+    promoted = [r for r in read_audit_log() if r.action == "assets-promoted"]
+    assert [r.actor for r in promoted] == ["ivan"]
 
 
 def test_approved_release_is_promoted_and_serves_in_prod(
@@ -248,6 +267,15 @@ def test_approved_release_is_promoted_and_serves_in_prod(
     assert endpoint_identities(fake, SETTINGS.prod_endpoint) == [
         azure_flows.topology.environment("prod").endpoint_identity
     ]
+    # the test retraining ran the shared registry's component versions, as they are, and
+    # both endpoints run in the registry's inference environment
+    registry = azure_flows.topology.shared_registry.name
+    test_jobs = submitted_component_ids(azure_flows, "test")
+    assert test_jobs and all(
+        c.startswith(f"azureml://registries/{registry}/components/") for c in test_jobs
+    ), test_jobs
+    for sent in [*test_puts, *deployment_puts(fake, SETTINGS.prod_endpoint)]:
+        assert sent["environmentId"].startswith(f"azureml://registries/{registry}/environments/")
     identity = prod_endpoint_resource(azure_flows)["identity"]
     assert identity["type"] == "UserAssigned"
     assert list(identity["userAssignedIdentities"]) == [
@@ -356,6 +384,17 @@ def test_a_release_whose_endpoint_identity_lost_its_registry_role_fails_at_deplo
     assert not after.mirror_traffic.get("green")
     assert score_prod().json()["model"]["version"] == "1"  # rollback's blue still serves
     assert champion() == "1"
+
+
+def submitted_component_ids(azure: AzureUnderTest, environment: str) -> list[str]:
+    """The componentId of every step of every pipeline job submitted to `environment`."""
+    workspace = azure.topology.environment(environment).workspace
+    return [
+        step["componentId"]
+        for r in azure.fake.requests
+        if r.method == "PUT" and f"/workspaces/{workspace}/jobs/" in r.path
+        for step in r.json()["properties"]["jobs"].values()
+    ]
 
 
 def prod_endpoint_resource(azure: AzureUnderTest) -> dict:

@@ -169,6 +169,11 @@ class JobApi:
         if resource is None:
             return arm_error(404, "UserError", f"Job {name} not found.", "JobNotFound")
         props = resource["properties"]
+        if props.get("parentJobName"):
+            # a pipeline step is not served by MFE: it answers without properties and the SDK
+            # reads the step from run history instead (azure-ai-ml's _is_pipeline_child_job:
+            # "pipeline child job has no properties"; JobOperations.get -> runs get_run)
+            return Reply(200, {**resource, "properties": None})
         if props["jobType"] == "Pipeline" and props["status"] not in TERMINAL_JOB_STATUSES:
             left = self._job_progress.get(name, 0)
             if left > 0:
@@ -271,6 +276,19 @@ class JobApi:
                 "studio": "https://ml.azure.com",
             },
         )
+
+    def _get_run(self, request: SeenRequest, sub: str, rg: str, ws: str, name: str) -> Reply:
+        """A step's run-history record, as its parent's `runs/{id}/children` lists it."""
+        found = self._ws(sub, rg, ws)
+        for parent, children in self._children.items():
+            for child, step, status, failure in children:
+                if found is not None and child == name and parent in found.jobs:
+                    compute = found.jobs[parent]["properties"]["computeId"] or ""
+                    target = compute.rsplit("/", 1)[-1]
+                    return Reply(
+                        200, self._run(found, parent, child, step, status, failure, target)
+                    )
+        return Reply(404, {"error": {"code": "UserError", "message": f"Run {name} not found"}})
 
     def _run_children(self, request: SeenRequest, sub: str, rg: str, ws: str, name: str) -> Reply:
         found = self._ws(sub, rg, ws)
