@@ -27,7 +27,7 @@ from backends.base import DeploymentFailed, ModelVersion
 from backends.pipeline_assets import INFERENCE_ENVIRONMENT_FILE, environment_asset
 
 if TYPE_CHECKING:
-    from azure.ai.ml.entities import Environment, ManagedOnlineDeployment
+    from azure.ai.ml.entities import ManagedOnlineDeployment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVING_DIR = REPO_ROOT / "components" / "serving"
@@ -49,15 +49,6 @@ def deployment_template() -> ManagedOnlineDeployment:
     from azure.ai.ml import load_online_deployment
 
     return load_online_deployment(str(DEPLOYMENT_FILE))
-
-
-def inference_environment() -> Environment:
-    """The inference environment YAML (image + conda file), versioned by its content."""
-    from azure.ai.ml import load_environment
-
-    environment = load_environment(str(ENVIRONMENT_FILE))
-    environment.version = environment_version()
-    return environment
 
 
 def environment_version() -> str:

@@ -59,12 +59,12 @@ from backends.base import (
     EndpointInfo,
     ModelVersion,
 )
+from backends.pipeline_assets import working_tree_assets
 from backends.serving_package import (
     SCORING_SCRIPT,
     code_snapshot,
     deployment_template,
     deployment_variables,
-    inference_environment,
 )
 
 if TYPE_CHECKING:
@@ -90,7 +90,6 @@ class AzureEndpoints:
         self.client = workspace.client
         self.deadline = workspace.connection.deadlines.lro_seconds
         self.busy_poll = workspace.connection.deadlines.busy_poll_seconds
-        self._registered_environments: set[str] = set()
         self._health_since: dict[str, datetime] = {}
         self._monitor_client: PipelineClient | None = None
 
@@ -261,20 +260,10 @@ class AzureEndpoints:
         return definition
 
     def _environment_reference(self) -> str:
-        """The inference environment, registered in this workspace once per content version
-        (read first, so a re-run creates nothing). The one place that says where deployments
-        take their environment from."""
-        environment = inference_environment()
-        reference = f"azureml:{environment.name}:{environment.version}"
-        if reference in self._registered_environments:
-            return reference
-        with explained(f"register environment {environment.name} v{environment.version}"):
-            try:
-                self.client.environments.get(environment.name, environment.version)
-            except ResourceNotFoundError:
-                self.client.environments.create_or_update(environment)
-        self._registered_environments.add(reference)
-        return reference
+        """The working tree's inference environment, registered in this workspace once per
+        content version (the workspace's asset store reads first, so a re-run creates
+        nothing): what an ad-hoc deployment without an environment reference runs in."""
+        return self.workspace.assets.ensure_environment(working_tree_assets().inference)
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         """Delete a deployment with no traffic (Azure refuses one with traffic)."""

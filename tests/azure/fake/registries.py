@@ -27,7 +27,6 @@ from tests.azure.fake.state import (
     system_data,
 )
 
-
 # the fake's clock: azure-core waits this long between polls (no recording shows the header;
 # the recorded operations took seconds, which tests need not wait for)
 POLL_SOON = {"x-ms-retry-after-ms": "20"}
