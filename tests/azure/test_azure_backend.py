@@ -73,6 +73,21 @@ def folder(path: Path, name: str, text: str) -> Path:
     return path
 
 
+def training_outputs(azure: AzureUnderTest, out: Path) -> None:
+    """What the training job's outputs hold: a placeholder file each."""
+    azure.fake.job_outputs["readmission-training"] = {
+        name: folder(out / name.replace(".", "-"), "f.txt", name)
+        for name in ("prep.train_data", "prep.test_data", "train.model", "evaluate.evaluation")
+    }
+
+
+def raw_csv(tmp_path: Path) -> Path:
+    """A one-row raw data file."""
+    data = tmp_path / "raw.csv"
+    data.write_text("age,readmitted_30d\n70,1\n")
+    return data
+
+
 # --- pipeline jobs ------------------------------------------------------------------------------
 
 
@@ -86,8 +101,7 @@ def test_the_training_pipeline_runs_as_one_job_and_every_output_comes_home(
         "train.model": folder(out / "model", "MLmodel", "flavors: {}"),
         "evaluate.evaluation": folder(out / "evaluation", "gate.json", '{"passed": true}'),
     }
-    data = tmp_path / "raw.csv"
-    data.write_text("age,readmitted_30d\n70,1\n")
+    data = raw_csv(tmp_path)
     ws = workspace(fake_azure, "dev")
 
     run = ws.run_pipeline(
@@ -114,13 +128,8 @@ def test_the_training_pipeline_runs_as_one_job_and_every_output_comes_home(
 def test_without_a_champion_no_step_points_at_a_missing_input(
     fake_azure: AzureUnderTest, pipelines: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "outputs"
-    fake_azure.fake.job_outputs["readmission-training"] = {
-        name: folder(out / name.replace(".", "-"), "f.txt", name)
-        for name in ("prep.train_data", "prep.test_data", "train.model", "evaluate.evaluation")
-    }
-    data = tmp_path / "raw.csv"
-    data.write_text("age,readmitted_30d\n70,1\n")
+    training_outputs(fake_azure, tmp_path / "outputs")
+    data = raw_csv(tmp_path)
 
     workspace(fake_azure, "dev").run_pipeline(pipelines / "train.yml", {"raw_data": str(data)})
 
@@ -148,8 +157,7 @@ def test_an_ad_hoc_run_pins_the_working_trees_environment_version(
     fake_azure.fake.job_outputs["readmission-data-validation"] = {
         "validate.report": folder(tmp_path / "report", "report.json", "{}")
     }
-    data = tmp_path / "raw.csv"
-    data.write_text("age,readmitted_30d\n70,1\n")
+    data = raw_csv(tmp_path)
     train = working_tree_assets().environment("readmission-train")
     ws = workspace(fake_azure, "dev")
 
@@ -177,13 +185,8 @@ def test_an_ad_hoc_run_pins_the_working_trees_environment_version(
 def test_a_run_from_registered_workspace_components_submits_their_ids(
     fake_azure: AzureUnderTest, pipelines: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "outputs"
-    fake_azure.fake.job_outputs["readmission-training"] = {
-        name: folder(out / name.replace(".", "-"), "f.txt", name)
-        for name in ("prep.train_data", "prep.test_data", "train.model", "evaluate.evaluation")
-    }
-    data = tmp_path / "raw.csv"
-    data.write_text("age,readmitted_30d\n70,1\n")
+    training_outputs(fake_azure, tmp_path / "outputs")
+    data = raw_csv(tmp_path)
     ws = workspace(fake_azure, "dev")
     assets = working_tree_assets()
     references = ws.register_pipeline_assets(assets)

@@ -231,9 +231,8 @@ def test_promotion_copies_once_with_its_lineage_and_keeps_aliases_apart(
 # --- pipelines ----------------------------------------------------------------------------------
 
 
-def test_a_pipeline_run_brings_its_named_outputs_home(
-    backend: Backend, pipelines: Path, tmp_path: Path
-) -> None:
+def validation_will_pass(backend: Backend, tmp_path: Path) -> Path:
+    """The data validation job will report a pass; the sample it validates."""
     report = tmp_path / "report"
     report.mkdir()
     (report / "report.json").write_text(json.dumps({"passed": True}))
@@ -242,6 +241,13 @@ def test_a_pipeline_run_brings_its_named_outputs_home(
     from synthetic_data.readmissions import generate_readmissions
 
     generate_readmissions(200, seed=3).to_csv(data, index=False)
+    return data
+
+
+def test_a_pipeline_run_brings_its_named_outputs_home(
+    backend: Backend, pipelines: Path, tmp_path: Path
+) -> None:
+    data = validation_will_pass(backend, tmp_path)
 
     run = backend.workspace("dev").run_pipeline(
         pipelines / "validate_data.yml", {"raw_data": str(data)}, run_name="validate sample"
@@ -331,14 +337,7 @@ def test_a_pipeline_run_from_the_registry_runs_and_reports_its_components(
     assets = working_tree_assets()
     backend.registry().publish_pipeline_assets(assets)
     references = backend.registry().pipeline_asset_references(assets)
-    report = tmp_path / "report"
-    report.mkdir()
-    (report / "report.json").write_text(json.dumps({"passed": True}))
-    backend.job_will_output("readmission-data-validation", {"validate.report": report})
-    data = tmp_path / "sample.csv"
-    from synthetic_data.readmissions import generate_readmissions
-
-    generate_readmissions(200, seed=3).to_csv(data, index=False)
+    data = validation_will_pass(backend, tmp_path)
 
     run = backend.workspace("test").run_pipeline(
         pipelines / "validate_data.yml", {"raw_data": str(data)}, assets=references

@@ -456,12 +456,18 @@ def raw(azure: AzureUnderTest, method: str, path: str, body: object = None) -> H
     return client.send_request(HttpRequest(method, url, json=body))
 
 
+def deployed_readm(azure: AzureUnderTest, model_dir: Path) -> str:
+    """`deployed`, and the ARM path of its endpoint readm (for `raw` requests)."""
+    deployed(azure, model_dir)
+    ws = azure.topology.environment("test").workspace
+    return f"{azure.fake.workspace(ws).arm_id}/onlineEndpoints/readm"
+
+
 def test_the_fake_answers_409_to_a_write_while_an_operation_on_the_resource_runs(
     fake_azure: AzureUnderTest, model_dir: Path
 ) -> None:
-    deployed(fake_azure, model_dir)
+    endpoint = deployed_readm(fake_azure, model_dir)
     ws = fake_azure.topology.environment("test").workspace
-    endpoint = f"{fake_azure.fake.workspace(ws).arm_id}/onlineEndpoints/readm"
     body = raw(fake_azure, "GET", endpoint).json()
     fake_azure.fake.hold_operation(r"/onlineEndpoints/readm$")
 
@@ -487,9 +493,7 @@ def test_the_fake_answers_409_to_a_write_while_an_operation_on_the_resource_runs
 def test_an_endpoint_and_its_deployments_block_each_other_only_through_a_delete(
     fake_azure: AzureUnderTest, model_dir: Path
 ) -> None:
-    deployed(fake_azure, model_dir)
-    ws = fake_azure.topology.environment("test").workspace
-    endpoint = f"{fake_azure.fake.workspace(ws).arm_id}/onlineEndpoints/readm"
+    endpoint = deployed_readm(fake_azure, model_dir)
     green = raw(fake_azure, "GET", f"{endpoint}/deployments/green").json()
     assert raw(fake_azure, "PUT", f"{endpoint}/deployments/green", green).status_code == 200
 
@@ -503,9 +507,7 @@ def test_an_endpoint_and_its_deployments_block_each_other_only_through_a_delete(
 def test_while_an_endpoint_is_deleted_its_deployments_cannot_be_written(
     fake_azure: AzureUnderTest, model_dir: Path
 ) -> None:
-    deployed(fake_azure, model_dir)
-    ws = fake_azure.topology.environment("test").workspace
-    endpoint = f"{fake_azure.fake.workspace(ws).arm_id}/onlineEndpoints/readm"
+    endpoint = deployed_readm(fake_azure, model_dir)
     green = raw(fake_azure, "GET", f"{endpoint}/deployments/green").json()
 
     assert raw(fake_azure, "DELETE", endpoint).status_code == 202  # its operation runs

@@ -31,6 +31,7 @@ from tests.azure.fake_arm import (
     Reply,
     SeenRequest,
     StaticTokenCredential,
+    Workspace,
     system_data,
 )
 from tests.azure.replay import compare, known_fields
@@ -251,30 +252,37 @@ def _local_upload(run: Replay, account: str, container: str, path: str, size: in
     )
 
 
-def seed_data(run: Replay) -> None:
-    container = "azureml-blobstore-8e7dad76-df37-472b-b882-0c1c58adfcf9"
-    run.fake.add_workspace(
+def _recorded_workspace(
+    run: Replay,
+    account: str,
+    container: str,
+    computes: tuple[str, ...] = (),
+    location: str | None = None,
+) -> Workspace:
+    """The recordings' workspace (sanitized: 00000 in group 00000), its datastores on the
+    storage the recording uploaded to, read with the account key."""
+    return run.fake.add_workspace(
         SUB,
         "00000",
         "00000",
-        storage_account="Sanitized",
+        computes,
+        location=location,
+        storage_account=account,
         container=container,
         datastore_credentials="AccountKey",
     )
+
+
+def seed_data(run: Replay) -> None:
+    container = "azureml-blobstore-8e7dad76-df37-472b-b882-0c1c58adfcf9"
+    _recorded_workspace(run, "Sanitized", container)
     path = "LocalUpload/00000000000000000000000000000000/tmp_file.csv"
     _local_upload(run, "Sanitized", container, path, 11)
 
 
 def seed_model_crud(run: Replay) -> None:
     container = "azureml-blobstore-8e7dad76-df37-472b-b882-0c1c58adfcf9"
-    run.fake.add_workspace(
-        SUB,
-        "00000",
-        "00000",
-        storage_account="Sanitized",
-        container=container,
-        datastore_credentials="AccountKey",
-    )
+    _recorded_workspace(run, "Sanitized", container)
     path = "LocalUpload/00000000000000000000000000000000/lightgbm_mlflow_model/MLmodel"
     _local_upload(run, "Sanitized", container, path, 1544)
 
@@ -282,14 +290,7 @@ def seed_model_crud(run: Replay) -> None:
 def seed_promote(run: Replay) -> None:
     container = "azureml-blobstore-a1391af3-9f38-48e8-862f-db3846e81dd4"
     account = "nirovinswseast5028951403"
-    run.fake.add_workspace(
-        SUB,
-        "00000",
-        "00000",
-        storage_account=account,
-        container=container,
-        datastore_credentials="AccountKey",
-    )
+    _recorded_workspace(run, account, container)
     run.fake.add_registry("4f26493f-21d2-4726-92ea-1ddd550b1d27", "test-registries", "testFeed")
     path = "LocalUpload/00000000000000000000000000000000/lightgbm_mlflow_model/MLmodel"
     _local_upload(run, account, container, path, 1575)
@@ -351,22 +352,15 @@ def seed_deployment(run: Replay) -> None:
         }
     }
     model_path = "LocalUpload/00000000000000000000000000000000/model"
-    ws.models["1498425f064ef007b4f000a85a5f4645"] = {
-        "1": {
-            "id": f"{ws.arm_id}/models/1498425f064ef007b4f000a85a5f4645/versions/1",
-            "name": "1",
-            "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
-            "properties": fake._asset_defaults("model")
-            | {
-                "isAnonymous": True,
-                "modelType": "custom_model",
-                "stage": "Logged",
-                "modelUri": f"azureml://subscriptions/{SUB}/resourcegroups/00000/workspaces/00000"
-                f"/datastores/workspaceblobstore/paths/{model_path}",
-            },
-            "systemData": system_data(),
-        }
+    model = "1498425f064ef007b4f000a85a5f4645"
+    model_props = {
+        "isAnonymous": True,
+        "modelType": "custom_model",
+        "stage": "Logged",
+        "modelUri": f"azureml://subscriptions/{SUB}/resourcegroups/00000/workspaces/00000"
+        f"/datastores/workspaceblobstore/paths/{model_path}",
     }
+    ws.models[model] = {"1": fake._workspace_asset_body(ws, "model", model, "1", model_props)}
     _local_upload(run, "Sanitized", ws.container, f"{model_path}/sklearn_regression_model.pkl", 10)
 
 
@@ -424,15 +418,7 @@ def seed_promote_import(run: Replay) -> None:
         "dsvmmaster6912808807",
         "azureml-blobstore-3a59e976-9196-4817-92c5-da1e6dfae03c",
     )
-    ws = run.fake.add_workspace(
-        SUB,
-        "00000",
-        "00000",
-        location="centraluseuap",
-        storage_account=account,
-        container=container,
-        datastore_credentials="AccountKey",
-    )
+    ws = _recorded_workspace(run, account, container, location="centraluseuap")
     ws.guid = "3a59e976-9196-4817-92c5-da1e6dfae03c"  # the import names the workspace by it
     # the import request went to the registry under the workspace's (sanitized) scope
     run.fake.add_registry(
@@ -449,32 +435,15 @@ def seed_promote_import(run: Replay) -> None:
 def seed_pipeline_registry(run: Replay) -> None:
     fake = run.fake
     account, container = "sagvgsoim6nmhbq", "azureml-blobstore-e61cd5e2-512f-475e-9842-5e2a973993b8"
-    ws = fake.add_workspace(
-        SUB,
-        "00000",
-        "00000",
-        ("cpu-cluster",),
-        location="centraluseuap",
-        storage_account=account,
-        container=container,
-        datastore_credentials="AccountKey",
-    )
+    ws = _recorded_workspace(run, account, container, ("cpu-cluster",), location="centraluseuap")
     upload = "LocalUpload/00000000000000000000000000000000"
     _local_upload(run, account, container, f"{upload}/COMPONENT_PLACEHOLDER", 20)
     code = "9c9cfba9-82bd-45db-ad06-07009d1d9672"
-    ws.codes[code] = {
-        "1": {
-            "id": f"{ws.arm_id}/codes/{code}/versions/1",
-            "name": "1",
-            "type": "Microsoft.MachineLearningServices/workspaces/codes/versions",
-            "properties": fake._asset_defaults("code")
-            | {
-                "properties": {"hash_sha256": "0000000000000", "hash_version": "0000000000000"},
-                "codeUri": f"https://{account}.blob.core.windows.net/{container}/{upload}",
-            },
-            "systemData": system_data(),
-        }
+    code_props = {
+        "properties": {"hash_sha256": "0000000000000", "hash_version": "0000000000000"},
+        "codeUri": f"https://{account}.blob.core.windows.net/{container}/{upload}",
     }
+    ws.codes[code] = {"1": fake._workspace_asset_body(ws, "code", code, "1", code_props)}
     # the registry component step `a` uses (the recorded test had registered it before)
     reg = fake.add_registry("4f26493f-21d2-4726-92ea-1ddd550b1d27", "test-registries", "testFeed")
     reg.components["my_hello_world_asset_2"] = {
@@ -494,15 +463,12 @@ MONITOR = "test_monitor_schedule.pyTestMonitorScheduletest_data_drift_schedule_c
 
 def seed_batch(run: Replay) -> None:
     fake = run.fake
-    ws = fake.add_workspace(
-        SUB,
-        "00000",
-        "00000",
+    ws = _recorded_workspace(
+        run,
+        "sab6b272nokaeak",
+        "azureml-blobstore-061273aa-2956-4aff-8628-0fad8c820f9e",
         ("cpu-cluster",),
         location="centraluseuap",
-        storage_account="sab6b272nokaeak",
-        container="azureml-blobstore-061273aa-2956-4aff-8628-0fad8c820f9e",
-        datastore_credentials="AccountKey",
     )
     # the identity the service gave the endpoint (the request named none)
     identity = (
@@ -520,41 +486,24 @@ def seed_batch(run: Replay) -> None:
     }
     ws.batch_identity = identity
     code = "2d48ca0c-1196-4169-94c6-1bd7584fbf6c"
-    ws.codes[code] = {
-        "1": {
-            "id": f"{ws.arm_id}/codes/{code}/versions/1",
-            "name": "1",
-            "type": "Microsoft.MachineLearningServices/workspaces/codes/versions",
-            "properties": fake._asset_defaults("code")
-            | {
-                "properties": {
-                    "hash_sha256": "bbd95444830b4329e59b580de67a78c6"
-                    "9943875e8251311b700f04f0ea89e1ee",
-                    "hash_version": "202208",
-                },
-                "codeUri": "https://sab6b272nokaeak.blob.core.windows.net:443/"
-                "061273aa-2-fb997464-44fd-5d51-b53a-ee3a936d815d/code",
-            },
-            "systemData": system_data(),
-        }
+    code_props = {
+        "properties": {
+            "hash_sha256": "bbd95444830b4329e59b580de67a78c69943875e8251311b700f04f0ea89e1ee",
+            "hash_version": "202208",
+        },
+        "codeUri": "https://sab6b272nokaeak.blob.core.windows.net:443/"
+        "061273aa-2-fb997464-44fd-5d51-b53a-ee3a936d815d/code",
     }
+    ws.codes[code] = {"1": fake._workspace_asset_body(ws, "code", code, "1", code_props)}
     model = "88cf3abcb419bc852f17398005a22790"
     model_path = "LocalUpload/00000000000000000000000000000000/model"
-    ws.models[model] = {
-        "1": {
-            "id": f"{ws.arm_id}/models/{model}/versions/1",
-            "name": "1",
-            "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
-            "properties": fake._asset_defaults("model")
-            | {
-                "isAnonymous": True,
-                "modelType": "custom_model",
-                "modelUri": f"azureml://subscriptions/{SUB}/resourcegroups/00000/workspaces/00000"
-                f"/datastores/workspaceblobstore/paths/{model_path}",
-            },
-            "systemData": system_data(),
-        }
+    model_props = {
+        "isAnonymous": True,
+        "modelType": "custom_model",
+        "modelUri": f"azureml://subscriptions/{SUB}/resourcegroups/00000/workspaces/00000"
+        f"/datastores/workspaceblobstore/paths/{model_path}",
     }
+    ws.models[model] = {"1": fake._workspace_asset_body(ws, "model", model, "1", model_props)}
     blob = f"{model_path}/mnist-tf.model.data-00000-of-00001"
     _local_upload(run, ws.storage_account, ws.container, blob, 1066440)
 
@@ -563,14 +512,10 @@ def seed_monitor(run: Replay) -> None:
     fake = run.fake
     ws = fake.add_workspace(SUB, "00000", "00000", location="centraluseuap")
     for version, uri in (("1", "https://bla"), ("2", "http://bla")):
-        ws.data.setdefault("list_data_v2_test", {})[version] = {
-            "id": f"{ws.arm_id}/data/list_data_v2_test/versions/{version}",
-            "name": version,
-            "type": "Microsoft.MachineLearningServices/workspaces/data/versions",
-            "properties": fake._asset_defaults("data")
-            | {"isArchived": True, "dataUri": uri, "dataType": "uri_folder"},
-            "systemData": system_data(),
-        }
+        props = {"isArchived": True, "dataUri": uri, "dataType": "uri_folder"}
+        ws.data.setdefault("list_data_v2_test", {})[version] = fake._workspace_asset_body(
+            ws, "data", "list_data_v2_test", version, props
+        )
 
 
 CASES = {

@@ -19,7 +19,8 @@ import re
 import uuid
 from typing import Any
 
-from tests.azure.fake.http import ARM_HOST, PROVIDER, Reply, SeenRequest, arm_error
+from tests.azure.fake.endpoints import deployment_not_found, endpoint_not_found, model_not_found
+from tests.azure.fake.http import PROVIDER, Reply, SeenRequest, arm_error
 from tests.azure.fake.scoring import _refusal
 from tests.azure.fake.state import WS, Lro, Workspace, system_data
 
@@ -145,9 +146,7 @@ class BatchApi:
         lro.document = _id_name_status
         if lro.error:
             resource["properties"]["provisioningState"] = "Failed"
-        headers = self._lro_headers(lro, found, api) | {
-            "Location": f"https://{ARM_HOST}{resource_id}?api-version={api}"
-        }
+        headers = self._put_headers(lro, found, api, resource_id)
         return Reply(200 if existing else 201, resource, headers)
 
     def _get_batch_endpoint(
@@ -158,10 +157,7 @@ class BatchApi:
         found = self._ws(sub, rg, ws)
         resource = found.batch_endpoints.get(name) if found else None
         if resource is None:
-            # no recording shows it: the online endpoints' 404 (test_online_endpoint_e2e.json)
-            return arm_error(
-                404, "UserError", f"Could not find endpoint {name}.", "EndpointNotFound"
-            )
+            return endpoint_not_found(name)
         return Reply(200, resource)
 
     # --- deployments ---------------------------------------------------------------------
@@ -176,19 +172,12 @@ class BatchApi:
             return bad
         found = self._ws(sub, rg, ws)
         if found is None or endpoint not in found.batch_endpoints:
-            return arm_error(
-                404, "UserError", f"Could not find endpoint {endpoint}.", "EndpointNotFound"
-            )
+            return endpoint_not_found(endpoint)
         body = request.json() or {}
         props = dict(body.get("properties") or {})
         model = (props.get("model") or {}).get("assetId", "")
         if not self._model_exists(found, model):
-            return arm_error(
-                400,
-                "UserError",
-                f"Model {model} does not exist or is not accessible.",
-                "BadArgument",
-            )
+            return model_not_found(model)
         compute = str(props.get("compute") or "")
         if compute.rsplit("/", 1)[-1] not in found.computes:
             return arm_error(400, "UserError", f"Compute {compute} not found.", "ComputeNotFound")
@@ -224,9 +213,7 @@ class BatchApi:
         if lro.error:
             state["provisioningState"] = "Failed"
         api = request.query["api-version"]
-        headers = self._lro_headers(lro, found, api) | {
-            "Location": f"https://{ARM_HOST}{resource['id']}?api-version={api}"
-        }
+        headers = self._put_headers(lro, found, api, resource["id"])
         return Reply(200 if existed else 201, resource, headers)
 
     def _get_batch_deployment(
@@ -237,9 +224,7 @@ class BatchApi:
         found = self._ws(sub, rg, ws)
         resource = found.batch_deployments.get(endpoint, {}).get(name) if found else None
         if resource is None:
-            return arm_error(
-                404, "UserError", f"Could not find deployment {name}.", "DeploymentNotFound"
-            )
+            return deployment_not_found(name)
         return Reply(200, resource)
 
     def _list_batch_deployments(

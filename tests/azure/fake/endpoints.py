@@ -31,6 +31,7 @@ from tests.azure.fake.http import (
     arm_error,
 )
 from tests.azure.fake.state import (
+    Lro,
     ProvisioningFailed,
     Workspace,
     system_data,
@@ -274,12 +275,17 @@ class EndpointApi:
                 found.endpoints[name] = old
             else:
                 resource["properties"]["provisioningState"] = "Failed"
-        headers = self._lro_headers(lro, found, api) | {
-            "Location": f"https://{ARM_HOST}{resource['id']}?api-version={api}"
-        }
+        headers = self._put_headers(lro, found, api, resource["id"])
         status_uri = headers["Azure-AsyncOperation"].split("&t=")[0]
         resource["properties"]["properties"]["AzureAsyncOperationUri"] = status_uri
         return Reply(201, resource, headers)  # recorded: 201 for the traffic update too
+
+    def _put_headers(self, lro: Lro, ws: Workspace, api: str, resource_id: str) -> dict:
+        """A PUT's answer headers for an online or batch endpoint or deployment: the
+        operation's, and the resource's own URL as `Location`."""
+        return self._lro_headers(lro, ws, api) | {
+            "Location": f"https://{ARM_HOST}{resource_id}?api-version={api}"
+        }
 
     def _invalid_traffic(self, ws: Workspace, name: str, traffic: dict, mirror: dict) -> str | None:
         deployments = ws.deployments.get(name, {})
@@ -309,9 +315,7 @@ class EndpointApi:
         found = self._ws(sub, rg, ws)
         resource = found.endpoints.get(name) if found else None
         if resource is None:
-            return arm_error(
-                404, "UserError", f"Could not find endpoint {name}.", "EndpointNotFound"
-            )
+            return endpoint_not_found(name)
         return Reply(200, resource)
 
     def _list_endpoints(self, request: SeenRequest, sub: str, rg: str, ws: str) -> Reply:
@@ -344,9 +348,7 @@ class EndpointApi:
         found = self._ws(sub, rg, ws)
         resource = found.endpoints.get(name) if found else None
         if resource is None:
-            return arm_error(
-                404, "UserError", f"Could not find endpoint {name}.", "EndpointNotFound"
-            )
+            return endpoint_not_found(name)
         if resource["properties"]["authMode"] != "AMLToken":
             return arm_error(
                 400, "UserError", "Tokens are only issued to AMLToken endpoints.", "BadArgument"
@@ -387,19 +389,12 @@ class EndpointApi:
             return bad
         found = self._ws(sub, rg, ws)
         if found is None or endpoint not in found.endpoints:
-            return arm_error(
-                404, "UserError", f"Could not find endpoint {endpoint}.", "EndpointNotFound"
-            )
+            return endpoint_not_found(endpoint)
         body = request.json()
         props = dict(body.get("properties", {}))
         model = props.get("model", "")
         if not self._model_exists(found, model):
-            return arm_error(
-                400,
-                "UserError",
-                f"Model {model} does not exist or is not accessible.",
-                "BadArgument",
-            )
+            return model_not_found(model)
         state = props | {
             "provisioningState": "Creating",
             "scaleSettings": {"scaleType": "Default"},
@@ -479,9 +474,7 @@ class EndpointApi:
         if lro.error:
             state["provisioningState"] = "Failed"
         api = request.query["api-version"]
-        headers = self._lro_headers(lro, found, api) | {
-            "Location": f"https://{ARM_HOST}{resource['id']}?api-version={api}"
-        }
+        headers = self._put_headers(lro, found, api, resource["id"])
         state["properties"]["AzureAsyncOperationUri"] = headers["Azure-AsyncOperation"].split(
             "&t="
         )[0]
@@ -504,9 +497,7 @@ class EndpointApi:
         found = self._ws(sub, rg, ws)
         resource = found.deployments.get(endpoint, {}).get(name) if found else None
         if resource is None:
-            return arm_error(
-                404, "UserError", f"Could not find deployment {name}.", "DeploymentNotFound"
-            )
+            return deployment_not_found(name)
         return Reply(200, resource)
 
     def _list_deployments(
@@ -553,9 +544,7 @@ class EndpointApi:
         found = self._ws(sub, rg, ws)
         resource = found.deployments.get(endpoint, {}).get(name) if found else None
         if resource is None:
-            return arm_error(
-                404, "UserError", f"Could not find deployment {name}.", "DeploymentNotFound"
-            )
+            return deployment_not_found(name)
         key = (found.name.lower(), endpoint, name)
         container = self.containers.get(key) or self._failed_containers.get(key)
         if container is not None:
@@ -565,6 +554,23 @@ class EndpointApi:
             name, "no container runs (the fake's serving is off)"
         )
         return Reply(200, {"content": f"fake container log for {name}: {message}\n"})
+
+
+def endpoint_not_found(name: str) -> Reply:
+    """The service's 404 for an endpoint (test_online_endpoint_e2e.json); batch endpoints answer
+    it too (no recording shows theirs)."""
+    return arm_error(404, "UserError", f"Could not find endpoint {name}.", "EndpointNotFound")
+
+
+def deployment_not_found(name: str) -> Reply:
+    return arm_error(404, "UserError", f"Could not find deployment {name}.", "DeploymentNotFound")
+
+
+def model_not_found(model: str) -> Reply:
+    """A deployment's refusal of a model that does not exist or cannot be read."""
+    return arm_error(
+        400, "UserError", f"Model {model} does not exist or is not accessible.", "BadArgument"
+    )
 
 
 def _covers(scope: str, resource_id: str) -> bool:

@@ -278,9 +278,9 @@ class RegistryApi:
             | POLL_SOON,
         )
 
-    def _environment_operation(self, request: SeenRequest, op: str) -> Reply:
-        """test_environment...registry #3-#10: 202 with no body while the image builds, then
-        200 with no body."""
+    def _polled_operation(self, op: str, finished: Callable[[Lro], Reply]) -> Reply:
+        """A registry data-plane operation, polled: 202 with no body while it runs, 500 with
+        its error when it failed, else what `finished` answers."""
         lro = self.lros.get(op)
         if lro is None:
             return Reply(404, {"error": {"code": "NotFound", "message": f"operation {op}"}})
@@ -289,7 +289,12 @@ class RegistryApi:
             return Reply(202, None, dict(POLL_SOON))
         if lro.status == "Failed":
             return Reply(500, {"error": lro.error})
-        return Reply(200, None)
+        return finished(lro)
+
+    def _environment_operation(self, request: SeenRequest, op: str) -> Reply:
+        """test_environment...registry #3-#10: 202 with no body while the image builds, then
+        200 with no body."""
+        return self._polled_operation(op, lambda lro: Reply(200, None))
 
     def _asset_store_lro(
         self,
@@ -322,19 +327,15 @@ class RegistryApi:
         self._advance(lro)
 
     def _asset_operation(self, request: SeenRequest, op: str) -> Reply:
-        lro = self.lros.get(op)
-        if lro is None:
-            return Reply(404, {"error": {"code": "NotFound", "message": f"operation {op}"}})
-        self._advance(lro)
-        if lro.status == "InProgress":
-            return Reply(202, None, dict(POLL_SOON))
-        if lro.status == "Failed":
-            return Reply(500, {"error": lro.error})
-        # a created version answers 200 with its id (test_component...registry #6, #9); an
-        # import 204 with no body (promote_model[import] #11)
-        if lro.result_location:
-            return Reply(200, {"assetId": lro.result_location})
-        return Reply(204, None)
+        """Done, a created version answers 200 with its id (test_component...registry #6,
+        #9); an import 204 with no body (promote_model[import] #11)."""
+
+        def finished(lro: Lro) -> Reply:
+            if lro.result_location:
+                return Reply(200, {"assetId": lro.result_location})
+            return Reply(204, None)
+
+        return self._polled_operation(op, finished)
 
     def _registry_import(self, request: SeenRequest, sub: str, rg: str, reg: str) -> Reply:
         if bad := self._api_version(request, "registry"):

@@ -294,7 +294,6 @@ class WorkspaceApi:
         return get_version
 
     def _asset_putter(self, kind: str) -> Handler:
-        plural = {"data": "data", "model": "models", "code": "codes"}.get(kind, kind + "s")
         uri_field = {"data": "dataUri", "model": "modelUri", "code": "codeUri"}.get(kind)
 
         def put_version(
@@ -326,18 +325,25 @@ class WorkspaceApi:
                 existing["properties"] = merged
                 existing["systemData"]["lastModifiedAt"] = _now()
                 return Reply(200, existing)
-            item = {
-                "id": f"{found.arm_id}/{plural}/{name}/versions/{version}",
-                "name": version,
-                "type": f"{PROVIDER}/workspaces/{plural}/versions",
-                "properties": self._asset_defaults(kind) | props,
-                "systemData": system_data(),
-            }
-            versions[version] = item
+            item = versions[version] = self._workspace_asset_body(found, kind, name, version, props)
             location = f"https://{ARM_HOST}{item['id']}?api-version={request.query['api-version']}"
             return Reply(201, item, {"Location": location})
 
         return put_version
+
+    def _workspace_asset_body(
+        self, ws: Workspace, kind: str, name: str, version: str, props: dict
+    ) -> dict:
+        """A workspace asset version as the service answers it: the kind's defaults, then the
+        properties sent."""
+        plural = {"data": "data", "model": "models", "code": "codes"}.get(kind, kind + "s")
+        return {
+            "id": f"{ws.arm_id}/{plural}/{name}/versions/{version}",
+            "name": version,
+            "type": f"{PROVIDER}/workspaces/{plural}/versions",
+            "properties": self._asset_defaults(kind) | props,
+            "systemData": system_data(),
+        }
 
     @staticmethod
     def _asset_defaults(kind: str) -> dict[str, Any]:
