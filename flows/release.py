@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
-from prefect.states import Cancelled, Failed, State
+from prefect.states import State
 from prefect.transactions import transaction
 
 from backends.base import ModelVersion
 from flows.training import train_in_environment
-from tasks.approval import evidence_pack, wait_for_approval
-from tasks.decisions import publish_evidence_pack, record_decision, record_timeout
+from tasks.approval import evidence_pack
+from tasks.decisions import ask_for_approval
 from tasks.integration_tests import run_integration_tests
 from tasks.pipeline_assets import resolve_pipeline_assets
 from tasks.promotion import crown_champion, promote_to_shared_registry
@@ -72,21 +71,19 @@ def release(
                 "MLflow pipeline run": trained.pipeline_run.tracking_url,
             },
         )
-        publish_evidence_pack(pack)
-        try:
-            approval = wait_for_approval(
-                pack, timeout, settings.approval.poll_interval_seconds, "promotion-approval"
-            )
-        except FlowPauseTimeout:
-            return Failed(message=record_timeout(subject, timeout, "prod"))
-        record_decision(subject, approval)
-    if not approval.approved:
-        return Cancelled(
-            message=f"Rejected by {approval.approver}: {approval.reason}. Nothing was promoted."
+        decision = ask_for_approval(
+            subject,
+            pack,
+            "promotion-approval",
+            timeout,
+            settings.approval.poll_interval_seconds,
+            unchanged="prod",
         )
+    if isinstance(decision, State):  # rejected or timed out: the test endpoint is gone
+        return decision
 
     # Promotion
-    promoted = promote_to_shared_registry("test", candidate, approval)
+    promoted = promote_to_shared_registry("test", candidate, decision)
 
     # Prod blue/green
     prod = ensure_endpoint("prod", settings.prod_endpoint)

@@ -4,13 +4,11 @@ pipeline's components and environments to the shared registry once a person appr
 from __future__ import annotations
 
 from prefect import flow
-from prefect.exceptions import FlowPauseTimeout
-from prefect.states import Cancelled, Failed, State
+from prefect.states import State
 
 from backends.base import ModelVersion
 from flows.training import train_in_environment
-from tasks.approval import wait_for_approval
-from tasks.decisions import publish_evidence_pack, record_decision, record_timeout
+from tasks.decisions import ask_for_approval
 from tasks.pipeline_assets import (
     pipeline_assets_pack,
     pipeline_assets_to_promote,
@@ -42,22 +40,17 @@ def train_dev(
         return model
     approval_settings = load_release_settings().approval
     timeout = approval_timeout_seconds or approval_settings.timeout_seconds
-    subject = f"pipeline assets {pending.digest} ({environment})"
-    pack = pipeline_assets_pack(pending, model, trained.pipeline_run.tracking_url)
-    publish_evidence_pack(pack)
-    try:
-        approval = wait_for_approval(
-            pack, timeout, approval_settings.poll_interval_seconds, "pipeline-assets-approval"
-        )
-    except FlowPauseTimeout:
-        return Failed(message=record_timeout(subject, timeout, "the shared registry"))
-    record_decision(subject, approval)
-    if not approval.approved:
-        return Cancelled(
-            message=f"Rejected by {approval.approver}: {approval.reason}. The pipeline assets "
-            f"were not promoted; {model.name} v{model.version} stays registered in {environment}."
-        )
-    promote_pipeline_assets(pending, approval)
+    decision = ask_for_approval(
+        f"pipeline assets {pending.digest} ({environment})",
+        pipeline_assets_pack(pending, model, trained.pipeline_run.tracking_url),
+        "pipeline-assets-approval",
+        timeout,
+        approval_settings.poll_interval_seconds,
+        unchanged=f"the shared registry ({model.name} v{model.version} stays in {environment})",
+    )
+    if isinstance(decision, State):
+        return decision
+    promote_pipeline_assets(pending, decision)
     return model
 
 

@@ -4,9 +4,32 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.states import Cancelled, Failed, State
 
 from tasks import audit
-from tasks.approval import PromotionApproval
+from tasks.approval import PromotionApproval, wait_for_approval
+
+
+def ask_for_approval(
+    subject: str, pack: str, key: str, timeout: int, poll_interval: int, unchanged: str
+) -> PromotionApproval | State:
+    """The approval gate, one rule for every flow that has one: show the evidence pack, wait
+    for a person, record the decision. Returns the approval when approved; otherwise the
+    state the flow ends in (Failed on timeout, Cancelled on rejection), whose message says
+    that nothing was promoted and that `unchanged` is as it was."""
+    publish_evidence_pack(pack)
+    try:
+        approval = wait_for_approval(pack, timeout, poll_interval, key)
+    except FlowPauseTimeout:
+        return Failed(message=record_timeout(subject, timeout, unchanged))
+    record_decision(subject, approval)
+    if not approval.approved:
+        return Cancelled(
+            message=f"Rejected by {approval.approver}: {approval.reason}. Nothing was "
+            f"promoted; {unchanged} is unchanged."
+        )
+    return approval
 
 
 @task

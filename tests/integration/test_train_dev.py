@@ -149,7 +149,7 @@ def test_rejected_asset_promotion_promotes_nothing_and_test_refuses_the_unpromot
     approver.join(timeout=30)
 
     assert state.type == StateType.CANCELLED
-    assert "Rejected by judy" in state.message and "not promoted" in state.message
+    assert "Rejected by judy" in state.message and "Nothing was promoted" in state.message
     assert backends.workspace("dev").get_model(MODEL, "champion") is not None  # stays in dev
     with pytest.raises(AssetsNotPromoted):
         backends.shared_registry().pipeline_asset_references(working_tree_assets())
