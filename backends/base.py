@@ -145,16 +145,50 @@ class EndpointInfo:
 
 @dataclass(frozen=True)
 class DeploymentHealth:
-    """Live-traffic health of one deployment over a recent window, for gates between shifts."""
+    """What one deployment served over a window: requests (live and mirrored copies alike),
+    errors (5xx from the deployment or its container), and the p95 latency of the answers that
+    were not errors (None: there were none)."""
 
     deployment: str
     requests: int
     errors: int
-    p95_ms: float
+    p95_ms: float | None
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class ServingMetrics:
+    """An endpoint's metrics over a window, per deployment, and how much of the window they
+    already cover.
+
+    Azure Monitor aggregates per time grain and publishes each grain minutes after it ends, so
+    an answer read right after the traffic may cover only part of the window: `covered_until`
+    says up to when the figures are complete (None: nothing yet). `start`/`end` are the window
+    the figures are for, widened to whole grains where the backend aggregates by grain. A
+    deployment that served nothing in the window is absent from `deployments`.
+    """
+
+    endpoint: str
+    start: datetime
+    end: datetime
+    covered_until: datetime | None
+    deployments: Mapping[str, DeploymentHealth]
+
+    @property
+    def coverage(self) -> float:
+        """The share of the window the figures cover, 0..1."""
+        if self.covered_until is None or self.covered_until <= self.start:
+            return 0.0
+        span = (self.end - self.start).total_seconds()
+        if span <= 0 or self.covered_until >= self.end:
+            return 1.0
+        return (self.covered_until - self.start).total_seconds() / span
+
+    def of(self, deployment: str) -> DeploymentHealth:
+        return self.deployments.get(deployment) or DeploymentHealth(deployment, 0, 0, None)
 
 
 class DeploymentFailed(RuntimeError):
@@ -185,9 +219,11 @@ class Endpoints(Protocol):
         self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int] | None
     ) -> EndpointInfo: ...
 
-    def deployment_health(self, endpoint: str, deployment: str) -> DeploymentHealth: ...
-
-    def reset_health(self, endpoint: str) -> None: ...
+    def serving_metrics(self, endpoint: str, start: datetime, end: datetime) -> ServingMetrics:
+        """Requests, errors and p95 latency per deployment over [start, end) (timezone-aware),
+        as the platform's metrics report them, with how much of the window they cover yet. It
+        never waits: the caller decides how long to wait for a window to be covered."""
+        ...
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None: ...
 

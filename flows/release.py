@@ -6,23 +6,21 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import State
-from prefect.transactions import transaction
 
 from backends.base import ModelVersion
+from flows.prod_rollout import prod_rollout
 from flows.training import train_in_environment
 from tasks.approval import evidence_pack
 from tasks.decisions import ask_for_approval
 from tasks.integration_tests import run_integration_tests
-from tasks.pipeline_assets import resolve_pipeline_assets
-from tasks.promotion import crown_champion, promote_to_shared_registry
+from tasks.promotion import promote_to_shared_registry
 from tasks.serving import (
-    colour_for,
     deploy_model,
     endpoint_key,
     ensure_endpoint,
     route_all_traffic,
-    shift_traffic,
     test_endpoint_lifetime,
+    test_endpoint_name,
 )
 from tasks.settings import load_release_settings
 
@@ -48,14 +46,14 @@ def release(
     candidate = trained.model
     subject = f"{candidate.name}/v{candidate.version} (test)"
 
-    # Test endpoint, integration tests, approval (the test endpoint goes when they end)
-    with test_endpoint_lifetime("test", settings.test_endpoint, keep=keep_test_endpoint):
-        ensure_endpoint("test", settings.test_endpoint)
-        deploy_model("test", settings.test_endpoint, "blue", candidate, "test", trained.assets)
-        test_endpoint = route_all_traffic("test", settings.test_endpoint, "blue")
+    # Test endpoint (this run's own), integration tests, approval; the endpoint goes when they end
+    test_endpoint = test_endpoint_name(settings.test_endpoint)
+    with test_endpoint_lifetime("test", test_endpoint, keep=keep_test_endpoint):
+        ensure_endpoint("test", test_endpoint)
+        deploy_model("test", test_endpoint, "blue", candidate, "test", trained.assets)
         integration = run_integration_tests(
-            test_endpoint,
-            endpoint_key("test", settings.test_endpoint),
+            route_all_traffic("test", test_endpoint, "blue"),
+            endpoint_key("test", test_endpoint),
             trained.pipeline_run.outputs["prep.test_data"],
             trained.gate.candidate["auc"],
             settings.integration.p95_budget_ms,
@@ -85,19 +83,8 @@ def release(
     # Promotion
     promoted = promote_to_shared_registry("test", candidate, decision)
 
-    # Prod blue/green
-    prod = ensure_endpoint("prod", settings.prod_endpoint)
-    colour = colour_for(prod, promoted)
-    deploy_model(
-        "prod", settings.prod_endpoint, colour, promoted, "shared", resolve_pipeline_assets("prod")
+    # Prod: deploy beside the serving colour, roll out step by baked step, crown
+    rolled_out = prod_rollout(
+        promoted, trained.pipeline_run.outputs["prep.test_data"], return_state=True
     )
-    with transaction():
-        shift_traffic(
-            "prod",
-            settings.prod_endpoint,
-            colour,
-            trained.pipeline_run.outputs["prep.test_data"],
-            settings.rollout,
-        )
-        crown_champion(promoted)
-    return promoted
+    return rolled_out if not rolled_out.is_completed() else promoted

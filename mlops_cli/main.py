@@ -22,6 +22,8 @@ server_app = typer.Typer(help="The local Prefect server the demo runs against.")
 app.add_typer(server_app, name="server")
 config_app = typer.Typer(help="The topology (non-secret settings) as a Prefect Variable.")
 app.add_typer(config_app, name="config")
+rollout_app = typer.Typer(help="The prod rollout: where it stands, and stopping it.")
+app.add_typer(rollout_app, name="rollout")
 console = Console()
 APPROVAL_FLOWS = ("train-dev", "release")
 """Flows that pause for a person: pipeline-asset promotion and model release."""
@@ -243,6 +245,47 @@ def rollback(reason: ReasonOption, actor: ApproverOption = "operator") -> None:
         raise typer.Exit(1)
     good = state.result()
     console.print(f"Prod serves {good.name} v{good.version} again.")
+
+
+@rollout_app.command("status")
+def rollout_status(environment: str = "prod") -> None:
+    """Where the endpoint's last rollout stands (the Prefect Variable it keeps)."""
+    _use_running_server()
+    from tasks.rollout_record import read_record
+    from tasks.settings import load_release_settings
+
+    settings = load_release_settings()
+    record = read_record(environment, settings.prod_endpoint)
+    if record is None:
+        console.print(f"No rollout on {environment}/{settings.prod_endpoint} yet.")
+        return
+    step = settings.rollout.steps[min(record.step, len(settings.rollout.steps) - 1)]
+    console.print(
+        f"{record.model} to {record.new} on {environment}/{record.endpoint}: {record.status}, "
+        f"step {record.step + 1} of {len(settings.rollout.steps)} ({step.label}); before it: "
+        f"{record.previous_traffic}; flow run {record.flow_run_id}; updated {record.updated}"
+    )
+
+
+@rollout_app.command("abort")
+def rollout_abort(
+    reason: ReasonOption, actor: ApproverOption = "operator", environment: str = "prod"
+) -> None:
+    """Stop the running rollout now: all traffic back on the deployment that served before it,
+    at once, with an audit record. The rollout's run notices within a poll and ends Cancelled."""
+    _use_running_server()
+    from tasks.rollout_stop import stop_rollout
+    from tasks.settings import load_release_settings
+
+    endpoint = load_release_settings().prod_endpoint
+    stopped = stop_rollout(environment, endpoint, "abort", actor, reason)
+    if stopped is None:
+        console.print(f"No rollout is running on {environment}/{endpoint}; nothing was changed.")
+        raise typer.Exit(1)
+    console.print(
+        f"Stopped the rollout of {stopped.model} at step {stopped.step + 1}: traffic is "
+        f"{stopped.previous_traffic} again."
+    )
 
 
 @app.command("simulate-traffic")
