@@ -16,6 +16,7 @@ from backends.base import ModelVersion
 from backends.topology import load_topology
 from data_checks.readmission_schema import FEATURES
 from monitoring.drift import DriftReport, DriftThresholds, compute_drift, plot_drift
+from tasks.canaries import CANARY_PREFIX
 from tasks.pictures import publish_image
 from tasks.settings import MonitoringSettings
 
@@ -34,11 +35,13 @@ def find_prod_champion(model_name: str) -> ModelVersion:
 
 @task
 def load_production_window(environment: str, endpoint: str, hours: float) -> pd.DataFrame:
-    """What prod scored in the window: live traffic only (mirrored copies are not prod's)."""
+    """What prod scored in the window: users' live traffic only (mirrored copies are not prod's,
+    and a rollout's canaries replay test rows, which would hide drift)."""
     since = datetime.now(UTC) - timedelta(hours=hours)
     captured = backends.endpoints(environment).read_capture(endpoint, since)
     if not captured.empty:
-        captured = captured[~captured["mirrored"].astype(bool)]
+        canary = captured["request_id"].astype(str).str.startswith(CANARY_PREFIX)
+        captured = captured[~captured["mirrored"].astype(bool) & ~canary]
     get_run_logger().info("Captured rows in the last %s h: %d", hours, len(captured))
     return captured
 

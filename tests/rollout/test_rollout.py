@@ -19,12 +19,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 import yaml
 from prefect import flow
@@ -349,10 +347,3 @@ def _wait_for(condition: Any, timeout: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-__all__ = ["pd"]
