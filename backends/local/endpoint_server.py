@@ -22,7 +22,12 @@ Routes (all but /health need `Authorization: Bearer <key>`):
   PUT    /admin/deployments/{name}   start a deployment; 0% traffic until told otherwise
   DELETE /admin/deployments/{name}   refused while it has live or mirror traffic
   PUT    /admin/traffic              {"traffic": {...}, "mirror_traffic": {...}}
-  GET    /admin/state, GET /admin/metrics, POST /admin/metrics/reset
+  GET    /admin/state
+  GET    /admin/metrics?start=S&end=E   requests, errors, p95 per deployment over [S, E) (epoch
+                                     seconds), and `covered_until`: complete up to there
+  PUT    /admin/metrics/delay        {"seconds": D}: figures for a moment become visible only D
+                                     seconds later, rehearsing Azure Monitor's ingestion latency
+                                     on a laptop (0, the default: at once; not kept in state.json)
 
 The parts: endpoint_state.py (state.json), deployment_process.py (one azmlinfsrv),
 data_collector.py (its collector sidecar), routing.py (traffic and mirror), serving_metrics.py
@@ -36,6 +41,7 @@ import asyncio
 import hmac
 import importlib.util
 import logging
+import math
 import os
 import random
 import shutil
@@ -78,7 +84,7 @@ from backends.local.endpoint_state import (
     write_state,
 )
 from backends.local.routing import Deployment, Routing, TrafficError, check_traffic
-from backends.local.serving_metrics import METRICS_WINDOW_REQUESTS, METRICS_WINDOW_SECONDS, Metrics
+from backends.local.serving_metrics import Metrics
 from backends.serving_package import SERVING_DIR
 
 log = logging.getLogger("endpoint_server")
@@ -438,6 +444,13 @@ class TrafficRequest(BaseModel):
     mirror_traffic: dict[str, int] = Field(default_factory=dict)
 
 
+class MetricsDelayRequest(BaseModel):
+    """How many seconds after a moment its figures become visible (Azure Monitor's ingestion
+    latency, rehearsed)."""
+
+    seconds: float = Field(ge=0, allow_inf_nan=False)
+
+
 def _json(status: int, content: Any, headers: Mapping[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status, headers, media_type="application/json")
 
@@ -609,21 +622,29 @@ def create_app(server: EndpointServer) -> FastAPI:
         return _json(200, server.describe())
 
     @admin.get("/metrics")
-    async def metrics() -> Response:
-        names = sorted(server.routing.deployments)
+    async def metrics(start: float, end: float) -> Response:
+        if not (math.isfinite(start) and math.isfinite(end)) or start >= end:
+            return _error(
+                422,
+                f"the window [start={start}, end={end}) is empty or not finite: start must be "
+                "before end (epoch seconds)",
+            )
+        window = server.metrics.window(start, end)
         return _json(
             200,
             {
-                "window_seconds": METRICS_WINDOW_SECONDS,
-                "window_requests": METRICS_WINDOW_REQUESTS,
-                "deployments": server.metrics.snapshot(names),
+                "start": window.start,
+                "end": window.end,
+                "covered_until": window.covered_until,
+                "deployments": {n: f.as_json() for n, f in window.deployments.items()},
             },
         )
 
-    @admin.post("/metrics/reset")
-    async def reset_metrics() -> Response:
-        server.metrics.reset()
-        return _json(200, {"reset": True})
+    @admin.put("/metrics/delay")
+    async def put_metrics_delay(body: MetricsDelayRequest) -> Response:
+        server.metrics.delay = body.seconds
+        log.info("metrics delay %.3f s", body.seconds)
+        return _json(200, {"seconds": server.metrics.delay})
 
     app.include_router(admin)
     return app

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -37,6 +38,7 @@ from backends.base import (
     DeploymentInfo,
     EndpointInfo,
     ModelVersion,
+    ServingMetrics,
 )
 from backends.local.data_collector import BLOB_DATASTORE
 from backends.local.endpoint_state import (
@@ -171,26 +173,33 @@ class LocalEndpoints:
         body = {"traffic": dict(traffic), "mirror_traffic": dict(mirror_traffic or {})}
         return self._info(endpoint, self._admin(endpoint, "PUT", "/admin/traffic", body))
 
-    def deployment_health(self, endpoint: str, deployment: str) -> DeploymentHealth:
-        """Requests, model errors and p95 latency over the server's recent window (the last
-        60 s, at most 2,000 requests), counting mirrored requests on the mirror deployment."""
-        reply = self._admin(endpoint, "GET", "/admin/metrics")
-        try:
-            figures = reply["deployments"][deployment]
-        except KeyError:
-            known = sorted(reply["deployments"])
-            raise EndpointRequestRejected(
-                404, f"endpoint {endpoint!r} has no deployment {deployment!r}; it has {known}"
-            ) from None
-        return DeploymentHealth(
-            deployment=deployment,
-            requests=int(figures["requests"]),
-            errors=int(figures["errors"]),
-            p95_ms=float(figures["p95_ms"]),
+    def serving_metrics(self, endpoint: str, start: datetime, end: datetime) -> ServingMetrics:
+        """Requests, errors and p95 latency per deployment over [start, end), from the endpoint
+        server's records of every answer (mirrored copies on the mirror deployment), and up to
+        when they are complete: now, unless a metrics delay is rehearsed
+        (`rehearse_metrics_delay`). The server keeps the last 2 hours (at most 500,000
+        answers) in memory: older figures, or those from before a restart, are gone."""
+        for moment, what in ((start, "start"), (end, "end")):
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                raise ValueError(f"{what} {moment.isoformat()} has no timezone; pass an aware one")
+        query = urlencode({"start": repr(start.timestamp()), "end": repr(end.timestamp())})
+        reply = self._admin(endpoint, "GET", f"/admin/metrics?{query}")
+        covered = reply["covered_until"]
+        return ServingMetrics(
+            endpoint=endpoint,
+            start=start,
+            end=end,
+            covered_until=None if covered is None else datetime.fromtimestamp(covered, UTC),
+            deployments={
+                name: DeploymentHealth(
+                    deployment=name,
+                    requests=int(figures["requests"]),
+                    errors=int(figures["errors"]),
+                    p95_ms=None if figures["p95_ms"] is None else float(figures["p95_ms"]),
+                )
+                for name, figures in reply["deployments"].items()
+            },
         )
-
-    def reset_health(self, endpoint: str) -> None:
-        self._admin(endpoint, "POST", "/admin/metrics/reset")
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         """Delete a deployment with no traffic; deleting one that is gone is not an error.
@@ -228,6 +237,14 @@ class LocalEndpoints:
             return pd.DataFrame()
         rows = read_collected(self.blob_root, state, since.astimezone(UTC))
         return pd.DataFrame.from_records(rows)
+
+    # --- local only: rehearsals -------------------------------------------------------------
+
+    def rehearse_metrics_delay(self, endpoint: str, seconds: float) -> None:
+        """Make the endpoint's metrics arrive `seconds` late, as Azure Monitor's do: what is
+        answered at t shows in `serving_metrics` only from t + seconds (0: at once). For tests
+        and rehearsals of a rollout's wait; a restarted server starts again at 0."""
+        self._admin(endpoint, "PUT", "/admin/metrics/delay", {"seconds": seconds})
 
     # --- process helpers --------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -90,10 +91,13 @@ def test_live_traffic_follows_the_weights(shared: Caller, rows: pd.DataFrame) ->
     assert abs(served["green"] / 500 - 0.20) < 0.07, served  # 4 standard deviations
 
 
-def settled_health(caller: Caller, deployment: str) -> DeploymentHealth:
+def settled_health(caller: Caller, deployment: str, start: datetime) -> DeploymentHealth:
+    """The deployment's figures since `start` once they stop changing (mirrored copies are
+    answered after the caller's response)."""
     previous = None
     for _ in range(50):
-        health = caller.endpoints.deployment_health(caller.name, deployment)
+        health = caller.endpoints.serving_metrics(caller.name, start, datetime.now(UTC))
+        health = health.of(deployment)
         if health == previous:
             return health
         previous = health
@@ -105,7 +109,7 @@ def test_mirrored_copies_reach_the_mirror_without_changing_any_response(
     shared: Caller, rows: pd.DataFrame
 ) -> None:
     shared.endpoints.set_traffic(shared.name, {"blue": 100, "green": 0}, {"green": 50})
-    shared.endpoints.reset_health(shared.name)
+    start = datetime.now(UTC)
     since = a_second_ago()
 
     responses = [
@@ -116,8 +120,8 @@ def test_mirrored_copies_reach_the_mirror_without_changing_any_response(
     assert all(r.status_code == 200 for r in responses)
     assert {r.headers["azureml-model-deployment"] for r in responses} == {"blue"}
     assert {r.json()["model"]["version"] for r in responses} == {"1"}
-    blue = shared.endpoints.deployment_health(shared.name, "blue")
-    green = settled_health(shared, "green")  # the last copies run after their responses
+    blue = shared.endpoints.serving_metrics(shared.name, start, datetime.now(UTC)).of("blue")
+    green = settled_health(shared, "green", start)  # the last copies run after their responses
     assert blue.requests == 200
     assert 50 <= green.requests <= 150 and green.errors == 0  # ~100 copies
 
@@ -207,7 +211,7 @@ def test_a_model_error_is_a_424_counted_in_health_and_never_reaches_mirror_calle
     shared.endpoints.create_or_update_deployment(shared.name, "fragile", fragile, models.fragile)
     very_old = json.loads(rows.head(1).to_json(orient="records"))[0] | {"age": FRAGILE_AGE + 3}
     body = {"input_data": [very_old]}
-    shared.endpoints.reset_health(shared.name)
+    start = datetime.now(UTC)
 
     targeted = shared.score(body, {"azureml-model-deployment": "fragile"})
     shared.endpoints.set_traffic(shared.name, {"blue": 100}, {"fragile": 100})
@@ -219,9 +223,11 @@ def test_a_model_error_is_a_424_counted_in_health_and_never_reaches_mirror_calle
     assert targeted.headers["azureml-model-deployment"] == "fragile"
     assert all(r.status_code == 200 for r in mirrored)
     assert {r.headers["azureml-model-deployment"] for r in mirrored} == {"blue"}
-    health = settled_health(shared, "fragile")
+    health = settled_health(shared, "fragile", start)
     assert (health.requests, health.errors, health.error_rate) == (6, 6, 1.0)
-    assert shared.endpoints.deployment_health(shared.name, "blue").errors == 0
+    assert health.p95_ms is None  # no answer that was not an error
+    blue = shared.endpoints.serving_metrics(shared.name, start, datetime.now(UTC)).of("blue")
+    assert (blue.requests, blue.errors) == (5, 0)
 
 
 def test_a_deployment_whose_process_died_answers_502_counted_as_errors_and_reports_failed(
@@ -231,7 +237,7 @@ def test_a_deployment_whose_process_died_answers_502_counted_as_errors_and_repor
         shared.name, "doomed", model_version("10", models.good), models.good
     )
     master = deployment_pids(shared.endpoints, shared.name)["doomed"][0]
-    shared.endpoints.reset_health(shared.name)
+    start = datetime.now(UTC)
 
     os.killpg(master, signal.SIGKILL)  # its whole process group: master and workers
     assert gone(master)
@@ -242,7 +248,7 @@ def test_a_deployment_whose_process_died_answers_502_counted_as_errors_and_repor
 
     assert [a.status_code for a in answers] == [502, 502, 502]
     assert "could not be reached" in answers[0].json()["message"]
-    health = shared.endpoints.deployment_health(shared.name, "doomed")
+    health = shared.endpoints.serving_metrics(shared.name, start, datetime.now(UTC)).of("doomed")
     assert (health.requests, health.errors) == (3, 3)
     states = {d.name: d.state for d in shared.info.deployments}
     assert states["doomed"] == "Failed" and states["blue"] == "Succeeded"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 
 from backends.local.endpoint_server import REQUEST_CONTRACT
+from backends.local.endpoints import EndpointRequestRejected
 from tests.endpoints.conftest import (
     Caller,
     ModelDirs,
@@ -254,17 +256,76 @@ def test_collected_rows_join_each_input_to_the_scripts_output_on_the_request_id(
 
 def test_health_probes_and_metrics_count_live_requests(shared: Caller, rows: pd.DataFrame) -> None:
     base = shared.scoring_uri.removesuffix("/score")
-    shared.endpoints.reset_health(shared.name)
+    start = datetime.now(UTC)
 
     for i in range(25):
         assert shared.score(split_body(rows.iloc[[i]])).status_code == 200
-    health = shared.endpoints.deployment_health(shared.name, "blue")
-    idle = shared.endpoints.deployment_health(shared.name, "green")
-    shared.endpoints.reset_health(shared.name)
+    metrics = shared.endpoints.serving_metrics(shared.name, start, datetime.now(UTC))
+    health, idle = metrics.of("blue"), metrics.of("green")
 
     assert httpx.get(f"{base}/health/live").status_code == 200
     ready = httpx.get(f"{base}/health/ready")
     assert ready.status_code == 200 and ready.json()["live"] == ["blue"]
+    assert metrics.coverage == 1.0
     assert (health.requests, health.errors) == (25, 0) and health.p95_ms > 0
-    assert (idle.requests, idle.errors, idle.p95_ms) == (0, 0, 0.0)
-    assert shared.endpoints.deployment_health(shared.name, "blue").requests == 0
+    assert (idle.requests, idle.errors, idle.p95_ms) == (0, 0, None)
+    assert "green" not in metrics.deployments  # served nothing in the window
+    later = shared.endpoints.serving_metrics(shared.name, datetime.now(UTC), datetime.now(UTC))
+    assert later.of("blue").requests == 0
+
+
+def test_a_window_counts_only_the_requests_answered_inside_it(
+    shared: Caller, rows: pd.DataFrame
+) -> None:
+    body = split_body(rows.head(1))
+    before = [shared.score(body) for _ in range(3)]
+    start = datetime.now(UTC)
+    inside = [shared.score(body) for _ in range(4)]
+    end = datetime.now(UTC)
+    after = [shared.score(body) for _ in range(5)]
+
+    window = shared.endpoints.serving_metrics(shared.name, start, end)
+    around = shared.endpoints.serving_metrics(
+        shared.name, start - timedelta(minutes=1), datetime.now(UTC)
+    )
+
+    assert all(r.status_code == 200 for r in before + inside + after)
+    assert (window.start, window.end, window.coverage) == (start, end, 1.0)
+    assert window.of("blue").requests == 4
+    assert around.of("blue").requests >= 12  # and whatever earlier tests sent
+
+
+def test_a_rehearsed_metrics_delay_holds_the_figures_back_until_they_are_published(
+    shared: Caller, rows: pd.DataFrame
+) -> None:
+    start = datetime.now(UTC)
+    shared.endpoints.rehearse_metrics_delay(shared.name, 1.5)
+    try:
+        answers = [shared.score(split_body(rows.iloc[[i]])) for i in range(6)]
+        end = datetime.now(UTC)
+        early = shared.endpoints.serving_metrics(shared.name, start, end)
+        time.sleep(1.6)
+        published = shared.endpoints.serving_metrics(shared.name, start, end)
+    finally:
+        shared.endpoints.rehearse_metrics_delay(shared.name, 0)
+
+    assert all(a.status_code == 200 for a in answers)
+    assert end - start < timedelta(seconds=1.5), "too slow to see the delay hold anything back"
+    assert early.coverage < 1.0 and early.covered_until is not None
+    assert early.covered_until < end
+    assert early.of("blue").requests == 0 and early.deployments == {}
+    assert published.coverage == 1.0
+    assert published.of("blue").requests == 6 and published.of("blue").errors == 0
+
+
+def test_the_metrics_routes_refuse_an_empty_window_and_a_negative_delay(shared: Caller) -> None:
+    now = datetime.now(UTC)
+
+    with pytest.raises(EndpointRequestRejected, match="start must be before end") as empty:
+        shared.endpoints.serving_metrics(shared.name, now, now - timedelta(seconds=1))
+    with pytest.raises(EndpointRequestRejected, match="seconds") as negative:
+        shared.endpoints.rehearse_metrics_delay(shared.name, -1)
+    with pytest.raises(ValueError, match="no timezone"):
+        shared.endpoints.serving_metrics(shared.name, now.replace(tzinfo=None), now)
+
+    assert empty.value.status == 422 and negative.value.status == 422
