@@ -86,11 +86,12 @@ def delete_endpoint(environment: str, name: str) -> None:
     get_run_logger().info("Deleted endpoint %s in %s", name, environment)
 
 
-def test_endpoint_name(prefix: str) -> str:
-    """This release run's own test endpoint, so two releases never share one: one run's
-    integration tests never score another's model, and one run's clean-up never deletes the
-    endpoint another is testing. Stable across a pause and resume (same flow run)."""
-    run = flow_run.root_flow_run_id or flow_run.id
+def test_endpoint_name(prefix: str, run_id: object = None) -> str:
+    """The release run's own test endpoint (this run's unless `run_id` says), so two releases
+    never share one: one run's integration tests never score another's model, and one run's
+    clean-up never deletes the endpoint another is testing. Stable across a pause and resume
+    (same flow run); 26 characters with the default prefix (Azure allows 32)."""
+    run = run_id or flow_run.root_flow_run_id or flow_run.id
     return f"{prefix}-{str(run).replace('-', '')[:8]}" if run else prefix
 
 

@@ -51,7 +51,9 @@ from tests.azure.conftest import AzureUnderTest
 from tests.integration.release_helpers import (
     Approver,
     assert_refused_then_rejected,
+    assert_test_endpoint_deleted,
     decide_when_paused,
+    test_endpoint_of,
 )
 
 MODEL = load_training_settings().model_name
@@ -77,9 +79,24 @@ def azure_flows(
         (config / "training.yaml").write_text(yaml.safe_dump(training))
         release_settings = yaml.safe_load((config / "release.yaml").read_text())
         release_settings["approval"]["poll_interval_seconds"] = 1  # a decision seen in ~1 s
+        # bakes of seconds: Azure Monitor's grain is a second here (the fake honours the
+        # interval asked for; Azure's smallest is PT1M) and the fake publishes it 1 s late
+        release_settings["rollout"]["timing"] = {
+            name: {"local": value, "azure": value}
+            for name, value in {
+                "bake_seconds": 3,
+                "max_bake_seconds": 9,
+                "metrics_deadline_seconds": 30,
+                "poll_seconds": 0.3,
+                "canaries_per_second": 30,
+                "endpoint_wait_seconds": 300,
+            }.items()
+        }
+        monkeypatch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "PT1S")
         (config / "release.yaml").write_text(yaml.safe_dump(release_settings))
         monkeypatch.setenv("MLOPS_CONFIG_DIR", str(config))
         fake = fake_azure.fake
+        fake.metrics_ingestion_delay_seconds = 1.0
         fake.serve_scoring()
         compute = tmp_path / "compute"
         submit = PipelineRunner.run
@@ -240,7 +257,7 @@ def test_approved_release_is_promoted_and_serves_in_prod(
     assert champion() == promoted.version == "1"
     assert registry.get_model(MODEL, "champion").tags["approved_by"] == "alice"
     assert prod_endpoint(azure_flows)["traffic"] == {"blue": 100}
-    assert backends.endpoints("test").get_endpoint(SETTINGS.test_endpoint) is None
+    assert_test_endpoint_deleted(state)
     response = score_prod()
     assert response.status_code == 200 and response.json()["model"]["version"] == "1"
     # the rollout's health checks read Azure Monitor metrics of what the fake served
@@ -256,12 +273,12 @@ def test_approved_release_is_promoted_and_serves_in_prod(
         f"azureml://registries/{azure_flows.topology.shared_registry.name}/models/{MODEL}"
         "/versions/1"
     )
-    test_puts = deployment_puts(fake, SETTINGS.test_endpoint)
+    test_puts = deployment_puts(fake, test_endpoint_of(state))
     assert test_puts, "the release deployed to the test endpoint"
     for sent in [*test_puts, *deployment_puts(fake, SETTINGS.prod_endpoint)]:
         assert_runs_the_scoring_script(sent, promoted.tags[THRESHOLD_TAG])
     # both endpoints run under the user-assigned identity the topology names
-    assert endpoint_identities(fake, SETTINGS.test_endpoint) == [
+    assert endpoint_identities(fake, test_endpoint_of(state)) == [
         azure_flows.topology.environment("test").endpoint_identity
     ]
     assert endpoint_identities(fake, SETTINGS.prod_endpoint) == [
@@ -298,7 +315,7 @@ def test_rejected_approval_promotes_nothing_and_leaves_prod_unchanged(
     after = prod()
     assert dict(after.traffic) == dict(before.traffic) == {"blue": 100}
     assert after.deployments == before.deployments  # nothing deployed to prod
-    assert backends.endpoints("test").get_endpoint(SETTINGS.test_endpoint) is None
+    assert_test_endpoint_deleted(state)
     assert score_prod().json()["model"]["version"] == "1"
     assert ("rejected", "bob") in [(r.action, r.actor) for r in read_audit_log()]
 
@@ -317,7 +334,7 @@ def test_failing_health_check_mid_shift_returns_traffic_to_the_old_deployment(
 
     assert state.type == StateType.FAILED
     message = str(state.result(raise_on_failure=False))
-    assert "green failed its health check at step 3 (50% live)" in message, message
+    assert "green failed step 3 (50% live): error rate" in message, message
     assert "traffic is back on blue" in message
     # mirror -> 10% -> 50% (failed) -> back to blue; the candidate was promoted (approved)
     # but never crowned: prod keeps serving the old model
@@ -331,7 +348,7 @@ def test_failing_health_check_mid_shift_returns_traffic_to_the_old_deployment(
     assert {d.name: d.model_version for d in endpoint.deployments} == {"blue": "1", "green": "2"}
     assert score_prod().json()["model"]["version"] == "1"
     rollbacks = [r for r in read_audit_log() if r.action == "rollback"]
-    assert rollbacks and rollbacks[-1].reason == "health check failed during rollout"
+    assert rollbacks and rollbacks[-1].reason.startswith("step 3 (50% live) failed")
 
 
 def test_next_release_goes_green_and_rollback_returns_blue(

@@ -14,6 +14,9 @@ from prefect.states import State
 import backends
 from backends.pipeline_assets import working_tree_assets
 from mlops_cli.approvals import decide, list_paused_runs
+from tasks.audit import read_audit_log
+from tasks.serving import test_endpoint_name
+from tasks.settings import load_release_settings
 
 
 def publish_working_tree_assets() -> None:
@@ -21,6 +24,21 @@ def publish_working_tree_assets() -> None:
     environments in the shared registry, so a release's test retraining can run them
     (tests/integration/test_train_dev.py proves the approval path that puts them there)."""
     backends.shared_registry().publish_pipeline_assets(working_tree_assets())
+
+
+def test_endpoint_of(state: State) -> str:
+    """The test endpoint the release run behind `state` used (each run has its own)."""
+    return test_endpoint_name(
+        load_release_settings().test_endpoint, state.state_details.flow_run_id
+    )
+
+
+def assert_test_endpoint_deleted(state: State) -> None:
+    """The release deployed to its own test endpoint, and the endpoint is gone."""
+    name = test_endpoint_of(state)
+    deployed = [r.subject for r in read_audit_log() if r.action == "deployed"]
+    assert f"test/{name}/blue" in deployed, (name, deployed)
+    assert backends.endpoints("test").get_endpoint(name) is None
 
 
 def wait_for_paused_release(timeout: float = 300, started_after: str = "") -> str:

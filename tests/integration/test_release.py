@@ -26,6 +26,7 @@ from tasks.settings import config_dir, load_release_settings, load_training_sett
 from tests.integration.release_helpers import (
     Approver,
     assert_refused_then_rejected,
+    assert_test_endpoint_deleted,
     publish_working_tree_assets,
 )
 
@@ -129,7 +130,7 @@ def test_approved_release_is_promoted_and_serves_in_prod(backend: Path, data: di
     response = score_prod()
     assert response.status_code == 200
     assert response.json()["model"]["version"] == promoted.version
-    assert backends.endpoints("test").get_endpoint(SETTINGS.test_endpoint) is None
+    assert_test_endpoint_deleted(state)
     actions = [(r.action, r.actor) for r in read_audit_log()]
     assert ("approved", "alice") in actions and ("promoted", "alice") in actions
     assert {"deployed", "traffic", "champion"} <= {a for a, _ in actions}
@@ -195,7 +196,7 @@ def test_failing_health_check_mid_shift_returns_traffic_to_the_old_colour(
     state = run_release(data["fourth"], Approver(approved=True, name_="erin"))
 
     assert state.type == StateType.FAILED
-    assert "failed its health check at step 3" in str(state.result(raise_on_failure=False))
+    assert "failed step 3 (50% live)" in str(state.result(raise_on_failure=False))
     assert dict(prod().traffic) == before and prod().serving() == serving_colour
     assert backends.shared_registry().get_model(MODEL, "champion").version == "1"
     assert score_prod().status_code == 200
@@ -213,5 +214,5 @@ def test_failed_integration_tests_delete_the_test_endpoint_and_promote_nothing(
 
     assert state.type == StateType.FAILED
     assert "latency" in str(state.result(raise_on_failure=False))
-    assert backends.endpoints("test").get_endpoint(SETTINGS.test_endpoint) is None
+    assert_test_endpoint_deleted(state)
     assert shared_versions() == versions and dict(prod().traffic) == traffic
