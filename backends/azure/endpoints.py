@@ -20,8 +20,10 @@ monitor's view of production traffic), with the schema in backends/collected_dat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import re
 import tempfile
 from collections.abc import Mapping
@@ -58,6 +60,7 @@ from backends.base import (
     DeploymentInfo,
     EndpointInfo,
     ModelVersion,
+    ServingMetrics,
 )
 from backends.pipeline_assets import working_tree_assets
 from backends.serving_package import (
@@ -76,6 +79,11 @@ REGISTRY_MODEL = re.compile(r"^azureml://registries/[^/]+/models/[^/]+/versions/
 ARM_ENDPOINT = "https://management.azure.com"
 METRICS_API_VERSION = "2023-10-01"
 WORKSPACE_MODEL = re.compile(r"^azureml://locations/[^/]+/workspaces/(?P<guid>[^/]+)/models/")
+METRICS_INTERVAL = "MLOPS_AZURE_METRICS_INTERVAL"
+"""The time grain serving metrics are read in (ISO 8601: PTnS, PTnM or PTnH; default PT1M,
+Azure Monitor's smallest for the endpoint metrics; tests against the fake use seconds)."""
+INTERVAL = re.compile(r"PT(?P<n>\d+)(?P<unit>[HMS])")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COLLECTOR_DATASTORE = "workspaceblobstore"
 """Where the data collector writes by default (azure-ai-ml's DEFAULT_MDC_PATH): hourly files
 under collected_data.collection_folder(...), registered as the data asset
@@ -90,7 +98,6 @@ class AzureEndpoints:
         self.client = workspace.client
         self.deadline = workspace.connection.deadlines.lro_seconds
         self.busy_poll = workspace.connection.deadlines.busy_poll_seconds
-        self._health_since: dict[str, datetime] = {}
         self._monitor_client: PipelineClient | None = None
 
     # --- endpoints ---------------------------------------------------------------------------
@@ -310,16 +317,33 @@ class AzureEndpoints:
             definition, f"set traffic of {endpoint} to {dict(traffic)} (mirror {mirror})"
         )
 
-    def deployment_health(self, endpoint: str, deployment: str) -> DeploymentHealth:
-        """Requests, errors and p95 latency of `deployment` since `reset_health` (else the last
-        five minutes), from the Azure Monitor metrics of the endpoint split by deployment.
+    def serving_metrics(self, endpoint: str, start: datetime, end: datetime) -> ServingMetrics:
+        """Requests, errors and p95 latency per deployment over [start, end), from the Azure
+        Monitor metrics of the endpoint, with how much of the window they cover yet. One query,
+        never waiting: RequestsPerMinute (Total) and RequestLatency_P95 (Average) per time
+        grain (MLOPS_AZURE_METRICS_INTERVAL, default PT1M), split by deployment, status code
+        class and model status code, over the window widened to whole grains.
 
-        Requests-per-minute and latency are endpoint-scope metrics (split by deployment, status
-        code class and model status code); a container that answers anything but 200 reaches
-        the caller as 424, so its 5xx answers are counted by the model status code, and the
-        endpoint's own 5xx answers by the status code class."""
-        since = self._health_since.get(endpoint) or datetime.now(UTC) - timedelta(minutes=5)
-        until = datetime.now(UTC) + timedelta(seconds=1)
+        Requests-per-minute and latency are endpoint-scope metrics; a container that answers
+        anything but 200 reaches the caller as 424, so its 5xx answers are counted by the model
+        status code, and the endpoint's own 5xx answers by the status code class. A deployment's
+        p95 is the highest of its per-grain p95s over the series that were not errors: a
+        conservative stand-in for the window's p95, which the per-grain figures cannot give.
+
+        Azure Monitor publishes a grain's figures minutes after the grain ends, so the answer
+        says how far they go: `covered_until` is the end of the latest grain with a figure in
+        any series of the endpoint (a latency, or a request count above zero: a zero total is
+        no evidence that the grain was published), None if there is none yet. That assumes a
+        grain is published whole, and that some request reaches the endpoint in every grain
+        (the rollout's canaries keep one flowing per grain), so a later grain with figures
+        means the earlier ones are complete rather than empty."""
+        for moment, what in ((start, "start"), (end, "end")):
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                raise ValueError(f"{what} {moment.isoformat()} has no timezone; pass an aware one")
+        if end <= start:
+            raise ValueError(f"serving_metrics needs a window that ends after it starts: {start}")
+        grain = metrics_interval()
+        first, last = _floor(start, grain), _ceil(end, grain)
         with explained(f"read endpoint {endpoint}"):
             resource = self.client.online_endpoints.get(endpoint)
         query = urlencode(
@@ -327,10 +351,10 @@ class AzureEndpoints:
                 "api-version": METRICS_API_VERSION,
                 "metricnames": "RequestsPerMinute,RequestLatency_P95",
                 "aggregation": "Total,Average",
-                "timespan": f"{since.isoformat()}/{until.isoformat()}",
+                "interval": _iso_duration(grain),
+                "timespan": f"{_iso_utc(first)}/{_iso_utc(last)}",
                 "$filter": (
-                    f"deployment eq '{deployment}' and statusCodeClass eq '*' "
-                    "and modelStatusCode eq '*'"
+                    "deployment eq '*' and statusCodeClass eq '*' and modelStatusCode eq '*'"
                 ),
             }
         )
@@ -338,35 +362,52 @@ class AzureEndpoints:
         response = self._monitor().send_request(HttpRequest("GET", url))
         if response.status_code != 200:
             raise AzureOperationFailed(
-                f"Azure Monitor metrics of {endpoint}/{deployment}: HTTP {response.status_code} "
+                f"Azure Monitor metrics of {endpoint}: HTTP {response.status_code} "
                 f"{response.text()[:300]}",
                 status=response.status_code,
             )
-        requests = errors = 0
-        p95 = 0.0
-        for metric in response.json().get("value", []):
+        body = response.json()
+        if body.get("interval"):  # the grain Azure answered in
+            with contextlib.suppress(ValueError):  # one not of these forms: the grain asked for
+                grain = parse_interval(str(body["interval"]))
+        requests: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        p95: dict[str, float] = {}
+        latest: datetime | None = None
+        for metric in body.get("value", []):
+            counts = metric["name"]["value"] == "RequestsPerMinute"
             for series in metric.get("timeseries", []):
                 dimensions = {
                     m["name"]["value"].lower(): str(m["value"])
                     for m in series.get("metadatavalues", [])
                 }
-                if dimensions.get("deployment", deployment) != deployment:
-                    continue
+                deployment = dimensions.get("deployment", "")
                 failed = dimensions.get("statuscodeclass") == "5xx" or dimensions.get(
                     "modelstatuscode", ""
                 ).startswith("5")
                 for point in series.get("data", []):
-                    if metric["name"]["value"] == "RequestsPerMinute":
-                        count = int(point.get("total") or 0)
-                        requests += count
-                        errors += count if failed else 0
-                    elif point.get("average") is not None:
-                        p95 = max(p95, float(point["average"]))
-        return DeploymentHealth(deployment=deployment, requests=requests, errors=errors, p95_ms=p95)
-
-    def reset_health(self, endpoint: str) -> None:
-        """Azure Monitor windows are time-based: later health reads only count from now."""
-        self._health_since[endpoint] = datetime.now(UTC)
+                    value = point.get("total" if counts else "average")
+                    if value is None or (counts and not value):
+                        continue  # nothing measured in this grain, or not published yet
+                    stamp = datetime.fromisoformat(point["timeStamp"]).astimezone(UTC)
+                    latest = stamp if latest is None else max(latest, stamp)
+                    if counts:
+                        requests[deployment] = requests.get(deployment, 0) + round(value)
+                        if failed:
+                            errors[deployment] = errors.get(deployment, 0) + round(value)
+                    elif not failed:
+                        p95[deployment] = max(p95.get(deployment, 0.0), float(value))
+        return ServingMetrics(
+            endpoint=endpoint,
+            start=first,
+            end=last,
+            covered_until=None if latest is None else latest + grain,
+            deployments={
+                name: DeploymentHealth(name, count, errors.get(name, 0), p95.get(name))
+                for name, count in sorted(requests.items())
+                if count > 0
+            },
+        )
 
     def _monitor(self) -> PipelineClient:
         """An azure-core client for the Azure Monitor REST API, on the connection's credential
@@ -538,6 +579,47 @@ class AzureEndpoints:
             f"`az ml online-deployment get-logs -e {endpoint} -n {deployment} "
             f"-w {self.workspace.name}`"
         )
+
+
+def metrics_interval() -> timedelta:
+    """The grain of MLOPS_AZURE_METRICS_INTERVAL (default PT1M)."""
+    return parse_interval(os.environ.get(METRICS_INTERVAL, "").strip() or "PT1M")
+
+
+def parse_interval(text: str) -> timedelta:
+    """An ISO 8601 duration of the simple forms PTnS, PTnM and PTnH (n > 0)."""
+    match = INTERVAL.fullmatch(text)
+    if match is None or int(match["n"]) == 0:
+        raise ValueError(
+            f"metrics interval {text!r} is not an ISO 8601 duration of the form PTnS, PTnM or "
+            f"PTnH with n > 0 (e.g. PT1M, Azure Monitor's grain for endpoint metrics); set "
+            f"{METRICS_INTERVAL} to one"
+        )
+    unit = {"H": "hours", "M": "minutes", "S": "seconds"}[match["unit"]]
+    return timedelta(**{unit: int(match["n"])})
+
+
+def _iso_duration(grain: timedelta) -> str:
+    seconds = int(grain.total_seconds())
+    for unit, size in (("H", 3600), ("M", 60)):
+        if seconds % size == 0:
+            return f"PT{seconds // size}{unit}"
+    return f"PT{seconds}S"
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _floor(moment: datetime, grain: timedelta) -> datetime:
+    """The start of the grain `moment` falls in (grains are multiples of `grain` since the
+    epoch, as Azure Monitor aligns them)."""
+    return EPOCH + (moment - EPOCH) // grain * grain
+
+
+def _ceil(moment: datetime, grain: timedelta) -> datetime:
+    floor = _floor(moment, grain)
+    return floor if floor == moment else floor + grain
 
 
 def _info(deployment: ManagedOnlineDeployment) -> DeploymentInfo:

@@ -349,10 +349,10 @@ class FakeAzureML(
         self, method: str, pattern: str, source: str | None = None, why: str = ""
     ) -> Callable[[Handler], Handler]:
         """Register a route and what it follows: `source` names a recording
-        (`"recording:<file>#<entry indexes>"`) or a vendored REST API spec example
-        (`"example:<file under fixtures/rest-api-examples>"`); a route no source shows has
-        `source=None` and says `why` (checked by tests/azure/test_fake_sources.py, listed in
-        tests/azure/FAKE_SOURCES.md)."""
+        (`"recording:<file>#<entry indexes>"`) or vendored REST API spec examples
+        (`"example:<file under fixtures/rest-api-examples>"`, several joined by `" + "`); a
+        route no source shows has `source=None` and says `why` (checked by
+        tests/azure/test_fake_sources.py, listed in tests/azure/FAKE_SOURCES.md)."""
 
         def register(handler: Handler) -> Handler:
             self.routes.append((method, re.compile(pattern), handler))
@@ -459,10 +459,11 @@ class FakeAzureML(
             dep + r"/(?P<name>[^/]+)/getLogs",
             ML_EXAMPLE + "2023-04-01.OnlineDeployment.getLogs.json",
         )(self._deployment_logs)
-        r(
+        r(  # the response shape of the api-version called; PT1M grains, grains without data
             "GET",
             ep + r"/providers/Microsoft\.Insights/metrics",
-            "example:monitor.stable.2023-10-01.GetMetric.json",
+            "example:monitor.stable.2023-10-01.GetMetric.json"
+            " + monitor.stable.2018-01-01.GetMetric.json",
         )(self._metrics)
         r(
             "GET",

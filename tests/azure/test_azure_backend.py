@@ -6,11 +6,13 @@ endpoint calls through Azure.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -20,12 +22,13 @@ import backends.azure
 from backends.azure import aliases
 from backends.azure.errors import AzureConflict
 from backends.azure.registry import AzureSharedRegistry
-from backends.base import DeploymentFailed, ModelVersion
+from backends.base import DeploymentFailed, DeploymentHealth, ModelVersion
 from backends.pipeline_assets import working_tree_assets
 from backends.serving_package import deployment_template, environment_version
 from synthetic_data.readmissions import generate_readmissions
 from tasks.integration_tests import split_body
 from tests.azure.conftest import AzureUnderTest
+from tests.azure.fake_arm import SeenRequest
 from tests.endpoints.models import save_trained_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -434,8 +437,9 @@ def test_a_registry_model_does_not_provision_without_the_registry_role(
 
 
 def test_endpoints_use_entra_tokens_and_answer_with_the_scoring_scripts_own_response(
-    fake_azure: AzureUnderTest, trained_model: Path
+    fake_azure: AzureUnderTest, trained_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "PT1S")
     fake_azure.fake.serve_scoring()
     ws = workspace(fake_azure)
     endpoints = backends.azure.open_endpoints(ws)
@@ -445,6 +449,7 @@ def test_endpoints_use_entra_tokens_and_answer_with_the_scoring_scripts_own_resp
     )
     info = endpoints.set_traffic("readm", {"blue": 100}, None)
     rows = generate_readmissions(3, seed=2).drop(columns=["readmitted_30d"])
+    start = datetime.now(UTC)
 
     through_sdk = endpoints.invoke("readm", split_body(rows))
     key = endpoints.get_key("readm")
@@ -473,15 +478,147 @@ def test_endpoints_use_entra_tokens_and_answer_with_the_scoring_scripts_own_resp
         r for r in fake_azure.fake.requests if r.method == "PUT" and r.path.endswith("/readm")
     ]
     assert created[0].json()["properties"]["authMode"] == "AADToken"
-    health = endpoints.deployment_health("readm", "blue")  # Azure Monitor, through the fake
-    assert (health.deployment, health.requests, health.errors) == ("blue", 3, 0)
+    end = grain_end(fake_azure.fake.served[-1].at)
+    sleep_until(end)  # Azure Monitor publishes a grain once it has ended
+    blue = endpoints.serving_metrics("readm", start, end).of("blue")  # through the fake
+    assert (blue.deployment, blue.requests, blue.errors) == ("blue", 3, 0)  # 401s never arrive
     fake_azure.fake.crash_when_live("readm", "blue", share=100)
     crashed = httpx.post(
         info.scoring_uri, json=split_body(rows), headers={"Authorization": f"Bearer {key}"}
     )
     assert crashed.status_code == 424
     assert crashed.headers["ms-azureml-model-error-statuscode"] == "500"
-    assert endpoints.deployment_health("readm", "blue").errors == 1  # a model 5xx
+    end = grain_end(fake_azure.fake.served[-1].at)
+    sleep_until(end)
+    assert endpoints.serving_metrics("readm", start, end).of("blue").errors == 1  # a model 5xx
+
+
+# --- serving metrics (Azure Monitor, per time grain) --------------------------------------------
+
+
+def grain_end(at: float, seconds: int = 1) -> datetime:
+    """The end of the metrics grain of `seconds` that the moment `at` (epoch seconds) is in."""
+    return datetime.fromtimestamp((math.floor(at / seconds) + 1) * seconds, UTC)
+
+
+def sleep_until(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.05)
+
+
+def serving(
+    azure: AzureUnderTest, model: Path, idle: tuple[str, ...] = ()
+) -> tuple[backends.azure.AzureEndpoints, str, httpx.Client, dict]:
+    """Endpoint `readm` with blue running and live, and the `idle` deployments provisioned
+    before the fake's compute was on (no container: the front door answers them 503): its
+    endpoints, scoring URI, a client with a token, and a request body."""
+    ws = workspace(azure)
+    endpoints = backends.azure.open_endpoints(ws)
+    endpoints.create_or_update_endpoint("readm")
+    for colour in idle:
+        endpoints.create_or_update_deployment("readm", colour, register(ws, model, colour), model)
+    azure.fake.serve_scoring()
+    endpoints.create_or_update_deployment("readm", "blue", register(ws, model, "blue"), model)
+    info = endpoints.set_traffic("readm", {"blue": 100}, None)
+    client = httpx.Client(headers={"Authorization": f"Bearer {endpoints.get_key('readm')}"})
+    body = split_body(generate_readmissions(1, seed=5).drop(columns=["readmitted_30d"]))
+    return endpoints, info.scoring_uri, client, body
+
+
+def test_serving_metrics_count_what_each_deployment_served_in_the_window(
+    fake_azure: AzureUnderTest, trained_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "PT1S")
+    endpoints, uri, client, body = serving(fake_azure, trained_model, idle=("green",))
+    start = datetime.now(UTC)
+
+    with client:
+        fine = [client.post(uri, json=body) for _ in range(6)]
+        fake_azure.fake.crash_when_live("readm", "blue", share=100)  # 500s from now on
+        crashed = [client.post(uri, json=body) for _ in range(2)]
+        green = {"azureml-model-deployment": "green"}
+        unready = [client.post(uri, json=body, headers=green) for _ in range(3)]
+    end = grain_end(fake_azure.fake.served[-1].at)
+    sleep_until(end)
+    metrics = endpoints.serving_metrics("readm", start, end)
+
+    assert [a.status_code for a in fine + crashed + unready] == [200] * 6 + [424] * 2 + [503] * 3
+    assert metrics.coverage == 1.0 and metrics.covered_until == end
+    assert sorted(metrics.deployments) == ["blue", "green"]
+    blue = metrics.of("blue")
+    assert (blue.requests, blue.errors) == (8, 2)  # the container's 5xx, answered 424
+    assert (metrics.of("green").requests, metrics.of("green").errors) == (3, 3)  # the service's
+    # p95 over the answers that were not errors: within what the fake measured for them
+    measured = [s.latency_ms for s in fake_azure.fake.served if s.status == 200]
+    assert blue.p95_ms is not None and min(measured) <= blue.p95_ms <= max(measured)
+    assert metrics.of("green").p95_ms is None  # no answer that was not an error
+    later = endpoints.serving_metrics("readm", end, end + timedelta(seconds=1))
+    assert later.deployments == {} and later.covered_until is None and later.coverage == 0.0
+    assert later.of("blue") == DeploymentHealth("blue", 0, 0, None)
+
+
+def test_serving_metrics_cover_a_window_only_once_azure_monitor_has_published_it(
+    fake_azure: AzureUnderTest, trained_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "PT1S")
+    endpoints, uri, client, body = serving(fake_azure, trained_model)
+    fake_azure.fake.metrics_ingestion_delay_seconds = 1.5
+    with client:
+        assert client.post(uri, json=body).status_code == 200  # warm, before the window
+        start = grain_end(fake_azure.fake.served[-1].at)
+        sleep_until(start)
+        answers = [client.post(uri, json=body) for _ in range(3)]
+    end = grain_end(fake_azure.fake.served[-1].at)
+
+    early = endpoints.serving_metrics("readm", start, end)
+    sleep_until(end + timedelta(seconds=1.5))
+    late = endpoints.serving_metrics("readm", start, end)
+
+    assert [a.status_code for a in answers] == [200] * 3
+    assert early.coverage < 1.0 and early.covered_until is None
+    assert early.of("blue").requests == 0
+    assert late.coverage == 1.0 and late.covered_until == end
+    assert late.of("blue").requests == 3
+    assert (early.start, early.end) == (late.start, late.end) == (start, end)
+
+
+def test_serving_metrics_are_read_in_the_configured_grain_over_whole_grains(
+    fake_azure: AzureUnderTest, trained_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "PT2S")
+    endpoints, uri, client, body = serving(fake_azure, trained_model)
+    start = datetime.now(UTC)
+    with client:
+        answers = [client.post(uri, json=body) for _ in range(2)]
+    end = datetime.fromtimestamp(fake_azure.fake.served[-1].at, UTC) + timedelta(milliseconds=1)
+    whole = (
+        datetime.fromtimestamp(math.floor(start.timestamp() / 2) * 2, UTC),
+        datetime.fromtimestamp(math.ceil(end.timestamp() / 2) * 2, UTC),
+    )
+    sleep_until(whole[1])
+
+    metrics = endpoints.serving_metrics("readm", start, end)
+
+    assert [a.status_code for a in answers] == [200] * 2
+    assert (metrics.start, metrics.end) == whole  # widened to whole 2-second grains
+    assert metrics.start < start and end < metrics.end
+    assert metrics.covered_until == whole[1] and metrics.coverage == 1.0
+    assert metrics.of("blue").requests == 2
+    asked = [r for r in fake_azure.fake.requests if r.path.endswith("/Microsoft.Insights/metrics")]
+    assert asked[-1].query["interval"] == "PT2S"
+    assert asked[-1].query["timespan"] == "/".join(
+        moment.strftime("%Y-%m-%dT%H:%M:%SZ") for moment in whole
+    )
+    # the fake refuses what Azure Monitor would: a malformed grain or timespan
+    for query in ({"interval": "2 seconds"}, {"timespan": f"{whole[1]}/{whole[0]}"}):
+        url = f"https://management.azure.com{asked[-1].path}?{urlencode(asked[-1].query | query)}"
+        token = fake_azure.credential.get_token("https://management.azure.com/.default").token
+        refused = fake_azure.fake.handle(
+            SeenRequest("GET", url, {"Authorization": f"Bearer {token}"}, b"")
+        )
+        assert refused.status == 400, query
+    monkeypatch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "2s")
+    with pytest.raises(ValueError, match="PTnS, PTnM or PTnH"):
+        endpoints.serving_metrics("readm", start, end)
 
 
 def test_mirror_traffic_copies_weighted_requests_to_the_mirror_and_its_rows_count_as_mirrored(

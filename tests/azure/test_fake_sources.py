@@ -1,8 +1,8 @@
 """Every route of the Azure fake names what it follows, and the fake answers like it.
 
 A route's source is a recording (`recording:<file>#<entries>`: the entries are requests that
-route serves) or a vendored REST API spec example (`example:<file>`); a route no source shows
-says why. FAKE_SOURCES.md lists them all and is regenerated from the routes:
+route serves) or vendored REST API spec examples (`example:<file>`, several joined by ` + `);
+a route no source shows says why. FAKE_SOURCES.md lists them all and is regenerated from the routes:
 
     .venv/bin/python -m tests.azure.test_fake_sources
 
@@ -54,6 +54,13 @@ def _cited(source: str) -> tuple[str, str, list[int]]:
         first, _, last = part.partition("-")
         indexes += range(int(first), int(last or first) + 1)
     return kind, name, indexes
+
+
+def _examples(source: str | None) -> list[str]:
+    """`example:a.json + b.json` -> ["a.json", "b.json"]; [] for anything else."""
+    if not (source or "").startswith("example:"):
+        return []
+    return [name.strip() for name in (source or "").removeprefix("example:").split(" + ")]
 
 
 def _path(pattern: str) -> str:
@@ -121,7 +128,7 @@ def test_every_route_names_its_source_or_says_why() -> None:
     assert not unexplained
     for s in fake.route_sources:
         assert s.source is None or re.fullmatch(
-            r"(recording:[^#]+#[\d,-]+|example:.+)", s.source
+            r"(recording:[^#]+#[\d,-]+|example:[^ ]+( \+ [^ ]+)*)", s.source
         ), f"{s.method} {s.pattern}: {s.source!r}"
 
 
@@ -155,7 +162,7 @@ def test_every_vendored_example_is_indexed_and_cited() -> None:
     index = json.loads((EXAMPLES / "index.json").read_text(encoding="utf-8"))["files"]
     on_disk = {p.name for p in EXAMPLES.glob("*.json")} - {"index.json"}
     assert on_disk == set(index)
-    cited = {_cited(s.source)[1] for s in _sources() if (s.source or "").startswith("example:")}
+    cited = {name for s in _sources() for name in _examples(s.source)}
     assert cited <= on_disk, cited - on_disk
     assert on_disk <= cited, f"vendored but cited by no route: {sorted(on_disk - cited)}"
 

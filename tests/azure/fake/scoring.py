@@ -24,17 +24,21 @@ the service's part only; what a request gets back is the scoring script's:
 - metrics: every answer is counted per deployment with its status code and the model's status
   code, and `Microsoft.Insights/metrics` on the endpoint answers RequestsPerMinute and
   RequestLatency_P95 split by deployment, statusCodeClass, statusCode and modelStatusCode (the
-  endpoint-scope metrics and dimensions of "Monitor online endpoints"; the response shape of
-  Azure Monitor's Metrics - List REST API).
+  endpoint-scope metrics and dimensions of "Monitor online endpoints"), aggregated per time
+  grain and published only once a grain has ended and `metrics_ingestion_delay_seconds` have
+  passed (the shape of Azure Monitor's Metrics - List REST API examples; see `_metrics`).
 
 Fault switch (no source; a test's stand-in for a container that falls over under load):
-`crash_when_live`. Not reproduced: request timeouts (408), the 429 concurrency limit, payload
-logging, bandwidth throttling, the bodies of the front door's own refusals (401/404; answered
-`{"message": ...}` here, undocumented).
+`crash_when_live`. Test-only deviation (no source): metrics grains of seconds (`PTnS`; Azure's
+smallest for these metrics is PT1M), so a test bakes a traffic step in seconds. Not reproduced:
+request timeouts (408), the 429 concurrency limit, payload logging, bandwidth throttling, the
+bodies of the front door's own refusals (401/404; answered `{"message": ...}` here,
+undocumented).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import threading
@@ -95,7 +99,8 @@ FRONT_DOOR_SOURCES = (
 
 @dataclass(frozen=True)
 class Served:
-    """One answered request, as Azure Monitor counts it."""
+    """One answered request, as Azure Monitor counts it: in the time grain `at` falls in, under
+    its dimensions' values."""
 
     endpoint: str
     deployment: str
@@ -116,6 +121,10 @@ class Served:
 
 class ScoringApi:
     """Mixed into FakeAzureML."""
+
+    metrics_ingestion_delay_seconds: float = 0.0
+    """How long after a grain ends its metrics are published (Azure: a few minutes); tests
+    set it to see a window that is not covered yet."""
 
     def crash_when_live(self, endpoint: str, deployment: str, share: int) -> None:
         """`deployment`'s container answers every request with a 500 (so the caller gets a 424
@@ -319,18 +328,51 @@ class ScoringApi:
     # --- Azure Monitor metrics ---------------------------------------------------------------
 
     def _metrics(self, request: SeenRequest, sub: str, rg: str, ws: str, name: str) -> Reply:
-        """RequestsPerMinute (Total) and RequestLatency_P95 (Average) of one endpoint over
-        `timespan`, one data point per series, split by the dimensions `$filter` asks to split
-        by (`dim eq '*'`) and restricted to the values it names (`dim eq 'value'`). Sources:
-        the endpoint-scope metrics and their dimensions in "Monitor online endpoints" (Azure ML
-        docs) and the Metrics - List response of the Azure Monitor REST API; no recording."""
+        """RequestsPerMinute (Total) and RequestLatency_P95 (Average) of one endpoint, per time
+        grain of `interval` (ISO 8601, default PT1M) over `timespan` (`start/end`, ISO 8601;
+        absent: the last hour), split by the dimensions `$filter` asks to split by
+        (`dim eq '*'`) and restricted to the values it names (`dim eq 'value'`).
+
+        As Azure Monitor does: requests are aggregated per grain, grains aligned to multiples
+        of the grain since the epoch, one data point per grain and series stamped with the
+        grain's start. A timespan that does not start or end on a grain is widened to whole
+        grains and answered so (an assumption: the examples ask for whole grains only, as the
+        backend does). A grain's figures are published once it has ended and
+        `metrics_ingestion_delay_seconds` (Azure: a few minutes) have passed; until then, like
+        a grain without requests, its data point holds only its timeStamp (the 2018-01-01
+        GetMetric example's empty grains: no `average` where nothing was measured). A series
+        exists for each combination of split values with published data (no split: one series,
+        data or not). The p95 of a grain is over the latencies of the series' requests in it:
+        split by statusCodeClass and modelStatusCode, a series that is not an error series
+        holds only answers that were not errors. A malformed `interval`, `timespan` or
+        `$filter` is answered 400.
+
+        Sources: the endpoint-scope metrics and their dimensions in "Monitor online endpoints"
+        (Azure ML docs); the Metrics - List examples of the Azure Monitor REST API (2023-10-01
+        GetMetric: the response shape of the api-version the backend calls; 2018-01-01
+        GetMetric: PT1M grains, grains without data); no recording.
+
+        Test-only deviation (no source): Azure's smallest grain for these metrics is PT1M; the
+        fake also accepts grains of seconds (PTnS), so tests can bake a traffic step in seconds.
+        Not reproduced: the `FULL` and day grains, `top`/`orderby`, `AutoAdjustTimegrain`, and
+        aggregations other than Total and Average (RequestsPerMinute always answers `total`,
+        RequestLatency_P95 `average`)."""
         endpoint = name
         found = self._ws(sub, rg, ws)
         if found is None or endpoint not in found.endpoints:
             return arm_error(404, "ResourceNotFound", f"endpoint {endpoint} not found")
-        start, _, end = request.query.get("timespan", "/").partition("/")
-        since = datetime.fromisoformat(start).timestamp() if start else 0.0
-        until = datetime.fromisoformat(end).timestamp() if end else time.time()
+        interval = request.query.get("interval", "PT1M")
+        grain = _grain_seconds(interval)
+        if grain is None:
+            return arm_error(400, "BadRequest", f"Invalid interval {interval!r} (ISO 8601)")
+        now = time.time()
+        span = _timespan(request.query.get("timespan"), now)
+        if span is None:
+            return arm_error(
+                400, "BadRequest", f"Invalid timespan {request.query.get('timespan')!r}"
+            )
+        first = math.floor(span[0] / grain) * grain
+        last = math.ceil(span[1] / grain) * grain
         split, only = [], {}
         for clause in filter(None, re.split(r"\s+and\s+", request.query.get("$filter", ""))):
             term = re.fullmatch(r"\s*(\w+)\s+eq\s+'([^']*)'\s*", clause)
@@ -340,39 +382,34 @@ class ScoringApi:
                 split.append(term[1])
             else:
                 only[term[1]] = term[2]
+        published = now - self.metrics_ingestion_delay_seconds  # grains that ended by then
         served = [
             s
             for s in getattr(self, "served", [])
             if s.endpoint == endpoint
-            and since <= s.at <= until
+            and first <= s.at < last
+            and _grain_start(s.at, grain) + grain <= published
             and all(s.dimension(k) == v for k, v in only.items())
         ]
-        groups: dict[tuple[str, ...], list[Served]] = {}
+        groups: dict[tuple[str, ...], dict[int, list[Served]]] = {} if split else {(): {}}
         for s in served:
-            groups.setdefault(tuple(s.dimension(d) for d in split), []).append(s)
-        stamp = datetime.fromtimestamp(since or time.time(), UTC).isoformat()
+            key = tuple(s.dimension(d) for d in split)
+            groups.setdefault(key, {}).setdefault(_grain_start(s.at, grain), []).append(s)
+        starts = range(first, last, grain)
         values = []
         for metric in request.query.get("metricnames", "").split(","):
             if metric not in ("RequestsPerMinute", "RequestLatency_P95"):
                 return arm_error(400, "BadRequest", f"Failed to find metric {metric}")
             series = []
-            for key, members in sorted(groups.items()):
+            for key, grains in sorted(groups.items()):
                 names = dict(zip(split, key, strict=True)) | only
-                point: dict[str, Any] = {"timeStamp": stamp}
-                if metric == "RequestsPerMinute":
-                    point["total"] = float(len(members))
-                else:
-                    latencies = sorted(s.latency_ms for s in members)
-                    point["average"] = latencies[
-                        min(len(latencies) - 1, int(0.95 * len(latencies)))
-                    ]
                 series.append(
                     {
                         "metadatavalues": [
                             {"name": {"value": d, "localizedValue": d}, "value": v}
                             for d, v in names.items()
                         ],
-                        "data": [point],
+                        "data": [_point(metric, start, grains.get(start, [])) for start in starts],
                     }
                 )
             values.append(
@@ -389,13 +426,69 @@ class ScoringApi:
             200,
             {
                 "cost": 0,
-                "timespan": request.query.get("timespan", ""),
-                "interval": "PT1M",
+                "timespan": f"{_stamp(first)}/{_stamp(last)}",
+                "interval": _duration(grain),
                 "value": values,
                 "namespace": f"{PROVIDER}/workspaces/onlineEndpoints",
                 "resourceregion": found.location,
             },
         )
+
+
+GRAIN = re.compile(r"PT(?P<n>\d+)(?P<unit>[HMS])")
+UNIT_SECONDS = {"H": 3600, "M": 60, "S": 1}
+
+
+def _grain_seconds(interval: str) -> int | None:
+    """`PTnH`, `PTnM` or `PTnS` in seconds; None for anything else."""
+    match = GRAIN.fullmatch(interval)
+    if match is None or int(match["n"]) == 0:
+        return None
+    return int(match["n"]) * UNIT_SECONDS[match["unit"]]
+
+
+def _duration(seconds: int) -> str:
+    for unit in "HM":
+        if seconds % UNIT_SECONDS[unit] == 0:
+            return f"PT{seconds // UNIT_SECONDS[unit]}{unit}"
+    return f"PT{seconds}S"
+
+
+def _timespan(text: str | None, now: float) -> tuple[float, float] | None:
+    """`start/end` (ISO 8601 date-times; no zone: UTC) in epoch seconds, None if malformed or
+    empty; absent: the last hour."""
+    if text is None:
+        return now - 3600, now
+    start, slash, end = text.partition("/")
+    try:
+        bounds = [datetime.fromisoformat(t.strip()) for t in (start, end)] if slash else []
+    except ValueError:
+        return None
+    if not bounds:
+        return None
+    since, until = (b if b.tzinfo else b.replace(tzinfo=UTC) for b in bounds)
+    return (since.timestamp(), until.timestamp()) if until > since else None
+
+
+def _grain_start(at: float, grain: int) -> int:
+    return math.floor(at / grain) * grain
+
+
+def _stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _point(metric: str, start: int, members: list[Served]) -> dict[str, Any]:
+    """One grain of one series: its start, and its value if anything was measured in it."""
+    point: dict[str, Any] = {"timeStamp": _stamp(start)}
+    if not members:
+        return point
+    if metric == "RequestsPerMinute":
+        point["total"] = float(len(members))
+    else:
+        latencies = sorted(s.latency_ms for s in members)
+        point["average"] = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+    return point
 
 
 def _draw(traffic: dict[str, int]) -> str | None:
