@@ -63,6 +63,14 @@ def _ensure_limit(name: str) -> None:
                 )
 
 
+def _free(name: str) -> bool:
+    """Whether the endpoint's slot is free now (asked first, so a wait is a quiet sleep, not
+    a stream of timed-out acquisitions that Prefect logs as errors)."""
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    return limit.active_slots < limit.limit
+
+
 @contextlib.contextmanager
 def endpoint_lease(
     environment: str, endpoint: str, wait_seconds: float, doing: str
@@ -76,34 +84,36 @@ def endpoint_lease(
     started = time.monotonic()
     held = contextlib.ExitStack()
     while True:
-        remaining = wait_seconds - (time.monotonic() - started)
-        try:
-            held.enter_context(
-                concurrency(
-                    name,
-                    occupy=1,
-                    timeout_seconds=max(1.0, min(WAIT_CHUNK_SECONDS, remaining)),
-                    lease_duration=LEASE_SECONDS,
-                    strict=True,
-                    holder=holder,
+        waited = time.monotonic() - started
+        if _free(name):
+            try:
+                held.enter_context(
+                    concurrency(
+                        name,
+                        occupy=1,
+                        timeout_seconds=WAIT_CHUNK_SECONDS,
+                        lease_duration=LEASE_SECONDS,
+                        strict=True,
+                        holder=holder,
+                    )
                 )
+                break
+            except TimeoutError:  # another run took it first
+                waited = time.monotonic() - started
+        who = holder_of(environment, endpoint)
+        if waited >= wait_seconds:
+            raise EndpointBusy(
+                f"{environment}/{endpoint} is being changed by {who}; waited {waited:.0f} s "
+                f"(the limit is {wait_seconds:.0f} s) and changed nothing"
             )
-            break
-        except TimeoutError:
-            waited = time.monotonic() - started
-            who = holder_of(environment, endpoint)
-            if waited >= wait_seconds:
-                raise EndpointBusy(
-                    f"{environment}/{endpoint} is being changed by {who}; waited {waited:.0f} s "
-                    f"(the limit is {wait_seconds:.0f} s) and changed nothing"
-                ) from None
-            logger.warning(
-                "Waiting for %s/%s (%.0f s so far): it is being changed by %s",
-                environment,
-                endpoint,
-                waited,
-                who,
-            )
+        logger.warning(
+            "Waiting for %s/%s (%.0f s so far): it is being changed by %s",
+            environment,
+            endpoint,
+            waited,
+            who,
+        )
+        time.sleep(min(WAIT_CHUNK_SECONDS, max(0.5, wait_seconds - waited)))
     with held:
         if time.monotonic() - started > 1:
             logger.info("Got %s/%s after %.0f s", environment, endpoint, time.monotonic() - started)

@@ -31,13 +31,13 @@ from flows.rollback import rollback
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.rollout_record import read_record
-from tasks.settings import config_dir, load_release_settings
+from tasks.settings import config_dir, load_release_settings, load_training_settings
 from tests.endpoints.models import save_trained_model
 from tests.integration.release_helpers import publish_working_tree_assets
 from tests.rollout.test_rollout import TIMING
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL = "readmission"
+MODEL = load_training_settings().model_name
 
 
 def prod_endpoint() -> str:
@@ -85,7 +85,10 @@ def registry_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
                 MODEL, str(path), f"run-{number}", {"pipeline_run_id": f"run-{number}"}, "test"
             )
             promoted[str(number)] = registry.promote(
-                model, workspace.model_path(model), {"approved_by": "test"}, "test"
+                model,
+                workspace.model_path(model),
+                {"source_workspace": workspace.name, "approved_by": "test"},
+                "test",
             )
         prod_rollout(promoted["1"], str(canaries))  # the first deployment: straight to 100%
         try:

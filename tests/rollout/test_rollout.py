@@ -49,10 +49,10 @@ ENDPOINT = "rollout"
 BAKE = 3.0
 TIMING = {
     "bake_seconds": BAKE,
-    "max_bake_seconds": 3 * BAKE,
+    "max_bake_seconds": 4 * BAKE,
     "metrics_deadline_seconds": 40,
     "poll_seconds": 0.3,
-    "canaries_per_second": 30,
+    "canaries_per_second": 50,
     "endpoint_wait_seconds": 300,
 }
 
@@ -294,7 +294,9 @@ def test_late_metrics_are_waited_for_and_the_rollout_passes(stage: Stage) -> Non
 
     assert stage.traffic() == {"green": 100}
     rows = rollout_table()
-    assert all(r["verdict"].startswith("healthy") and "100% covered" in r["window"] for r in rows), rows
+    assert all(
+        r["verdict"].startswith("healthy") and "100% covered" in r["window"] for r in rows
+    ), rows
 
 
 def test_a_deployment_slower_than_the_old_by_more_than_the_margin_is_rolled_back(
