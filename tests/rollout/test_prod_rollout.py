@@ -7,6 +7,7 @@ a process running the flow, and the endpoint lease is Prefect's global concurren
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -32,6 +33,7 @@ from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.rollout_record import read_record
 from tasks.settings import config_dir, load_release_settings, load_training_settings
+from tests.azure.conftest import azure_under_test
 from tests.endpoints.models import save_trained_model
 from tests.integration.release_helpers import publish_working_tree_assets
 from tests.rollout.test_rollout import TIMING
@@ -60,10 +62,12 @@ def champion() -> str:
     return backends.shared_registry().get_model(MODEL, "champion").version
 
 
-@pytest.fixture(scope="module")
-def registry_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=["local", "azure"])
+def registry_models(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """Four versions of the model in the shared registry, v1 serving prod; bakes of seconds."""
-    root = tmp_path_factory.mktemp("prod-rollout") / "mlops"
+    root = tmp_path_factory.mktemp(f"prod-rollout-{request.param}") / "mlops"
     folder = tmp_path_factory.mktemp("prod-rollout-config") / "config"
     shutil.copytree(config_dir(), folder)
     release = yaml.safe_load((folder / "release.yaml").read_text())
@@ -75,29 +79,41 @@ def registry_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLOPS_ROOT", str(root))
         patch.setenv("MLOPS_CONFIG_DIR", str(folder))
-        publish_working_tree_assets()
-        workspace = backends.workspace("test")
-        registry = backends.shared_registry()
-        promoted: dict[str, ModelVersion] = {}
-        for number in range(1, 5):
-            path = save_trained_model(models_dir / f"v{number}", rows=1_500, seed=number)
-            model = workspace.register_model(
-                MODEL, str(path), f"run-{number}", {"pipeline_run_id": f"run-{number}"}, "test"
-            )
-            promoted[str(number)] = registry.promote(
-                model,
-                workspace.model_path(model),
-                {"source_workspace": workspace.name, "approved_by": "test"},
-                "test",
-            )
-        prod_rollout(promoted["1"], str(canaries))  # the first deployment: straight to 100%
-        try:
-            yield {"models": promoted, "canaries": str(canaries), "config": folder}
-        finally:
-            from backends.local.endpoints import stop_all
+        azure = azure_under_test(patch) if request.param == "azure" else contextlib.nullcontext()
+        with azure as under_test:
+            if under_test is not None:
+                patch.setenv("MLOPS_BACKEND", "azure")
+                patch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "PT1S")
+                under_test.fake.metrics_ingestion_delay_seconds = 1.0
+                under_test.fake.serve_scoring()
+            publish_working_tree_assets()
+            workspace = backends.workspace("test")
+            registry = backends.shared_registry()
+            promoted: dict[str, ModelVersion] = {}
+            for number in range(1, 5):
+                path = save_trained_model(models_dir / f"v{number}", rows=1_500, seed=number)
+                model = workspace.register_model(
+                    MODEL, str(path), f"run-{number}", {"pipeline_run_id": f"run-{number}"}, "t"
+                )
+                promoted[str(number)] = registry.promote(
+                    model,
+                    workspace.model_path(model),
+                    {"source_workspace": workspace.name, "approved_by": "test"},
+                    "test",
+                )
+            prod_rollout(promoted["1"], str(canaries))  # the first deployment: straight to 100%
+            try:
+                yield {
+                    "backend": request.param,
+                    "models": promoted,
+                    "canaries": str(canaries),
+                }
+            finally:
+                if under_test is None:
+                    from backends.local.endpoints import stop_all
 
-            for directory in (root / "workspaces").glob("*"):
-                stop_all(directory)
+                    for directory in (root / "workspaces").glob("*"):
+                        stop_all(directory)
 
 
 def run_logs(state: State) -> str:
@@ -169,6 +185,10 @@ def test_a_rollback_during_a_rollout_wins(registry_models: dict[str, Any]) -> No
 def test_a_rollout_killed_mid_bake_resumes_at_that_step_when_run_again(
     registry_models: dict[str, Any],
 ) -> None:
+    if registry_models["backend"] != "local":
+        pytest.skip(
+            "the fake Azure lives in the test process: a killed flow process cannot reach it"
+        )
     models, canaries = registry_models["models"], registry_models["canaries"]
     target = models["4"]
     script = (

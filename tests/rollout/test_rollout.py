@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -28,6 +29,7 @@ import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.states import Cancelling
 
 import backends
 import backends.azure
@@ -316,6 +318,43 @@ def test_a_deployment_slower_than_the_old_by_more_than_the_margin_is_rolled_back
 
 def test_an_abort_mid_bake_returns_all_traffic_at_once(stage: Stage) -> None:
     stage.reset("v2")
+    with Users(stage).running() as users:
+        rollout, outcome = rolling_out_in_thread(stage)
+        _wait_for(lambda: _at_step(1) and stage.traffic().get("green", 0) == 10, 120)
+        time.sleep(BAKE / 2)
+        stopped = stop_rollout("prod", ENDPOINT, "abort", "oncall", "pager went off")
+        aborted = time.time()
+        assert stopped is not None and stopped.step == 1
+        assert stage.traffic() == {"blue": 100}  # at once, before the rollout notices
+        rollout.join(timeout=60)
+        time.sleep(1)
+
+    assert outcome and isinstance(outcome[0], RolloutStopped), outcome
+    assert "aborted by oncall" in str(outcome[0])
+    assert stage.traffic() == {"blue": 100}
+    assert not any(d == "green" for at, _, d in users.answers if at > aborted + 1)
+    assert ("rollout-aborted", "oncall") in [(r.action, r.actor) for r in read_audit_log()]
+
+
+def test_cancelling_the_run_in_prefect_stops_the_rollout_and_returns_traffic(
+    stage: Stage,
+) -> None:
+    stage.reset("v2")
+    with Users(stage).running():
+        rollout, outcome = rolling_out_in_thread(stage)
+        _wait_for(lambda: _at_step(2), 120)
+        run_id = read_record("prod", ENDPOINT).flow_run_id
+        with get_client(sync_client=True) as client:  # what the UI's Cancel button sends
+            client.set_flow_run_state(UUID(run_id), Cancelling(), force=True)
+        rollout.join(timeout=60)
+
+    assert outcome and isinstance(outcome[0], RolloutStopped), outcome
+    assert "cancelled by prefect" in str(outcome[0])
+    assert stage.traffic() == {"blue": 100}
+    assert read_record("prod", ENDPOINT).status == "stopped"
+
+
+def rolling_out_in_thread(stage: Stage) -> tuple[threading.Thread, list[BaseException | None]]:
     outcome: list[BaseException | None] = []
 
     def run() -> None:
@@ -326,22 +365,8 @@ def test_an_abort_mid_bake_returns_all_traffic_at_once(stage: Stage) -> None:
             outcome.append(error)
 
     thread = threading.Thread(target=run, daemon=True)
-    with Users(stage).running() as users:
-        thread.start()
-        _wait_for(lambda: _at_step(1) and stage.traffic().get("green", 0) == 10, 120)
-        time.sleep(BAKE / 2)
-        stopped = stop_rollout("prod", ENDPOINT, "abort", "oncall", "pager went off")
-        aborted = time.time()
-        assert stopped is not None and stopped.step == 1
-        assert stage.traffic() == {"blue": 100}  # at once, before the rollout notices
-        thread.join(timeout=60)
-        time.sleep(1)
-
-    assert outcome and isinstance(outcome[0], RolloutStopped), outcome
-    assert "aborted by oncall" in str(outcome[0])
-    assert stage.traffic() == {"blue": 100}
-    assert not any(d == "green" for at, _, d in users.answers if at > aborted + 1)
-    assert ("rollout-aborted", "oncall") in [(r.action, r.actor) for r in read_audit_log()]
+    thread.start()
+    return thread, outcome
 
 
 def _at_step(index: int) -> bool:
