@@ -18,12 +18,12 @@ from tasks.endpoint_lease import endpoint_lease
 from tasks.pipeline_assets import resolve_pipeline_assets
 from tasks.promotion import crown_champion
 from tasks.rollout import RolloutStopped, shift_traffic
-from tasks.rollout_stop import settle_abandoned_rollout
+from tasks.rollout_stop import settle_abandoned_rollout, stop_rollout_of_cancelled_run
 from tasks.serving import colour_for, deploy_model, ensure_endpoint
 from tasks.settings import load_release_settings
 
 
-@flow(name="prod-rollout", log_prints=True)
+@flow(name="prod-rollout", log_prints=True, on_cancellation=[stop_rollout_of_cancelled_run])
 def prod_rollout(model: ModelVersion, canary_rows_dir: str) -> ModelVersion | State:
     """Deploy `model` (a shared-registry version) to prod beside the serving colour, shift
     traffic to it through every baked step, and crown it champion.

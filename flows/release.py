@@ -14,6 +14,7 @@ from tasks.approval import evidence_pack
 from tasks.decisions import ask_for_approval
 from tasks.integration_tests import run_integration_tests
 from tasks.promotion import promote_to_shared_registry
+from tasks.rollout_stop import stop_rollout_of_cancelled_run
 from tasks.serving import (
     deploy_model,
     endpoint_key,
@@ -25,7 +26,7 @@ from tasks.serving import (
 from tasks.settings import load_release_settings
 
 
-@flow(name="release", log_prints=True)
+@flow(name="release", log_prints=True, on_cancellation=[stop_rollout_of_cancelled_run])
 def release(
     data_path: str | None = None,
     approval_timeout_seconds: int | None = None,

@@ -357,6 +357,7 @@ def shift_traffic(
             old=before.serving(),
             previous_traffic={k: v for k, v in before.traffic.items() if v},
             flow_run_id=str(flow_run.id) if flow_run.id else None,
+            root_flow_run_id=str(flow_run.root_flow_run_id) if flow_run.root_flow_run_id else None,
         )
         write_record(record)
     transaction = get_transaction()

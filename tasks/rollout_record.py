@@ -33,6 +33,7 @@ class RolloutRecord(BaseModel):
     step: int = 0  # 0-based index into the rollout's steps
     status: Status = "running"
     flow_run_id: str | None = None
+    root_flow_run_id: str | None = None  # the release the rollout is part of
     updated: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def at(self, step: int) -> RolloutRecord:

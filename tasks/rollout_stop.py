@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import get_run_logger, task
+from prefect.client.schemas.objects import FlowRun
+from prefect.states import State
 
 import backends
 from backends.base import ModelVersion
@@ -53,6 +55,18 @@ def stop_rollout(
     )
     write_record(record.ended("stopped"))  # the rollout may be gone (crashed): say it here too
     return record
+
+
+def stop_rollout_of_cancelled_run(flow: object, run: FlowRun, state: State) -> None:
+    """A flow's on_cancellation hook: when a worker cancels a release (the UI's Cancel), it may
+    kill the process before the rollout notices; the hook (which the runner calls after the
+    kill) stops the rollout this run was driving, so traffic never stays half-shifted."""
+    from tasks.settings import load_release_settings
+
+    endpoint = load_release_settings().prod_endpoint
+    record = read_record("prod", endpoint)
+    if record is not None and str(run.id) in (record.flow_run_id, record.root_flow_run_id):
+        stop_rollout("prod", endpoint, "cancel", "prefect", "the flow run was cancelled")
 
 
 @task

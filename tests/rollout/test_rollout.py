@@ -41,7 +41,7 @@ from tasks.audit import read_audit_log
 from tasks.integration_tests import split_body
 from tasks.rollout import RolloutFailed, RolloutStopped, shift_traffic
 from tasks.rollout_record import read_record
-from tasks.rollout_stop import stop_rollout
+from tasks.rollout_stop import stop_rollout, stop_rollout_of_cancelled_run
 from tasks.settings import config_dir, load_release_settings
 from tests.azure.conftest import azure_under_test
 from tests.endpoints.models import FRAGILE_AGE, save_fragile_model, save_trained_model
@@ -351,6 +351,23 @@ def test_cancelling_the_run_in_prefect_stops_the_rollout_and_returns_traffic(
     assert outcome and isinstance(outcome[0], RolloutStopped), outcome
     assert "cancelled by prefect" in str(outcome[0])
     assert stage.traffic() == {"blue": 100}
+    assert read_record("prod", ENDPOINT).status == "stopped"
+
+
+def test_the_cancellation_hook_stops_the_rollout_of_a_killed_run(stage: Stage) -> None:
+    """What the runner does after a worker killed a cancelled run's process: the run's
+    on_cancellation hook finds the rollout that run was driving and stops it."""
+    stage.reset("v2")
+    rollout, outcome = rolling_out_in_thread(stage)
+    _wait_for(lambda: _at_step(1) and stage.traffic().get("green", 0) == 10, 120)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(read_record("prod", ENDPOINT).flow_run_id))
+
+    stop_rollout_of_cancelled_run(None, run, Cancelling())
+
+    assert stage.traffic() == {"blue": 100}
+    rollout.join(timeout=60)
+    assert outcome and isinstance(outcome[0], RolloutStopped), outcome
     assert read_record("prod", ENDPOINT).status == "stopped"
 
 
