@@ -163,6 +163,7 @@ def rollout_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(config_dir(), folder)
     release = yaml.safe_load((folder / "release.yaml").read_text())
     release["rollout"]["timing"] = {k: {"local": v, "azure": v} for k, v in TIMING.items()}
+    release["prod_endpoint"] = ENDPOINT
     (folder / "release.yaml").write_text(yaml.safe_dump(release))
     return folder
 
