@@ -45,6 +45,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 SLOW = (
     "tests/integration/",
+    "tests/rollout/",
     "tests/ui/",
     "tests/azure/test_flows_on_azure.py",
     "tests/azure/test_drift_on_azure.py",
