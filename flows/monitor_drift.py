@@ -7,11 +7,11 @@ from prefect import flow
 from monitoring.drift import DriftReport
 from tasks.monitoring import (
     drift_report,
-    find_prod_champion,
     load_production_window,
     load_reference,
     raise_drift_alarm,
 )
+from tasks.registry import find_prod_champion
 from tasks.settings import load_monitoring_settings, load_release_settings, load_training_settings
 
 

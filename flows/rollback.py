@@ -7,8 +7,8 @@ from prefect import flow, task
 from backends.base import ModelVersion
 from backends.topology import load_topology
 from tasks.endpoint_lease import endpoint_lease
+from tasks.registry import find_prod_champion
 from tasks.rollback import (
-    current_champion,
     find_last_known_good,
     restore_champion,
     return_traffic,
@@ -38,7 +38,7 @@ def rollback(reason: str, actor: str = "operator", environment: str = "prod") ->
     settings = load_release_settings()
     endpoint = settings.prod_endpoint
     if stop_running_rollout(environment, endpoint, actor, reason):
-        return current_champion(model_name)
+        return find_prod_champion(model_name)
     wait = settings.rollout.timing.endpoint_wait_seconds.on(load_topology().backend)
     with endpoint_lease(environment, endpoint, wait, f"rolling back ({reason})"):
         current, good = find_last_known_good(model_name)

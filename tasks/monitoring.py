@@ -21,18 +21,6 @@ from tasks.pictures import publish_image
 from tasks.settings import MonitoringSettings
 
 
-class NoChampion(RuntimeError):
-    """Nothing is in production yet, so there is nothing to monitor."""
-
-
-@task
-def find_prod_champion(model_name: str) -> ModelVersion:
-    champion = backends.shared_registry().get_model(model_name, "champion")
-    if champion is None:
-        raise NoChampion(f"{model_name} has no champion in the shared registry: release first")
-    return champion
-
-
 @task
 def load_production_window(environment: str, endpoint: str, hours: float) -> pd.DataFrame:
     """What prod scored in the window: users' live traffic only (mirrored copies are not prod's,

@@ -12,6 +12,19 @@ from tasks.lineage import PIPELINE_ASSETS_TAG, git_commit
 from tasks.training import GateResult
 
 
+class NoChampion(RuntimeError):
+    """Nothing is in production yet: nothing to monitor, nothing to roll back to."""
+
+
+@task
+def find_prod_champion(model_name: str) -> ModelVersion:
+    """The shared registry's `champion`: the model prod serves."""
+    champion = backends.shared_registry().get_model(model_name, "champion")
+    if champion is None:
+        raise NoChampion(f"{model_name} has no champion in the shared registry: release first")
+    return champion
+
+
 @task(retries=2, retry_delay_seconds=5)
 def register_model(
     environment: str,

@@ -14,14 +14,6 @@ class NothingToRollBackTo(RuntimeError):
 
 
 @task
-def current_champion(model_name: str) -> ModelVersion:
-    champion = backends.shared_registry().get_model(model_name, "champion")
-    if champion is None:
-        raise NothingToRollBackTo(f"{model_name} has no champion; nothing was changed")
-    return champion
-
-
-@task
 def find_last_known_good(model_name: str) -> tuple[ModelVersion, ModelVersion]:
     """(current champion, the champion before it)."""
     registry = backends.shared_registry()

@@ -7,9 +7,7 @@ a process running the flow, and the endpoint lease is Prefect's global concurren
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import State
@@ -32,11 +29,10 @@ from flows.rollback import rollback
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.rollout_record import read_record
-from tasks.settings import config_dir, load_release_settings, load_training_settings
-from tests.azure.conftest import azure_under_test
+from tasks.settings import load_release_settings, load_training_settings
 from tests.endpoints.models import save_trained_model
 from tests.integration.release_helpers import publish_working_tree_assets
-from tests.rollout.test_rollout import TIMING
+from tests.rollout.test_rollout import fast_rollout_config, on_backend
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = load_training_settings().model_name
@@ -68,52 +64,28 @@ def registry_models(
 ) -> Iterator[dict[str, Any]]:
     """Four versions of the model in the shared registry, v1 serving prod; bakes of seconds."""
     root = tmp_path_factory.mktemp(f"prod-rollout-{request.param}") / "mlops"
-    folder = tmp_path_factory.mktemp("prod-rollout-config") / "config"
-    shutil.copytree(config_dir(), folder)
-    release = yaml.safe_load((folder / "release.yaml").read_text())
-    release["rollout"]["timing"] = {k: {"local": v, "azure": v} for k, v in TIMING.items()}
-    (folder / "release.yaml").write_text(yaml.safe_dump(release))
+    config = fast_rollout_config(tmp_path_factory.mktemp("prod-rollout-config") / "config")
     canaries = tmp_path_factory.mktemp("prod-canaries")
     generate_readmissions(200, seed=8).to_parquet(canaries / "data.parquet")
     models_dir = tmp_path_factory.mktemp("prod-models")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLOPS_ROOT", str(root))
-        patch.setenv("MLOPS_CONFIG_DIR", str(folder))
-        azure = azure_under_test(patch) if request.param == "azure" else contextlib.nullcontext()
-        with azure as under_test:
-            if under_test is not None:
-                patch.setenv("MLOPS_BACKEND", "azure")
-                patch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "PT1S")
-                under_test.fake.metrics_ingestion_delay_seconds = 1.0
-                under_test.fake.serve_scoring()
-            publish_working_tree_assets()
-            workspace = backends.workspace("test")
-            registry = backends.shared_registry()
-            promoted: dict[str, ModelVersion] = {}
-            for number in range(1, 5):
-                path = save_trained_model(models_dir / f"v{number}", rows=1_500, seed=number)
-                model = workspace.register_model(
-                    MODEL, str(path), f"run-{number}", {"pipeline_run_id": f"run-{number}"}, "t"
-                )
-                promoted[str(number)] = registry.promote(
-                    model,
-                    workspace.model_path(model),
-                    {"source_workspace": workspace.name, "approved_by": "test"},
-                    "test",
-                )
-            prod_rollout(promoted["1"], str(canaries))  # the first deployment: straight to 100%
-            try:
-                yield {
-                    "backend": request.param,
-                    "models": promoted,
-                    "canaries": str(canaries),
-                }
-            finally:
-                if under_test is None:
-                    from backends.local.endpoints import stop_all
-
-                    for directory in (root / "workspaces").glob("*"):
-                        stop_all(directory)
+    with pytest.MonkeyPatch.context() as patch, on_backend(request.param, root, config, patch):
+        publish_working_tree_assets()
+        workspace = backends.workspace("test")
+        registry = backends.shared_registry()
+        promoted: dict[str, ModelVersion] = {}
+        for number in range(1, 5):
+            path = save_trained_model(models_dir / f"v{number}", rows=1_500, seed=number)
+            model = workspace.register_model(
+                MODEL, str(path), f"run-{number}", {"pipeline_run_id": f"run-{number}"}, "t"
+            )
+            promoted[str(number)] = registry.promote(
+                model,
+                workspace.model_path(model),
+                {"source_workspace": workspace.name, "approved_by": "test"},
+                "test",
+            )
+        prod_rollout(promoted["1"], str(canaries))  # the first deployment: straight to 100%
+        yield {"backend": request.param, "models": promoted, "canaries": str(canaries)}
 
 
 def run_logs(state: State) -> str:

@@ -43,7 +43,7 @@ from tasks.rollout import RolloutFailed, RolloutStopped, shift_traffic
 from tasks.rollout_record import read_record
 from tasks.rollout_stop import stop_rollout, stop_rollout_of_cancelled_run
 from tasks.settings import config_dir, load_release_settings
-from tests.azure.conftest import azure_under_test
+from tests.azure.conftest import AzureUnderTest, azure_under_test
 from tests.endpoints.models import FRAGILE_AGE, save_fragile_model, save_trained_model
 from tests.rollout.models import save_slow_model
 
@@ -156,10 +156,9 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="module")
-def rollout_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """config/ with bakes of seconds on both backends (release.yaml's are per backend)."""
-    folder = tmp_path_factory.mktemp("rollout-config") / "config"
+def fast_rollout_config(folder: Path) -> Path:
+    """A copy of config/ at `folder` whose rollouts bake for seconds on both backends (times in
+    release.yaml are per backend), on the endpoint these tests use."""
     shutil.copytree(config_dir(), folder)
     release = yaml.safe_load((folder / "release.yaml").read_text())
     release["rollout"]["timing"] = {k: {"local": v, "azure": v} for k, v in TIMING.items()}
@@ -168,60 +167,72 @@ def rollout_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def on_backend(
+    backend: str, root: Path, config: Path, patch: pytest.MonkeyPatch
+) -> Iterator[AzureUnderTest | None]:
+    """The backend the flows will use, with the fast config; on azure the fake serves scoring
+    and publishes each 1-s metrics grain a second late. Local endpoint servers stop at the end."""
+    patch.setenv("MLOPS_ROOT", str(root))
+    patch.setenv("MLOPS_CONFIG_DIR", str(config))
+    azure = azure_under_test(patch) if backend == "azure" else contextlib.nullcontext()
+    with azure as under_test:
+        if under_test is not None:
+            patch.setenv("MLOPS_BACKEND", "azure")
+            patch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "PT1S")
+            under_test.fake.metrics_ingestion_delay_seconds = 1.0
+            under_test.fake.serve_scoring()
+        try:
+            yield under_test
+        finally:
+            if under_test is None:
+                from backends.local.endpoints import stop_all
+
+                for directory in (root / "workspaces").glob("*"):
+                    stop_all(directory)
+
+
 @pytest.fixture(scope="module", params=["local", "azure"])
 def stage(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     model_dirs: dict[str, Path],
-    rollout_config: Path,
 ) -> Iterator[Stage]:
     root = tmp_path_factory.mktemp(f"rollout-{request.param}") / "mlops"
+    config = fast_rollout_config(tmp_path_factory.mktemp("rollout-config") / "config")
     canaries = tmp_path_factory.mktemp("canary-rows")
     rows = generate_readmissions(200, seed=8)
     rows["age"] = rows["age"].clip(upper=FRAGILE_AGE)  # canaries never send the fragile ages
     rows.to_parquet(canaries / "data.parquet")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLOPS_ROOT", str(root))
-        patch.setenv("MLOPS_CONFIG_DIR", str(rollout_config))
-        azure = azure_under_test(patch) if request.param == "azure" else contextlib.nullcontext()
-        with azure as under_test:
-            if under_test is not None:
-                patch.setenv("MLOPS_BACKEND", "azure")
-                patch.setenv("MLOPS_AZURE_METRICS_INTERVAL", "PT1S")
-                under_test.fake.serve_scoring()
-            workspace = backends.workspace("prod")
-            models = {
-                name: workspace.register_model(
-                    "readmission",
-                    str(folder),
-                    f"rollout-{name}",
-                    {"pipeline_run_id": f"rollout-{name}"},
-                    f"rollout test model {name}",
-                )
-                for name, folder in model_dirs.items()
-            }
-            endpoints = backends.endpoints("prod")
-            endpoints.create_or_update_endpoint(ENDPOINT)
-            endpoints.create_or_update_deployment(
-                ENDPOINT, "blue", models["v1"], workspace.model_path(models["v1"])
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        on_backend(request.param, root, config, patch) as under_test,
+    ):
+        workspace = backends.workspace("prod")
+        models = {
+            name: workspace.register_model(
+                "readmission",
+                str(folder),
+                f"rollout-{name}",
+                {"pipeline_run_id": f"rollout-{name}"},
+                f"rollout test model {name}",
             )
-            endpoints.set_traffic(ENDPOINT, {"blue": 100}, None)
-            stage = Stage(
-                request.param,
-                endpoints,
-                models,
-                {name: workspace.model_path(model) for name, model in models.items()},
-                str(canaries),
-                under_test.fake if under_test is not None else None,
-            )
-            try:
-                yield stage
-            finally:
-                if under_test is None:
-                    from backends.local.endpoints import stop_all
-
-                    for directory in (root / "workspaces").glob("*"):
-                        stop_all(directory)
+            for name, folder in model_dirs.items()
+        }
+        endpoints = backends.endpoints("prod")
+        endpoints.create_or_update_endpoint(ENDPOINT)
+        endpoints.create_or_update_deployment(
+            ENDPOINT, "blue", models["v1"], workspace.model_path(models["v1"])
+        )
+        endpoints.set_traffic(ENDPOINT, {"blue": 100}, None)
+        yield Stage(
+            request.param,
+            endpoints,
+            models,
+            {name: workspace.model_path(model) for name, model in models.items()},
+            str(canaries),
+            under_test.fake if under_test is not None else None,
+        )
 
 
 @flow
