@@ -53,7 +53,7 @@ from tests.integration.release_helpers import (
     assert_refused_then_rejected,
     assert_test_endpoint_deleted,
     decide_when_paused,
-    test_endpoint_of,
+    release_test_endpoint,
 )
 
 MODEL = load_training_settings().model_name
@@ -260,9 +260,6 @@ def test_approved_release_is_promoted_and_serves_in_prod(
     assert_test_endpoint_deleted(state)
     response = score_prod()
     assert response.status_code == 200 and response.json()["model"]["version"] == "1"
-    # the rollout's health checks read Azure Monitor metrics of what the fake served
-    metrics = [r for r in fake.requests if r.path.endswith("/Microsoft.Insights/metrics")]
-    assert metrics and all(r.status == 200 for r in metrics)
     actions = [(r.action, r.actor) for r in read_audit_log()]
     assert ("approved", "alice") in actions and ("promoted", "alice") in actions
     assert not fake.unhandled
@@ -273,12 +270,12 @@ def test_approved_release_is_promoted_and_serves_in_prod(
         f"azureml://registries/{azure_flows.topology.shared_registry.name}/models/{MODEL}"
         "/versions/1"
     )
-    test_puts = deployment_puts(fake, test_endpoint_of(state))
+    test_puts = deployment_puts(fake, release_test_endpoint(state))
     assert test_puts, "the release deployed to the test endpoint"
     for sent in [*test_puts, *deployment_puts(fake, SETTINGS.prod_endpoint)]:
         assert_runs_the_scoring_script(sent, promoted.tags[THRESHOLD_TAG])
     # both endpoints run under the user-assigned identity the topology names
-    assert endpoint_identities(fake, test_endpoint_of(state)) == [
+    assert endpoint_identities(fake, release_test_endpoint(state)) == [
         azure_flows.topology.environment("test").endpoint_identity
     ]
     assert endpoint_identities(fake, SETTINGS.prod_endpoint) == [
@@ -335,6 +332,9 @@ def test_failing_health_check_mid_shift_returns_traffic_to_the_old_deployment(
     assert state.type == StateType.FAILED
     message = str(state.result(raise_on_failure=False))
     assert "green failed step 3 (50% live): error rate" in message, message
+    # each step was judged on Azure Monitor metrics of what the fake served
+    metrics = [r for r in fake.requests if r.path.endswith("/Microsoft.Insights/metrics")]
+    assert metrics and all(r.status == 200 for r in metrics)
     assert "traffic is back on blue" in message
     # mirror -> 10% -> 50% (failed) -> back to blue; the candidate was promoted (approved)
     # but never crowned: prod keeps serving the old model

@@ -26,7 +26,7 @@ def publish_working_tree_assets() -> None:
     backends.shared_registry().publish_pipeline_assets(working_tree_assets())
 
 
-def test_endpoint_of(state: State) -> str:
+def release_test_endpoint(state: State) -> str:
     """The test endpoint the release run behind `state` used (each run has its own)."""
     return test_endpoint_name(
         load_release_settings().test_endpoint, state.state_details.flow_run_id
@@ -35,7 +35,7 @@ def test_endpoint_of(state: State) -> str:
 
 def assert_test_endpoint_deleted(state: State) -> None:
     """The release deployed to its own test endpoint, and the endpoint is gone."""
-    name = test_endpoint_of(state)
+    name = release_test_endpoint(state)
     deployed = [r.subject for r in read_audit_log() if r.action == "deployed"]
     assert f"test/{name}/blue" in deployed, (name, deployed)
     assert backends.endpoints("test").get_endpoint(name) is None
