@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from prefect.client.schemas.objects import StateType
 from prefect.states import State
@@ -17,6 +21,20 @@ from mlops_cli.approvals import decide, list_paused_runs
 from tasks.audit import read_audit_log
 from tasks.serving import test_endpoint_name
 from tasks.settings import load_release_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def flow_in_a_process(code: str) -> subprocess.Popen[bytes]:
+    """`code` (which runs a flow) in a Python process of its own, on this test's settings and
+    Prefect server, so a test can SIGKILL it mid-way as a crash would."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def publish_working_tree_assets() -> None:

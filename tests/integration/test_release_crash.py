@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,10 +15,13 @@ from flows.release import release
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.settings import load_release_settings, load_training_settings
-from tests.integration.release_helpers import Approver, publish_working_tree_assets
+from tests.integration.release_helpers import (
+    Approver,
+    flow_in_a_process,
+    publish_working_tree_assets,
+)
 
 MODEL = load_training_settings().model_name
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -39,16 +39,8 @@ def test_killed_mid_promotion_rerun_converges_without_duplicates(
     publish_working_tree_assets()
     approver = Approver(approved=True, name_="frank", reason="first attempt")
     approver.start()
-    flow_process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from flows.release import release; release(data_path={str(data)!r})",
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    flow_process = flow_in_a_process(
+        f"from flows.release import release; release(data_path={str(data)!r})"
     )
     try:
         deadline = time.monotonic() + 300

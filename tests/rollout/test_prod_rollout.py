@@ -7,14 +7,10 @@ a process running the flow, and the endpoint lease is Prefect's global concurren
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,10 +27,9 @@ from tasks.audit import read_audit_log
 from tasks.rollout_record import read_record
 from tasks.settings import load_release_settings, load_training_settings
 from tests.endpoints.models import save_trained_model
-from tests.integration.release_helpers import publish_working_tree_assets
+from tests.integration.release_helpers import flow_in_a_process, publish_working_tree_assets
 from tests.rollout.test_rollout import fast_rollout_config, on_backend
 
-REPO = Path(__file__).resolve().parents[2]
 MODEL = load_training_settings().model_name
 
 
@@ -170,13 +165,7 @@ def test_a_rollout_killed_mid_bake_resumes_at_that_step_when_run_again(
         f" if v.version == {target.version!r});"
         f"prod_rollout(m, {canaries!r})"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = flow_in_a_process(script)
     try:
         deadline = time.monotonic() + 240
         while True:
