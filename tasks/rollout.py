@@ -37,19 +37,17 @@ import backends
 from backends.base import EndpointInfo, ModelVersion, ServingMetrics
 from backends.topology import load_topology
 from data_checks.readmission_schema import LABEL
-from tasks import audit
 from tasks.canaries import Canaries
 from tasks.rollout_judge import StepReport, Verdict, judge
 from tasks.rollout_record import (
     RolloutRecord,
-    StopRequest,
     clear_stop,
     read_record,
     read_stop,
-    request_stop,
     same_traffic,
     write_record,
 )
+from tasks.rollout_stop import stop_rollout
 from tasks.serving import set_traffic
 from tasks.settings import RolloutSettings, RolloutStep
 
@@ -100,21 +98,11 @@ class Rollout:
         """Raise RolloutStopped if someone asked for a stop (or the run is being cancelled),
         after making sure traffic is where the stop says."""
         stop = read_stop(self.environment, self.endpoint)
-        if stop is None and _run_is_cancelling():
-            stop = StopRequest(
-                by="cancel",
-                actor="prefect",
-                reason="the flow run was cancelled",
-                traffic=self.record.previous_traffic,
+        if stop is None and _run_is_cancelling():  # the same stop an operator's abort makes
+            stop_rollout(
+                self.environment, self.endpoint, "cancel", "prefect", "the flow run was cancelled"
             )
-            request_stop(self.environment, self.endpoint, stop)
-            audit.record(
-                "rollout-aborted",
-                "prefect",
-                f"{self.environment}/{self.endpoint}",
-                stop.reason,
-                {"traffic": stop.traffic, "model": self.record.model},
-            )
+            stop = read_stop(self.environment, self.endpoint)
         if stop is None:
             return
         current = self.endpoints.get_endpoint(self.endpoint)
