@@ -63,11 +63,64 @@ class RegistrySpec:
 
 
 @dataclass(frozen=True)
+class OrchestrationSpec:
+    """Where the flows run on Azure and what they keep: the container groups prefect-azure's
+    ACI worker starts, the registry their image is pulled from, the identity they run under,
+    and the storage account that holds Prefect's results and the audit trail (infra/shared.bicep
+    creates all of it in the shared resource group)."""
+
+    resource_group: str
+    subscription_id: str
+    location: str
+    container_registry: str
+    """Azure Container Registry name; the flows' image is <name>.azurecr.io/<image>."""
+    image: str
+    """Repository and tag of the flows' image in that registry, e.g. readmission-flows:latest."""
+    flows_identity: str
+    """Resource ID of the user-assigned identity every flow container runs under (and pulls
+    its image with): the only identity the flows have on Azure."""
+    storage_account: str
+    results_container: str
+    """Blob container of Prefect's persisted results (read back after a suspension)."""
+    audit_container: str
+    """Blob container of the audit trail, under a time-based immutability (WORM) policy."""
+
+    def __post_init__(self) -> None:
+        if not USER_ASSIGNED_IDENTITY.match(self.flows_identity):
+            raise ValueError(
+                f"orchestration.flows_identity is {self.flows_identity!r}, not the resource ID "
+                "of a user-assigned identity (the flowsIdentityId output of infra/shared.bicep)"
+            )
+
+    @property
+    def registry_server(self) -> str:
+        return f"{self.container_registry}.azurecr.io"
+
+    @property
+    def image_uri(self) -> str:
+        return f"{self.registry_server}/{self.image}"
+
+    @property
+    def account_url(self) -> str:
+        return f"https://{self.storage_account}.blob.core.windows.net"
+
+
+@dataclass(frozen=True)
 class Topology:
     backend: str
     local_root: Path
     environments: dict[str, EnvironmentSpec]
     shared_registry: RegistrySpec
+    orchestration: OrchestrationSpec | None = None
+    """Azure only: where the container work pool runs the flows. None: no azure pool."""
+
+    def require_orchestration(self) -> OrchestrationSpec:
+        if self.orchestration is None:
+            raise ValueError(
+                "the topology has no `orchestration` section: the azure work pool, its result "
+                "storage and the audit trail on Azure need one (see environments.yaml)"
+            )
+        return self.orchestration
 
     def environment(self, name: str) -> EnvironmentSpec:
         try:
@@ -113,6 +166,9 @@ def topology_from(raw: dict[str, Any], where: Path) -> Topology:
             name: EnvironmentSpec(name=name, **spec) for name, spec in raw["environments"].items()
         }
         registry = RegistrySpec(**raw["shared_registry"])
+        orchestration = (
+            OrchestrationSpec(**raw["orchestration"]) if raw.get("orchestration") else None
+        )
         backend = os.environ.get("MLOPS_BACKEND", raw["backend"])
     except (KeyError, TypeError) as error:
         raise ValueError(
@@ -121,4 +177,10 @@ def topology_from(raw: dict[str, Any], where: Path) -> Topology:
         ) from None
     if not root.is_absolute():
         root = (where.parent / root).resolve()
-    return Topology(backend=backend, local_root=root, environments=envs, shared_registry=registry)
+    return Topology(
+        backend=backend,
+        local_root=root,
+        environments=envs,
+        shared_registry=registry,
+        orchestration=orchestration,
+    )
