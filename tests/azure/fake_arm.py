@@ -131,6 +131,9 @@ class FakeAzureML(
 
     def __init__(self, credential: StaticTokenCredential, location: str = "eastus2") -> None:
         self.credential = credential
+        # tokens the fake's identity endpoints issued to managed identities: token -> the
+        # identity's resource ID (see `accepts_token`)
+        self.identity_tokens: dict[str, str] = {}
         self.location = location
         self.workspaces: dict[str, Workspace] = {}
         self.registries: dict[str, Registry] = {}
@@ -309,13 +312,21 @@ class FakeAzureML(
 
     def _check_auth(self, request: SeenRequest) -> Reply | None:
         header = {k.lower(): v for k, v in request.headers.items()}.get("authorization", "")
-        if header.startswith("Bearer ") and header[7:] in self.credential.issued.values():
+        if self.accepts_token(header):
             return None
         return Reply(
             401,
             {"error": {"code": "AuthenticationFailed", "message": "Bearer token missing/invalid"}},
             {"WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/"'},
         )
+
+    def accepts_token(self, authorization: str) -> bool:
+        """One rule for every service of the fake: a bearer token the test's credential or one
+        of the fake's managed identities was issued."""
+        if not authorization.startswith("Bearer "):
+            return False
+        token = authorization[7:]
+        return token in self.credential.issued.values() or token in self.identity_tokens
 
     def _injected_reply(self, request: SeenRequest) -> Reply | None:
         for fault in self._injected:

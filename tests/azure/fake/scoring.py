@@ -205,7 +205,7 @@ class ScoringApi:
             if ws is None:
                 return _refusal(404, f"endpoint {name} not found")
             auth = headers.get("authorization", "")
-            if not (auth.startswith("Bearer ") and auth[7:] in self.credential.issued.values()):
+            if not self.accepts_token(auth):
                 return _refusal(401, "missing or invalid Entra token (auth_mode aad_token)")
             props = ws.endpoints[name]["properties"]
             traffic = {d: int(p) for d, p in props["traffic"].items()}

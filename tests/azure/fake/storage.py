@@ -100,7 +100,7 @@ class BlobApi:
         if sas is not None:
             if sas not in self.issued_sas:
                 return self._blob_error(403, "AuthenticationFailed")
-        elif not (bearer.startswith("Bearer ") and bearer[7:] in self.credential.issued.values()):
+        elif not self.accepts_token(bearer):
             return self._blob_error(401, "NoAuthenticationInformation")
         blobs = self.blobs.get((account, container))
         if blobs is None:
