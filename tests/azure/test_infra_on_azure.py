@@ -96,6 +96,13 @@ def test_shared_then_dev_deploys_and_a_second_plan_changes_nothing(
     assert actions(shared) == {
         "Microsoft.Resources/resourceGroups rg-readmission-shared": "create",
         "Microsoft.MachineLearningServices/registries mlr-readmission-shared": "create",
+        "Microsoft.Storage/storageAccounts streadmissionflows": "create",
+        "Microsoft.Storage/storageAccounts/blobServices default": "create",
+        "Microsoft.Storage/storageAccounts/blobServices/containers prefect-results": "create",
+        "Microsoft.Storage/storageAccounts/blobServices/containers audit-trail": "create",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies default": (
+            "create"
+        ),
     }
     infra.deploy("shared")
 
@@ -108,7 +115,9 @@ def test_shared_then_dev_deploys_and_a_second_plan_changes_nothing(
     infra.deploy("dev")
 
     storage = next(
-        r for r in fake.arm_resources.values() if r["type"] == "Microsoft.Storage/storageAccounts"
+        r
+        for r in fake.arm_resources.values()
+        if r["type"] == "Microsoft.Storage/storageAccounts" and "rg-readmission-dev" in r["id"]
     )
     assert storage["properties"]["allowSharedKeyAccess"] is False
     assert storage["properties"]["minimumTlsVersion"] == "TLS1_2"
