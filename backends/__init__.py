@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
-from backends.base import Endpoints, Infrastructure, ModelRegistry, Workspace
+from backends.base import AuditTrail, Endpoints, Infrastructure, ModelRegistry, Workspace
 from backends.topology import load_topology
 
 BACKENDS = {"local": "backends.local", "azure": "backends.azure"}
@@ -41,3 +41,9 @@ def endpoints(environment: str) -> Endpoints:
 def infrastructure() -> Infrastructure:
     """Bicep deployments for every environment and the shared registry."""
     return _backend().open_infrastructure(load_topology())
+
+
+def audit_trail() -> AuditTrail:
+    """The append-only audit trail: a JSONL file locally, append blobs in a WORM container on
+    Azure."""
+    return _backend().open_audit_trail(load_topology())

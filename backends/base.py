@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -288,3 +288,38 @@ class Infrastructure(Protocol):
     def what_if(self, environment: str) -> InfraPlan: ...
 
     def deploy(self, environment: str) -> InfraPlan: ...
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One entry of the audit trail: who did what to which subject, why, when, in which run."""
+
+    action: str  # approved, rejected, approval-timed-out, promoted, deployed, traffic, rollback
+    actor: str
+    subject: str
+    reason: str
+    flow_run_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+class AuditWriteFailed(RuntimeError):
+    """A record could not be written, so the step it records must not happen: the message
+    names the store and the reason."""
+
+
+class AuditTrail(Protocol):
+    """The append-only record of approvals, promotions, deployments, traffic and rollbacks.
+
+    `append` returns only once the record is durable (fsync'd locally, committed as an append
+    block on Azure) and raises AuditWriteFailed otherwise; nothing can rewrite what `read`
+    returns (an O_APPEND file locally, a WORM container on Azure)."""
+
+    where: str
+    """The store, as a person finds it (a file path, a blob container URL)."""
+
+    def append(self, record: AuditRecord) -> None: ...
+
+    def read(self) -> list[AuditRecord]:
+        """Every record, oldest first."""
+        ...

@@ -1,35 +1,26 @@
 """The audit trail: every approval, rejection, promotion, deployment, traffic change, rollback.
 
-An append-only JSON-lines file (one `write` per record, O_APPEND, fsync), so concurrent writers
-never interleave and a crash never rewrites history. Each record says who, when, what, why and
-which flow run.
+Each record says who, when, what, why and which flow run. Where it lives is the backend's
+business (`backends.audit_trail()`): an append-only JSON-lines file on a laptop, append blobs in
+an immutable (WORM) container on Azure. A record that cannot be written raises
+AuditWriteFailed, so a step whose record is its permission (an approval) never goes ahead
+unrecorded.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from backends.topology import load_topology
+import backends
+from backends.base import AuditRecord, AuditWriteFailed
 
-
-@dataclass(frozen=True)
-class AuditRecord:
-    action: str  # approved, rejected, approval-timed-out, promoted, deployed, traffic, rollback
-    actor: str
-    subject: str
-    reason: str
-    flow_run_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-
-def audit_log_path() -> Path:
-    return load_topology().local_root / "audit" / "audit.jsonl"
+__all__ = [
+    "AuditRecord",
+    "AuditWriteFailed",
+    "current_flow_run_id",
+    "read_audit_log",
+    "record",
+]
 
 
 def current_flow_run_id() -> str | None:
@@ -45,22 +36,13 @@ def record(
     reason: str,
     details: dict[str, Any] | None = None,
 ) -> AuditRecord:
-    """Append one record; the flow run id is taken from the running flow when there is one."""
+    """Append one record; the flow run id is taken from the running flow when there is one.
+    Raises AuditWriteFailed (naming the store and the reason) when it cannot be written."""
     entry = AuditRecord(action, actor, subject, reason, current_flow_run_id(), details or {})
-    path = audit_log_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(asdict(entry), default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    backends.audit_trail().append(entry)
     return entry
 
 
 def read_audit_log() -> list[AuditRecord]:
-    path = audit_log_path()
-    if not path.exists():
-        return []
-    return [AuditRecord(**json.loads(line)) for line in path.read_text().splitlines() if line]
+    """Every record, oldest first, from the configured backend's store."""
+    return backends.audit_trail().read()

@@ -4,6 +4,7 @@ through azure-ai-ml, and the Bicep through Resource Manager, with DefaultAzureCr
 
 from __future__ import annotations
 
+from backends.azure.audit import AzureAuditTrail, open_audit_trail
 from backends.azure.clients import connection
 from backends.azure.endpoints import AzureEndpoints
 from backends.azure.infrastructure import AzureInfrastructure, open_infrastructure
@@ -25,10 +26,12 @@ def open_endpoints(workspace: AzureWorkspace) -> AzureEndpoints:
 
 
 __all__ = [
+    "AzureAuditTrail",
     "AzureEndpoints",
     "AzureInfrastructure",
     "AzureSharedRegistry",
     "AzureWorkspace",
+    "open_audit_trail",
     "open_endpoints",
     "open_infrastructure",
     "open_shared_registry",

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from backends.local.audit import LocalAuditTrail, open_audit_trail
 from backends.local.infrastructure import open_infrastructure
 from backends.local.workspace import (
     LocalSharedRegistry,
@@ -20,9 +21,11 @@ def open_endpoints(workspace: LocalWorkspace):  # noqa: ANN201 - imported lazily
 
 
 __all__ = [
+    "LocalAuditTrail",
     "LocalSharedRegistry",
     "LocalWorkspace",
     "MlflowRegistry",
+    "open_audit_trail",
     "open_endpoints",
     "open_infrastructure",
     "open_shared_registry",
