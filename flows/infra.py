@@ -7,6 +7,7 @@ from prefect.states import Cancelled, State
 
 from backends.base import InfraPlan
 from tasks.approval import InfraApproval
+from tasks.decisions import record_decision
 from tasks.infra import deploy_infrastructure, lint_bicep, plan_markdown, what_if
 
 ORDER = ("shared", "dev", "test", "prod")
@@ -42,6 +43,7 @@ def deploy_infra(
             timeout=approval_timeout_seconds,
             key="infra-approval",
         )
+        record_decision("infra/prod", approval)  # the record is the permission: before acting
         if not approval.approved:
             return Cancelled(
                 message=f"Prod plan rejected by {approval.approver}: {approval.reason}"

@@ -8,7 +8,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.states import Cancelled, Failed, State
 
 from tasks import audit
-from tasks.approval import PromotionApproval, wait_for_approval
+from tasks.approval import Approval, PromotionApproval, wait_for_approval
 
 
 def ask_for_approval(
@@ -40,8 +40,10 @@ def publish_evidence_pack(markdown: str) -> None:
 
 
 @task
-def record_decision(subject: str, approval: PromotionApproval) -> None:
-    """`subject`: what was decided on, as the audit log names it."""
+def record_decision(subject: str, approval: Approval) -> None:
+    """`subject`: what was decided on, as the audit log names it. Called before anything is
+    done with the decision: a decision that cannot be recorded (AuditWriteFailed) fails the
+    step, so an unrecorded approval promotes nothing."""
     action = "approved" if approval.approved else "rejected"
     audit.record(action, approval.approver, subject, approval.reason)
     get_run_logger().info("%s %s by %s: %s", subject, action, approval.approver, approval.reason)
