@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backends.topology import TOPOLOGY_VARIABLE, load_topology
+from mlops_cli.azure_pool import azure_app
 from mlops_cli.prefect_server import running_server, start_server, stop_server
 
 app = typer.Typer(help="Readmission MLOps lifecycle on Prefect (local backend by default).")
@@ -24,6 +25,7 @@ config_app = typer.Typer(help="The topology (non-secret settings) as a Prefect V
 app.add_typer(config_app, name="config")
 rollout_app = typer.Typer(help="The prod rollout: where it stands, and stopping it.")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(azure_app, name="azure")
 console = Console()
 APPROVAL_FLOWS = ("train-dev", "release")
 """Flows that pause for a person: pipeline-asset promotion and model release."""
