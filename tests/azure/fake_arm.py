@@ -26,6 +26,7 @@ from typing import Any
 
 from tests.azure.fake.batch import BatchApi
 from tests.azure.fake.conflicts import ConflictApi
+from tests.azure.fake.container_instances import ContainerInstanceApi
 from tests.azure.fake.containers import Container, ContainerApi
 from tests.azure.fake.deployments import DeploymentApi
 from tests.azure.fake.endpoints import EndpointApi
@@ -125,6 +126,7 @@ class FakeAzureML(
     ScoringApi,
     ContainerApi,
     DeploymentApi,
+    ContainerInstanceApi,
     ConflictApi,
 ):
     """The in-memory Azure ML control plane, registry data plane and blob storage."""
@@ -289,7 +291,10 @@ class FakeAzureML(
         host = request.host
         if host.endswith(".blob.core.windows.net"):
             return self._blob(request)
-        anonymous = request.path == "/discovery"  # the SDK sends it without a token
+        # the SDK sends discovery without a token; a managed identity's endpoint has none
+        anonymous = request.path == "/discovery" or request.path.endswith(
+            "/metadata/identity/oauth2/token"
+        )
         denied = None if anonymous else self._check_auth(request)
         if denied is not None:
             return denied
@@ -514,6 +519,7 @@ class FakeAzureML(
             ENVIRONMENT_REGISTRY_RECORDING + "#3-10",
         )(self._environment_operation)
         self.add_deployment_routes()
+        self.add_container_instance_routes()
         self.add_batch_routes()
         self.add_schedule_routes()
         self.route_sources.extend(BLOB_SOURCES + FRONT_DOOR_SOURCES)

@@ -1,8 +1,12 @@
 """Resource Manager template deployments at subscription scope, as azure-mgmt-resource-deployments
-calls them: PUT a deployment (201 + `Azure-AsyncOperation`, status documents until Succeeded or
-Failed, then the deployment with its outputs), and POST whatIf (202 + `Location`, 202 while it
-runs, then 200 with the WhatIfOperationResult). The templates run in arm_templates.py against
-the fake's resources; deploying a workspace or registry also makes it usable by the AML routes.
+calls them, and at resource-group scope, as azure-mgmt-resource 24.0.0's ResourceManagementClient
+(api-version 2025-04-01) calls them for prefect-azure's ACI worker (`resourceGroup()` is the
+group's, a container group declared in the template starts its container, fake/
+container_instances.py): PUT a deployment (201 + `Azure-AsyncOperation`, status documents
+until Succeeded or Failed, then the deployment with its outputs), and POST whatIf (202 +
+`Location`, 202 while it runs, then 200 with the WhatIfOperationResult). The templates run in
+arm_templates.py against the fake's resources; deploying a workspace or registry also makes it
+usable by the AML routes, a blob container makes it usable by the blob routes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ DEPLOYMENT = (
 PUT_EXAMPLE = (
     "example:resources.stable.2024-03-01.PutDeploymentSubscriptionTemplateSpecsWithId.json"
 )
+GROUP_DEPLOYMENT = (
+    r"/subscriptions/(?P<sub>[^/]+)/resource[Gg]roups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.Resources/deployments/(?P<name>[^/]+)"
+)
+GROUP_PUT_EXAMPLE = (
+    "example:resources.stable.2024-03-01.PutDeploymentWithOnErrorDeploymentSpecificDeployment.json"
+)
+GROUP_API_VERSIONS = {"2025-04-01"}  # azure-mgmt-resource 24.0.0's deployments
 WHAT_IF_EXAMPLE = "example:resources.stable.2024-03-01.PostDeploymentWhatIfOnSubscription.json"
 FAILED = (
     "At least one resource deployment operation failed. Please list deployment operations for "
@@ -55,6 +67,20 @@ class DeploymentApi:
             r"/subscriptions/(?P<sub>[^/]+)/operationresults/(?P<op>[^/]+)",
             WHAT_IF_EXAMPLE,  # its 202 names this Location; the GET answers its 200 body
         )(self._what_if_result)
+        r("PUT", GROUP_DEPLOYMENT, GROUP_PUT_EXAMPLE)(self._put_arm_deployment)
+        r(
+            "GET",
+            GROUP_DEPLOYMENT,
+            why="the resource-group deployment its PUT answered (the PUT example's body), with "
+            "provisioningState advanced as the operation ran; no example shows a deployment GET",
+        )(self._get_arm_deployment)
+        r(
+            "GET",
+            GROUP_DEPLOYMENT + r"/operationStatuses/(?P<op>[^/]+)",
+            why="the resource-group PUT's Azure-AsyncOperation, as at subscription scope: "
+            "{status: Running} until the template is deployed, then Succeeded or Failed; no "
+            "recording or vendored example shows this status document",
+        )(self._arm_deployment_status)
 
     # --- faults ------------------------------------------------------------------------------
 
@@ -64,12 +90,14 @@ class DeploymentApi:
 
     # --- deployments -------------------------------------------------------------------------
 
-    def _checked_body(self, request: SeenRequest) -> tuple[dict[str, Any], Reply | None]:
-        if bad := self._api_version(request, "resource_deployment"):
+    def _checked_body(
+        self, request: SeenRequest, rg: str | None = None
+    ) -> tuple[dict[str, Any], Reply | None]:
+        if bad := self._deployment_api_version(request, rg):
             return {}, bad
         body = request.json() or {}
         properties = body.get("properties") or {}
-        if "location" not in body:
+        if "location" not in body and rg is None:
             return body, arm_error(
                 400, "InvalidDeploymentLocation", "A subscription deployment needs a location."
             )
@@ -79,12 +107,35 @@ class DeploymentApi:
             return body, arm_error(400, "InvalidDeploymentMode", "mode must be Incremental.")
         return body, None
 
-    def _put_arm_deployment(self, request: SeenRequest, sub: str, name: str) -> Reply:
-        body, bad = self._checked_body(request)
+    def _deployment_api_version(self, request: SeenRequest, rg: str | None) -> Reply | None:
+        if rg is None:
+            return self._api_version(request, "resource_deployment")
+        if request.query.get("api-version") in GROUP_API_VERSIONS:
+            return None
+        return arm_error(
+            400,
+            "InvalidApiVersionParameter",
+            f"The api-version '{request.query.get('api-version')}' is invalid. Supported: "
+            f"{sorted(GROUP_API_VERSIONS)}",
+        )
+
+    def _put_arm_deployment(
+        self, request: SeenRequest, sub: str, name: str, rg: str | None = None
+    ) -> Reply:
+        body, bad = self._checked_body(request, rg)
         if bad:
             return bad
         properties = body["properties"]
-        deployment_id = f"/subscriptions/{sub}/providers/Microsoft.Resources/deployments/{name}"
+        group = None
+        if rg is not None:
+            group = self.arm_resources.get(f"/subscriptions/{sub}/resourcegroups/{rg}".lower())
+            if group is None:
+                return arm_error(
+                    404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found."
+                )
+        scope = f"/subscriptions/{sub}" + (f"/resourceGroups/{rg}" if rg else "")
+        deployment_id = f"{scope}/providers/Microsoft.Resources/deployments/{name}"
+        location = body.get("location") or (group or {}).get("location") or self.location
         template_hash = hashlib.sha256(
             json.dumps(properties["template"], sort_keys=True).encode()
         ).hexdigest()[:20]
@@ -92,7 +143,7 @@ class DeploymentApi:
             "id": deployment_id,
             "name": name,
             "type": "Microsoft.Resources/deployments",
-            "location": body["location"],
+            "location": location,
             "tags": body.get("tags") or {},
             "properties": {
                 "templateHash": str(int(template_hash, 16)),
@@ -106,11 +157,15 @@ class DeploymentApi:
                 "dependencies": [],
             },
         }
-        self.arm_deployments[name.lower()] = document
+        if rg is None:
+            document["location"] = location
+        else:
+            del document["location"]  # a resource-group deployment has none (the example)
+        self.arm_deployments[deployment_id.lower() if rg else name.lower()] = document
         op_id = uuid.uuid4().hex.upper()
 
         def run() -> None:
-            self._run_template(sub, document, properties)
+            self._run_template(sub, document, properties, rg, location)
 
         lro = Lro(op_id, "arm", self.lro_polls, run)
         self.lros[op_id] = lro
@@ -130,7 +185,14 @@ class DeploymentApi:
         )
         return engine.deploy(template, parameters, Scope(subscription, None, location)).outputs
 
-    def _run_template(self, sub: str, document: dict, properties: dict) -> None:
+    def _run_template(
+        self,
+        sub: str,
+        document: dict,
+        properties: dict,
+        rg: str | None = None,
+        location: str | None = None,
+    ) -> None:
         engine = TemplateEngine(
             self.arm_resources,
             on_resource=self._provisioned,
@@ -140,7 +202,7 @@ class DeploymentApi:
         outcome = engine.deploy(
             properties["template"],
             properties.get("parameters") or {},
-            Scope(sub, None, document["location"]),
+            Scope(sub, rg, location or document["location"]),
         )
         document["properties"].update(
             provisioningState="Succeeded",
@@ -172,11 +234,23 @@ class DeploymentApi:
             and resource["name"].lower() not in self.registries
         ):
             self.add_registry(subscription, group, resource["name"])
+        elif resource["type"] == "Microsoft.Storage/storageAccounts/blobServices/containers":
+            self.blobs.setdefault((parts[8].lower(), resource["name"]), {})
+        elif resource["type"] == "Microsoft.ContainerInstance/containerGroups":
+            self.start_container_group(resource)
 
-    def _get_arm_deployment(self, request: SeenRequest, sub: str, name: str) -> Reply:
-        if bad := self._api_version(request, "resource_deployment"):
+    def _deployment_document(self, sub: str, name: str, rg: str | None) -> dict | None:
+        if rg is None:
+            return self.arm_deployments.get(name.lower())
+        deployment_id = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Resources"
+        return self.arm_deployments.get(f"{deployment_id}/deployments/{name}".lower())
+
+    def _get_arm_deployment(
+        self, request: SeenRequest, sub: str, name: str, rg: str | None = None
+    ) -> Reply:
+        if bad := self._deployment_api_version(request, rg):
             return bad
-        document = self.arm_deployments.get(name.lower())
+        document = self._deployment_document(sub, name, rg)
         if document is None or not document["id"].startswith(f"/subscriptions/{sub}/"):
             return Reply(
                 404,
@@ -189,11 +263,14 @@ class DeploymentApi:
             )
         return Reply(200, document)
 
-    def _arm_deployment_status(self, request: SeenRequest, sub: str, name: str, op: str) -> Reply:
+    def _arm_deployment_status(
+        self, request: SeenRequest, sub: str, name: str, op: str, rg: str | None = None
+    ) -> Reply:
         lro = self.lros.get(op)
-        if lro is None:
+        document = self._deployment_document(sub, name, rg)
+        if lro is None or document is None:
             return arm_error(404, "NotFound", f"operation {op} not found")
-        self._advance_deployment(lro, self.arm_deployments[name.lower()])
+        self._advance_deployment(lro, document)
         body: dict[str, Any] = {"status": "Running" if lro.status == "InProgress" else lro.status}
         if lro.status == "Failed":
             body["error"] = lro.error
