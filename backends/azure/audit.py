@@ -102,7 +102,9 @@ class AzureAuditTrail:
 
 
 def _code(error: AzureError) -> str | None:
-    return getattr(error, "error_code", None)
+    """The storage error code as Azure sent it (the SDK gives known ones as an enum)."""
+    code = getattr(error, "error_code", None)
+    return str(getattr(code, "value", code)) if code else None
 
 
 def _reason(error: AzureError) -> str:
