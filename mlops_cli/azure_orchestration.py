@@ -165,9 +165,14 @@ def deploy_to_azure_pool(
 ) -> subprocess.CompletedProcess[str]:
     """`prefect deploy` the azure variants (all, or the named ones) from the project root
     (entrypoints are relative to it)."""
+    document = azure_deployments(prefect_file)
+    known = [deployment["name"] for deployment in document["deployments"]]
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise ValueError(f"{prefect_file} has no deployment {unknown}; it has {known}")
     with tempfile.TemporaryDirectory(prefix="mlops-azure-deploy-") as folder:
         azure_file = Path(folder) / "prefect.azure.yaml"
-        azure_file.write_text(yaml.safe_dump(azure_deployments(prefect_file), sort_keys=False))
+        azure_file.write_text(yaml.safe_dump(document, sort_keys=False))
         selection = [arg for name in names for arg in ("--name", name)] if names else ["--all"]
         return subprocess.run(
             [

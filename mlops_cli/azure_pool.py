@@ -52,9 +52,16 @@ def deploy(
     _use_running_server()
     from mlops_cli.azure_orchestration import deploy_to_azure_pool
 
-    result = deploy_to_azure_pool(name)
+    try:
+        result = deploy_to_azure_pool(name)
+    except ValueError as error:
+        console.print(f"[red]Nothing deployed:[/red] {error}")
+        raise typer.Exit(2) from None
     console.print(result.stdout[-4000:], markup=False, highlight=False)
     if result.returncode != 0:
         console.print(result.stderr[-4000:], markup=False, highlight=False)
-        console.print("[red]prefect deploy failed[/red] (did `mlops azure setup` run first?)")
+        console.print(
+            "[red]prefect deploy failed[/red] (its output is above; the pool and blocks come "
+            "from `mlops azure setup`)"
+        )
         raise typer.Exit(result.returncode)

@@ -195,6 +195,11 @@ def test_prefect_deploy_puts_a_deployment_on_the_azure_pool(tmp_path: Path) -> N
     ]
 
 
+def test_an_unknown_deployment_name_deploys_nothing() -> None:
+    with pytest.raises(ValueError, match="no deployment \\['relase'\\]"):
+        deploy_to_azure_pool(["release", "relase"])
+
+
 DOCKERFILE = PREFECT_FILE.parent / "Dockerfile"
 
 
