@@ -331,7 +331,9 @@ def test_an_approval_that_cannot_be_recorded_promotes_nothing(
     monkeypatch.setenv("MLOPS_BACKEND", "azure")
     assert (ACCOUNT, AUDIT) in fake_azure.fake.immutability_policies  # infra/shared.bicep's
     test = backends.workspace("test")
-    model = test.register_model("readmission", str(model_dir), "train-run-a", {}, "")
+    model = test.register_model(
+        "readmission", str(model_dir), "train-run-a", {"pipeline_run_id": "run-a"}, ""
+    )
     if not writable:
         fake_azure.fake.fail_blob_requests(403, "AuthorizationPermissionMismatch", times=99)
     decide_when_paused("audit-gate", True, "ivan", "evidence reviewed")
