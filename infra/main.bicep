@@ -49,6 +49,15 @@ param registryResourceGroup string
 @description('Subscription of the shared registry.')
 param registrySubscriptionId string = subscription().subscriptionId
 
+@description('Resource group of the flows identity and the flow runs\' container groups (environments.yaml: orchestration.resource_group).')
+param orchestrationResourceGroup string
+
+@description('Subscription of the orchestration resource group.')
+param orchestrationSubscriptionId string = subscription().subscriptionId
+
+@description('Name of the flows identity, the user-assigned identity flow runs run as (shared.bicep creates it).')
+param flowsIdentityName string
+
 @description('Create the user-assigned identity the online endpoints run under, with its roles (test and prod: they serve models from the shared registry).')
 param deployEndpointIdentity bool = false
 
@@ -198,6 +207,27 @@ module registrySubscriptionAccess 'modules/registry-subscription-access.bicep' =
   params: {
     endpointPrincipalId: deployEndpointIdentity ? endpointIdentity.outputs.principalId : ''
   }
+}
+
+// The flows identity lives in the shared resource group (shared.bicep); what it may do in this
+// environment is granted here, by the environment's own deployment.
+resource flowsIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
+  name: flowsIdentityName
+  scope: resourceGroup(orchestrationSubscriptionId, orchestrationResourceGroup)
+}
+
+module flowsAccess 'modules/flows-access.bicep' = {
+  name: '${projectName}-${environmentName}-flows-access'
+  scope: environmentGroup
+  params: {
+    workspaceName: workspace.outputs.workspaceName
+    storageAccountName: storage.outputs.storageAccountName
+    flowsPrincipalId: flowsIdentity.properties.principalId
+    endpointIdentityName: deployEndpointIdentity ? endpointIdentityName : ''
+  }
+  dependsOn: [
+    endpointIdentity
+  ]
 }
 
 output resourceGroupName string = environmentGroup.name

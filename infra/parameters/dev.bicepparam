@@ -9,6 +9,8 @@ param computeName = 'cpu-cluster'
 param computeMaxNodeCount = 2
 param registryName = 'mlr-readmission-shared'
 param registryResourceGroup = 'rg-readmission-shared'
+param orchestrationResourceGroup = 'rg-readmission-shared'
+param flowsIdentityName = 'id-readmission-flows'
 param deployEndpointIdentity = false
 param tags = {
   owner: 'mlops'

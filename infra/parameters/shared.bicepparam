@@ -6,11 +6,14 @@ using '../shared.bicep'
 param location = 'eastus2'
 param resourceGroupName = 'rg-readmission-shared'
 param registryName = 'mlr-readmission-shared'
+param containerRegistryName = 'crreadmissionflows'
 param flowsStorageAccountName = 'streadmissionflows'
 param resultsContainerName = 'prefect-results'
 param auditContainerName = 'audit-trail'
 // About seven years (7 x 365 days) of write-once records.
 param auditRetentionDays = 2555
+param flowsIdentityName = 'id-readmission-flows'
+param workerIdentityName = 'id-readmission-worker'
 param tags = {
   owner: 'mlops'
 }

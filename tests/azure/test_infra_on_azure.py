@@ -68,6 +68,23 @@ def infrastructure() -> AzureInfrastructure:
     return infra
 
 
+FLOWS_IDENTITY = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-readmission-shared"
+    "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-readmission-flows"
+)
+
+
+def flow_run_launcher_role() -> str:
+    """The custom role's name: guid(subscription().id, resource group, 'flow-run-launcher')."""
+    from tests.azure.fake.arm_templates import _guid
+
+    return _guid(
+        "/subscriptions/00000000-0000-0000-0000-000000000000",
+        "rg-readmission-shared",
+        "flow-run-launcher",
+    )
+
+
 def actions(plan) -> dict[str, str]:  # noqa: ANN001
     return {f"{c.kind} {c.resource}": c.action for c in plan.changes}
 
@@ -93,8 +110,10 @@ def test_shared_then_dev_deploys_and_a_second_plan_changes_nothing(
     infra = infrastructure()
 
     shared = infra.what_if("shared")
-    assert actions(shared) == {
+    planned_shared = actions(shared)
+    assert {k: v for k, v in planned_shared.items() if v != "unknown"} == {
         "Microsoft.Resources/resourceGroups rg-readmission-shared": "create",
+        f"Microsoft.Authorization/roleDefinitions {flow_run_launcher_role()}": "create",
         "Microsoft.MachineLearningServices/registries mlr-readmission-shared": "create",
         "Microsoft.Storage/storageAccounts streadmissionflows": "create",
         "Microsoft.Storage/storageAccounts/blobServices default": "create",
@@ -103,8 +122,20 @@ def test_shared_then_dev_deploys_and_a_second_plan_changes_nothing(
         "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies default": (
             "create"
         ),
+        "Microsoft.ContainerRegistry/registries crreadmissionflows": "create",
+        "Microsoft.ManagedIdentity/userAssignedIdentities id-readmission-flows": "create",
+        "Microsoft.ManagedIdentity/userAssignedIdentities id-readmission-worker": "create",
     }
+    # the flows' and the worker's grants need principal IDs that exist only once they do
+    assert list(planned_shared.values()).count("unknown") == 6
     infra.deploy("shared")
+    shared_roles = {
+        r["id"]: r["properties"]["principalId"]
+        for r in fake.arm_resources.values()
+        if r["type"] == "Microsoft.Authorization/roleAssignments"
+    }
+    flows = fake.arm_resources[FLOWS_IDENTITY.lower()]["properties"]["principalId"]
+    assert list(shared_roles.values()).count(flows) == 4  # acr, two containers, registry
 
     plan = infra.what_if("dev")
     planned = actions(plan)
@@ -125,9 +156,11 @@ def test_shared_then_dev_deploys_and_a_second_plan_changes_nothing(
     roles = [
         r
         for r in fake.arm_resources.values()
-        if r["type"] == "Microsoft.Authorization/roleAssignments"
+        if r["type"] == "Microsoft.Authorization/roleAssignments" and r["id"] not in shared_roles
     ]
-    assert len(roles) == 4  # compute: blob, acr, key vault; workspace: the shared registry
+    # compute: blob, acr, key vault; workspace: the shared registry; flows identity: AzureML
+    # Data Scientist and Monitoring Reader on the workspace, blob data on its storage
+    assert len(roles) == 7
     registry_role = next(r for r in roles if "MachineLearningServices/registries/" in r["id"])
     assert "rg-readmission-shared" in registry_role["id"]  # the cross-resource-group grant
     assert "mlw-readmission-dev" in fake.workspaces  # usable by the AML routes now

@@ -316,10 +316,14 @@ def test_role_assignment_names_are_guid_of_scope_principal_and_role(
             if "scope" in config:
                 accessor = scope_id["operator"]["operands"]
                 assert accessor == {"operand_1": config["scope"], "operand_2": "id"}, symbol
-            else:  # assigned at the template's own scope: a subscription
-                assert parsed_file["globals"]["scope"]["value"] == "subscription", symbol
+            else:  # assigned at the template's own scope: a subscription or a resource group
+                own_scope = parsed_file["globals"]["scope"]["value"]
                 call = scope_id["function"]
-                assert (call["type"], call.get("property_name")) == ("subscription", "id"), symbol
+                expected = {"subscription": "subscription", "resourceGroup": "resource_group"}
+                assert (call["type"], call.get("property_name")) == (expected[own_scope], "id"), (
+                    symbol
+                )
+                assert not any((call.get("parameters") or {}).values()), symbol  # no other scope
             assert principal == config["properties"]["principalId"], symbol
             assert role == config["properties"]["roleDefinitionId"], symbol
             role_id = variables[role]["value"]["function"]
