@@ -20,6 +20,7 @@ from azure.storage.blob import BlobClient, ContainerClient
 from prefect import flow
 from prefect.client.schemas.objects import StateType
 from prefect.states import State
+from typer.testing import CliRunner
 
 import backends
 from backends.azure.audit import open_audit_trail
@@ -223,6 +224,18 @@ def test_a_writer_that_lost_the_race_to_create_the_month_appends_to_the_winners_
     assert read_audit_log() == [first, second]  # its create was refused; nothing replaced
     refused = [r for r in storage.requests if r.status == 409]
     assert len(refused) == 1 and refused[0].headers.get("If-None-Match") == "*"
+
+
+def test_mlops_audit_prints_the_azure_trail(storage: FakeAzureML) -> None:
+    from mlops_cli.main import app
+
+    deploy_storage(storage)
+    record("approved", "ivan", "mlr-readmission-shared/readmission", "evidence reviewed")
+
+    shown = CliRunner().invoke(app, ["audit"], env={"COLUMNS": "200"})
+
+    assert shown.exit_code == 0, shown.output
+    assert "approved" in shown.output and "evidence reviewed" in shown.output
 
 
 # --- nobody rewrites the trail ---------------------------------------------------------------
