@@ -8,6 +8,7 @@ There is no Bicep CLI here. The Bicep is parsed by pycep and linted by checkov, 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import posixpath
@@ -516,3 +517,295 @@ def test_parameter_file_sets_only_declared_parameters_and_every_required_one(
     assert given <= set(declared), f"undeclared: {given - set(declared)}"
     required = {param for param, spec in declared.items() if "default" not in spec}
     assert required <= given, f"missing: {required - given}"
+
+
+# --- the orchestration: what flow runs run on in Azure ------------------------------------
+
+# Actions and notActions of every built-in role infra/ grants, as Azure documents them
+# (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles and its category
+# pages: containers, storage, ai-machine-learning, monitor, identity, security). Data actions are
+# left out: none of them can create resources or assign roles.
+BUILT_IN_ROLES: dict[str, tuple[str, list[str], list[str]]] = {
+    "7f951dda-4ed3-4680-a7ca-43fe172d538d": (
+        "AcrPull",
+        ["Microsoft.ContainerRegistry/registries/pull/read"],
+        [],
+    ),
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": (
+        "Storage Blob Data Contributor",
+        [
+            "Microsoft.Storage/storageAccounts/blobServices/containers/delete",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/write",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        [],
+    ),
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": (
+        "Storage Blob Data Reader",
+        [
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        [],
+    ),
+    "4633458b-17de-408a-b874-0445c86b69e6": ("Key Vault Secrets User", [], []),
+    "1823dd4f-9b8c-4ab6-ab4e-7397a3684615": (
+        "AzureML Registry User",
+        [
+            "Microsoft.MachineLearningServices/registries/read",
+            "Microsoft.MachineLearningServices/registries/assets/*",
+        ],
+        [],
+    ),
+    "f6c7c914-8db3-469d-8ca1-694a8f32e121": (
+        "AzureML Data Scientist",
+        [
+            "Microsoft.MachineLearningServices/workspaces/*/read",
+            "Microsoft.MachineLearningServices/workspaces/*/action",
+            "Microsoft.MachineLearningServices/workspaces/*/delete",
+            "Microsoft.MachineLearningServices/workspaces/*/write",
+        ],
+        [
+            "Microsoft.MachineLearningServices/workspaces/delete",
+            "Microsoft.MachineLearningServices/workspaces/write",
+            "Microsoft.MachineLearningServices/workspaces/computes/*/write",
+            "Microsoft.MachineLearningServices/workspaces/computes/*/delete",
+            "Microsoft.MachineLearningServices/workspaces/computes/listKeys/action",
+            "Microsoft.MachineLearningServices/workspaces/listKeys/action",
+            "Microsoft.MachineLearningServices/workspaces/hubs/write",
+            "Microsoft.MachineLearningServices/workspaces/hubs/delete",
+            "Microsoft.MachineLearningServices/workspaces/featurestores/write",
+            "Microsoft.MachineLearningServices/workspaces/featurestores/delete",
+        ],
+    ),
+    "43d0d8ad-25c7-4714-9337-8ba259a9fe05": (
+        "Monitoring Reader",
+        ["*/read", "Microsoft.OperationalInsights/workspaces/search/action", "Microsoft.Support/*"],
+        [],
+    ),
+    "f1a07417-d97a-45cb-824c-7a7467783830": (
+        "Managed Identity Operator",
+        [
+            "Microsoft.ManagedIdentity/userAssignedIdentities/*/read",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Support/*",
+        ],
+        [],
+    ),
+}
+ASSIGN_ROLES = "Microsoft.Authorization/roleAssignments/write"
+CREATE_CONTAINER_GROUPS = "Microsoft.ContainerInstance/containerGroups/write"
+# the principal parameters through which the two orchestration identities are granted roles
+FLOWS_IDENTITY = {
+    ("modules/flow-run-access.bicep", "flowsPrincipalId"),
+    ("modules/flows-access.bicep", "flowsPrincipalId"),
+}
+WORKER_IDENTITY = {("modules/flow-run-access.bicep", "workerPrincipalId")}
+
+
+def accessor(value: Any) -> str:
+    """`a.b.c` for a parsed property access, the text itself for a symbol."""
+    if isinstance(value, str):
+        return value
+    operands = value["operator"]["operands"]
+    return f"{accessor(operands['operand_1'])}.{accessor(operands['operand_2'])}"
+
+
+def custom_roles(files: dict[str, Any]) -> dict[str, tuple[str, list[str], list[str]]]:
+    """The custom role definitions in infra/, by the variable that names them."""
+    found = {}
+    for parsed_file in bicep_files(files).values():
+        for resource in parsed_file.get("resources", {}).values():
+            if resource["type"] == "Microsoft.Authorization/roleDefinitions":
+                config = body(resource)
+                (permissions,) = config["properties"]["permissions"]
+                found[config["name"]] = (
+                    config["properties"]["roleName"],
+                    permissions["actions"],
+                    permissions.get("notActions", []),
+                )
+    return found
+
+
+def grants(files: dict[str, Any]) -> dict[tuple[str, str], list[tuple[str, list, list, str]]]:
+    """(file, principal parameter) -> [(role name, actions, notActions, scope)] for every role
+    assignment in infra/; a role the tables do not know fails the test that asks."""
+    # a custom role reaches a module as a parameter named like shared.bicep's variable
+    custom_by_param = custom_roles(files)
+    found: dict[tuple[str, str], list[tuple[str, list, list, str]]] = {}
+    for path, parsed_file in bicep_files(files).items():
+        variables = parsed_file.get("variables", {})
+        for resource in parsed_file.get("resources", {}).values():
+            if resource["type"] != "Microsoft.Authorization/roleAssignments":
+                continue
+            config = body(resource)
+            role_call = variables[config["properties"]["roleDefinitionId"]]["value"]["function"]
+            role_id = role_call["parameters"]["resource_name_1"]
+            role = BUILT_IN_ROLES.get(role_id) or custom_by_param.get(role_id)
+            assert role is not None, f"{path}: role {role_id} is in neither table"
+            principal = config["properties"]["principalId"]
+            scope = config.get("scope", parsed_file["globals"]["scope"]["value"])
+            found.setdefault((path, principal), []).append((*role, scope))
+    return found
+
+
+def allows(actions: list[str], not_actions: list[str], operation: str) -> bool:
+    """Azure RBAC's rule for one role: some action matches and no notAction does. A `*`
+    stands for any characters, and a `/*/` segment for none too: Managed Identity Operator's
+    `userAssignedIdentities/*/assign/action` is what grants `userAssignedIdentities/assign/action`.
+    """
+
+    def matches(pattern: str) -> bool:
+        return any(
+            fnmatch.fnmatchcase(operation.lower(), candidate.lower())
+            for candidate in (pattern, pattern.replace("/*/", "/"))
+        )
+
+    return any(map(matches, actions)) and not any(map(matches, not_actions))
+
+
+def test_shared_parameter_file_names_the_orchestration_as_environments_yaml_does(
+    files: dict[str, Any], topology: dict[str, Any]
+) -> None:
+    params = files["parameters/shared.bicepparam"]["parameters"]
+    orchestration = topology["orchestration"]
+    flows_identity = orchestration["flows_identity"].split("/")
+    assert params["resourceGroupName"] == orchestration["resource_group"]
+    assert params["location"] == orchestration["location"]
+    assert params["containerRegistryName"] == orchestration["container_registry"]
+    assert params["flowsStorageAccountName"] == orchestration["storage_account"]
+    assert params["resultsContainerName"] == orchestration["results_container"]
+    assert params["auditContainerName"] == orchestration["audit_container"]
+    assert params["flowsIdentityName"] == flows_identity[-1]
+    assert flows_identity[2] == orchestration["subscription_id"]
+    assert flows_identity[4] == orchestration["resource_group"]
+    assert flows_identity[6:8] == ["Microsoft.ManagedIdentity", "userAssignedIdentities"]
+    assert params["workerIdentityName"] != params["flowsIdentityName"]
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_each_environment_grants_the_flows_identity_the_topology_names(
+    files: dict[str, Any], topology: dict[str, Any], environment: str
+) -> None:
+    params = files[f"parameters/{environment}.bicepparam"]["parameters"]
+    orchestration = topology["orchestration"]
+    assert params["orchestrationResourceGroup"] == orchestration["resource_group"]
+    assert params["flowsIdentityName"] == orchestration["flows_identity"].rsplit("/", 1)[-1]
+    main = files["main.bicep"]
+    identity = main["resources"]["flowsIdentity"]
+    assert identity["existing"] and body(identity)["name"] == "flowsIdentityName"
+    assert body(identity)["scope"]["function"] == {
+        "type": "resource_group",
+        "parameters": {
+            "resource_group_name": "orchestrationResourceGroup",
+            "subscription_id": "orchestrationSubscriptionId",
+        },
+    }
+    access = body(main["modules"]["flowsAccess"])
+    assert accessor(access["params"]["flowsPrincipalId"]) == "flowsIdentity.properties.principalId"
+    shared_access = body(files["shared.bicep"]["modules"]["flowRunAccess"])["params"]
+    assert (
+        accessor(shared_access["flowsPrincipalId"]) == "flowRunIdentities.outputs.flowsPrincipalId"
+    )
+    assert accessor(shared_access["workerPrincipalId"]) == (
+        "flowRunIdentities.outputs.workerPrincipalId"
+    )
+
+
+def test_the_flows_storage_takes_only_entra_id_and_its_containers_are_private(
+    files: dict[str, Any],
+) -> None:
+    flows_storage = files["modules/flows-storage.bicep"]["resources"]
+    properties = body(flows_storage["storage"])["properties"]
+    assert properties["allowSharedKeyAccess"] is False  # no account keys, so no SAS either
+    assert properties["defaultToOAuthAuthentication"] is True
+    assert properties["minimumTlsVersion"] == "TLS1_2"
+    assert properties["supportsHttpsTrafficOnly"] is True
+    assert properties["allowBlobPublicAccess"] is False
+    for container in ("resultsContainer", "auditContainer"):
+        assert body(flows_storage[container])["parent"] == "blobService"
+        assert body(flows_storage[container])["properties"]["publicAccess"] == "None"
+    assert body(flows_storage["blobService"])["name"] == "default"
+
+
+def test_the_audit_container_is_write_once_with_protected_append_writes(
+    files: dict[str, Any],
+) -> None:
+    flows_storage = files["modules/flows-storage.bicep"]
+    policies = [
+        body(resource)
+        for resource in flows_storage["resources"].values()
+        if resource["type"].endswith("/containers/immutabilityPolicies")
+    ]
+    assert len(policies) == 1
+    (policy,) = policies
+    assert policy["parent"] == "auditContainer" and policy["name"] == "default"
+    assert policy["properties"]["allowProtectedAppendWrites"] is True  # the log grows by appends
+    assert policy["properties"]["immutabilityPeriodSinceCreationInDays"] == "auditRetentionDays"
+    # the period comes from the parameter file, and it is years, not days
+    shared_params = files["parameters/shared.bicepparam"]["parameters"]
+    assert shared_params["auditRetentionDays"] >= 365
+    passed = body(files["shared.bicep"]["modules"]["flowsStorage"])["params"]
+    assert passed["auditRetentionDays"] == "auditRetentionDays"
+    assert passed["auditContainerName"] == "auditContainerName"
+
+
+def test_the_flows_identity_can_neither_assign_roles_nor_create_container_groups(
+    files: dict[str, Any],
+) -> None:
+    granted = grants(files)
+    flows_roles = [role for key in FLOWS_IDENTITY for role in granted[key]]
+    assert {name for name, *_ in flows_roles} == {
+        "AcrPull",
+        "Storage Blob Data Contributor",
+        "AzureML Registry User",
+        "AzureML Data Scientist",
+        "Monitoring Reader",
+        "Managed Identity Operator",
+    }
+    for name, actions, not_actions, scope in flows_roles:
+        assert not allows(actions, not_actions, ASSIGN_ROLES), f"{name} on {scope}"
+        assert not allows(actions, not_actions, CREATE_CONTAINER_GROUPS), f"{name} on {scope}"
+    # blob data on the two containers, not on the whole flows storage account
+    blob_scopes = {
+        scope
+        for name, *_, scope in granted[("modules/flow-run-access.bicep", "flowsPrincipalId")]
+        if name == "Storage Blob Data Contributor"
+    }
+    assert blob_scopes == {"resultsContainer", "auditContainer"}
+
+
+def test_only_the_worker_identity_can_create_container_groups_and_none_can_assign_roles(
+    files: dict[str, Any],
+) -> None:
+    granted = grants(files)
+    creators = set()
+    for principal, roles in granted.items():
+        for name, actions, not_actions, scope in roles:
+            assert not allows(actions, not_actions, ASSIGN_ROLES), f"{principal}: {name}"
+            if allows(actions, not_actions, CREATE_CONTAINER_GROUPS):
+                creators.add((principal, scope))
+    assert creators == {(next(iter(WORKER_IDENTITY)), "resourceGroup")}
+    worker_roles = granted[next(iter(WORKER_IDENTITY))]
+    for operation, on in (
+        ("Microsoft.Resources/deployments/write", "resourceGroup"),
+        ("Microsoft.ContainerInstance/containerGroups/delete", "resourceGroup"),
+        ("Microsoft.ContainerInstance/containerGroups/containers/logs/read", "resourceGroup"),
+        ("Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", "flowsIdentity"),
+    ):
+        assert any(
+            allows(actions, not_actions, operation) and scope == on
+            for _, actions, not_actions, scope in worker_roles
+        ), operation
+    # the worker touches no data and no Azure ML
+    for operation in (
+        "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+        "Microsoft.MachineLearningServices/workspaces/jobs/write",
+        "Microsoft.ContainerRegistry/registries/pull/read",
+    ):
+        assert not any(allows(a, n, operation) for _, a, n, _ in worker_roles), operation
