@@ -35,6 +35,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, LinearRetry
 
 from backends.azure.clients import AzureConnection, connection
+from backends.azure.errors import AzureOperationFailed
 from backends.base import AuditRecord, AuditWriteFailed
 from backends.topology import Topology
 
@@ -93,7 +94,7 @@ class AzureAuditTrail:
             names = sorted(b.name for b in self.container.list_blobs(name_starts_with=PREFIX))
             texts = [self.container.download_blob(n).readall().decode() for n in names]
         except AzureError as error:
-            raise AuditWriteFailed(
+            raise AzureOperationFailed(
                 f"could not read the audit trail {self.where}: {_reason(error)}"
             ) from error
         return [
