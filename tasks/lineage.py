@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from backends.topology import REPO_ROOT
@@ -11,7 +12,9 @@ PIPELINE_ASSETS_TAG = "pipeline_assets"
 
 
 def git_commit() -> str:
-    """HEAD's sha, with "+dirty" when the tree has changes; "unknown" outside a git checkout."""
+    """HEAD's sha, with "+dirty" when the tree has changes; outside a git checkout (the flows'
+    container image has no .git) the commit the image was built from (MLOPS_GIT_COMMIT, set
+    by the Dockerfile's GIT_COMMIT build argument), else "unknown"."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
@@ -24,5 +27,5 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("MLOPS_GIT_COMMIT") or "unknown"
     return f"{sha}+dirty" if dirty else sha
