@@ -1,6 +1,7 @@
 // One environment (dev, test or prod) of the readmission model: its resource group, the Azure
 // ML workspace with its storage, Key Vault, container registry and monitoring, a training
-// cluster, the role assignments its identities need, and access to the shared registry.
+// cluster, the role assignments its identities need, access to the shared registry, and what
+// the flows identity (shared.bicep) may do here (modules/flows-access.bicep).
 // Deploy with a parameter file: parameters/<env>.bicepparam.
 //
 // Every name below is derived from parameters, uniqueString() of the resource group ID or
