@@ -809,3 +809,61 @@ def test_only_the_worker_identity_can_create_container_groups_and_none_can_assig
         "Microsoft.ContainerRegistry/registries/pull/read",
     ):
         assert not any(allows(a, n, operation) for _, a, n, _ in worker_roles), operation
+
+
+# --- the compiled-template fixtures stay in step with the Bicep ---------------------------
+
+BICEP_FIXTURES = ROOT / "tests" / "azure" / "fixtures" / "bicep"
+
+
+def bicep_resource_types(files: dict[str, Any], path: str) -> list[str]:
+    """Every resource type a Bicep file deploys, its modules' included (each module once per
+    use), in no particular order."""
+    parsed_file = files[path]
+    types = [
+        resource["type"]
+        for resource in parsed_file.get("resources", {}).values()
+        if not resource.get("existing")
+    ]
+    for module in parsed_file.get("modules", {}).values():
+        module_path = posixpath.normpath(
+            posixpath.join(posixpath.dirname(path), module["detail"]["path"])
+        )
+        types += bicep_resource_types(files, module_path)
+    return sorted(types)
+
+
+def template_resource_types(template: dict[str, Any]) -> list[str]:
+    types = []
+    for resource in template.get("resources", []):
+        if resource["type"] == "Microsoft.Resources/deployments":
+            types += template_resource_types(resource["properties"]["template"])
+        else:
+            types.append(resource["type"])
+    return sorted(types)
+
+
+def nested_parameters(template: dict[str, Any]) -> dict[str, set[str]]:
+    """Nested deployment name expression -> the parameters its inner template declares."""
+    return {
+        resource["name"]: set(resource["properties"]["template"]["parameters"])
+        for resource in template.get("resources", [])
+        if resource["type"] == "Microsoft.Resources/deployments"
+    }
+
+
+@pytest.mark.parametrize("name", ["main", "shared"])
+def test_the_compiled_fixture_deploys_what_the_bicep_declares(
+    files: dict[str, Any], name: str
+) -> None:
+    """tests/azure/fixtures/bicep/<name>.json is written by hand in `bicep build`'s shape (no
+    Bicep CLI here): the same parameters, modules and resource types as infra/<name>.bicep."""
+    compiled = json.loads((BICEP_FIXTURES / f"{name}.json").read_text())
+    parsed_file = files[f"{name}.bicep"]
+    assert set(compiled["parameters"]) == set(parsed_file["parameters"])
+    assert template_resource_types(compiled) == bicep_resource_types(files, f"{name}.bicep")
+    nested = nested_parameters(compiled)
+    assert len(nested) == len(parsed_file.get("modules", {}))
+    for module in parsed_file["modules"].values():
+        declared = set(files[module["detail"]["path"]]["parameters"])
+        assert declared in nested.values(), f"no nested deployment of {module['detail']['path']}"
