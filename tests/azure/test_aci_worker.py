@@ -1,0 +1,390 @@
+"""train-dev run by prefect-azure's own Azure Container Instances worker, end to end.
+
+The worker (prefect-azure 0.4.13's `AzureContainerWorker`, unchanged) runs in the test process
+under a managed identity of its own and sends its Resource Manager and ACI calls through the
+real SDKs to the fake. The fake deploys the worker's ARM template, checks the image pull (the
+flows identity, assigned to the group, holding AcrPull) and runs the container's command as a
+local process with the environment the worker set (tests/azure/fake/container_instances.py).
+In that process train-dev runs on the azure backend with `DefaultAzureCredential`, which gets
+the flows identity's tokens from the container's identity endpoint; its results go to the
+`mlops-results` blob container through prefect-azure's async blob client.
+
+The run reaches the pipeline-assets approval and suspends (the container exits 0, the worker
+deletes the group); a person resumes it through the Prefect API; the worker submits it again;
+a new container reloads the training from the persisted results instead of training again,
+promotes the approved assets and completes. The stand-in for Azure ML's compute (what
+tests/azure/test_flows_on_azure.py does in-process) runs a submitted pipeline's components in
+the test process, where the fake lives, when the pipeline job's PUT reaches the fake.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+from prefect import get_client
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.variables import Variable
+from prefect_azure.workers.container_instance import AzureContainerWorker
+
+from backends.local.workspace import LocalWorkspace
+from backends.topology import TOPOLOGY_VARIABLE, OrchestrationSpec, Topology
+from mlops_cli.azure_orchestration import RESULTS_BLOCK, WORK_POOL, setup_azure_orchestration
+from tasks.audit import read_audit_log
+from tasks.settings import PIPELINES_DIR
+from tests.azure.conftest import REPO, AzureUnderTest
+from tests.azure.fake.http import SeenRequest
+from tests.azure.fake.state import WS
+from tests.azure.fake_arm import FakeAzureML
+
+pytestmark = pytest.mark.slow
+
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+WORKER_IDENTITY = "id-readmission-worker"
+VENV_BIN = Path(sys.executable).parent
+TRAINING = yaml.safe_load((PIPELINES_DIR / "train.yml").read_text())["experiment_name"]
+VALIDATION = yaml.safe_load((PIPELINES_DIR / "validate_data.yml").read_text())["experiment_name"]
+
+
+def _identity(subscription: str, group: str, name: str) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
+        f"Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+    )
+
+
+def _missing_flows_infra(fake: FakeAzureML, topology: Topology) -> None:
+    """What the orchestration section names and the infra fixtures do not deploy (yet): the
+    flows identity, the registry with its AcrPull grant, the storage account and its
+    containers, and the worker's identity, deployed through the fake's template engine."""
+    o = topology.require_orchestration()
+    rg = f"/subscriptions/{o.subscription_id}/resourceGroups/{o.resource_group}"
+    wanted: list[dict[str, Any]] = []
+    for name in (o.flows_identity.rsplit("/", 1)[-1], WORKER_IDENTITY):
+        wanted.append(
+            {
+                "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+                "apiVersion": "2023-01-31",
+                "name": name,
+                "location": o.location,
+            }
+        )
+    wanted.append(
+        {
+            "type": "Microsoft.ContainerRegistry/registries",
+            "apiVersion": "2023-07-01",
+            "name": o.container_registry,
+            "location": o.location,
+            "sku": {"name": "Basic"},
+            "properties": {"adminUserEnabled": False},
+        }
+    )
+    flows_name = o.flows_identity.rsplit("/", 1)[-1]
+    flows = f"resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', '{flows_name}')"
+    registry = f"resourceId('Microsoft.ContainerRegistry/registries', '{o.container_registry}')"
+    wanted.append(
+        {
+            "type": "Microsoft.Authorization/roleAssignments",
+            "apiVersion": "2022-04-01",
+            "scope": f"[{registry}]",
+            "name": f"[guid({registry}, {flows}, 'AcrPull')]",
+            "properties": {
+                "roleDefinitionId": "[subscriptionResourceId("
+                f"'Microsoft.Authorization/roleDefinitions', '{ACR_PULL}')]",
+                "principalId": f"[reference({flows}, '2023-01-31').principalId]",
+                "principalType": "ServicePrincipal",
+            },
+        }
+    )
+    account = f"{rg}/providers/Microsoft.Storage/storageAccounts/{o.storage_account}"
+    if account.lower() not in fake.arm_resources:
+        wanted.append(
+            {
+                "type": "Microsoft.Storage/storageAccounts",
+                "apiVersion": "2023-05-01",
+                "name": o.storage_account,
+                "location": o.location,
+                "kind": "StorageV2",
+                "sku": {"name": "Standard_ZRS"},
+            }
+        )
+    for container in (o.results_container, o.audit_container):
+        if (o.storage_account, container) not in fake.blobs:
+            wanted.append(
+                {
+                    "type": "Microsoft.Storage/storageAccounts/blobServices/containers",
+                    "apiVersion": "2023-05-01",
+                    "name": f"{o.storage_account}/default/{container}",
+                }
+            )
+    resources = [
+        r
+        for r in wanted
+        if r["type"] == "Microsoft.Authorization/roleAssignments"
+        or "/" in r["name"]
+        or f"{rg}/providers/{r['type']}/{r['name']}".lower() not in fake.arm_resources
+    ]
+    template = {
+        "$schema": "https://schema.management.azure.com/schemas/2018-05-01/subscriptionDeploymentTemplate.json#",
+        "contentVersion": "1.0.0.0",
+        "resources": [
+            {
+                "type": "Microsoft.Resources/resourceGroups",
+                "apiVersion": "2022-09-01",
+                "name": o.resource_group,
+                "location": o.location,
+            },
+            {
+                "type": "Microsoft.Resources/deployments",
+                "apiVersion": "2022-09-01",
+                "name": "flows-gaps",
+                "resourceGroup": o.resource_group,
+                "properties": {
+                    "expressionEvaluationOptions": {"scope": "inner"},
+                    "mode": "Incremental",
+                    "template": {
+                        "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+                        "contentVersion": "1.0.0.0",
+                        "resources": resources,
+                    },
+                },
+            },
+        ],
+    }
+    fake.deploy_template(template, {}, o.subscription_id, o.location, "flows-gaps")
+
+
+def _pipeline_for(experiment: str) -> Path:
+    for path in sorted(PIPELINES_DIR.glob("*.yml")):
+        if yaml.safe_load(path.read_text()).get("experiment_name") == experiment:
+            return path
+    raise AssertionError(f"no pipeline YAML has experiment_name {experiment}")
+
+
+def azure_ml_compute(azure: AzureUnderTest, scratch: Path) -> Any:
+    """Before a pipeline job's PUT reaches the fake: run its components (the working tree's
+    YAML and scripts, as tests/azure/test_flows_on_azure.py's compute does) on the data the job
+    names, and hand their outputs to the fake's job, which "writes" them to storage."""
+    job_put = re.compile(WS + r"/jobs/(?P<name>[^/]+)")
+
+    def compute(request: SeenRequest) -> None:
+        match = job_put.fullmatch(request.path)
+        if request.method != "PUT" or not match:
+            return
+        props = (request.json() or {}).get("properties") or {}
+        if props.get("jobType") != "Pipeline":
+            return
+        spec = next(
+            s
+            for s in azure.topology.environments.values()
+            if s.workspace.lower() == match["ws"].lower()
+        )
+        inputs: dict[str, Any] = {}
+        for name, given in (props.get("inputs") or {}).items():
+            inputs[name] = given.get("value", given.get("uri"))
+        ws = azure.fake.workspace(spec.workspace)
+        path = re.search(r"/paths/(?P<path>.+)$", str(inputs["raw_data"]))
+        assert path, inputs["raw_data"]
+        files = azure.fake.files_under(ws.storage_account, ws.container, path["path"])
+        data = scratch / "data" / Path(path["path"]).name
+        data.parent.mkdir(parents=True, exist_ok=True)
+        data.write_bytes(next(iter(files.values())))
+        inputs["raw_data"] = str(data)
+        experiment = props["experimentName"]
+        ran = LocalWorkspace(spec, scratch).run_pipeline(
+            _pipeline_for(experiment), inputs, props.get("displayName")
+        )
+        azure.fake.job_outputs[experiment] = {
+            k: Path(v) for k, v in ran.outputs.items() if "." in k
+        }
+
+    return compute
+
+
+@pytest.fixture
+def flows_on_aci(
+    fake_azure: AzureUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AzureUnderTest]:
+    fake = fake_azure.fake
+    topology = fake_azure.topology
+    _missing_flows_infra(fake, topology)
+    orchestration = topology.require_orchestration()
+    # the image the Dockerfile builds, "built" from this checkout
+    from tests.azure.fake.container_instances import Image
+
+    fake.images[orchestration.image_uri] = Image(
+        REPO, {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    )
+    fake.container_network().before.append(azure_ml_compute(fake_azure, tmp_path / "compute"))
+    # the worker's own identity: DefaultAzureCredential finds it at its host's identity endpoint
+    worker = _identity(orchestration.subscription_id, orchestration.resource_group, WORKER_IDENTITY)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", fake.identity_endpoint([worker]))
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        yield fake_azure
+    finally:
+        fake.stop_container_groups()
+
+
+def _push_topology(scratch: Path) -> None:
+    """`mlops config push` for this test: the repo's topology on the azure backend, with the
+    flows' local scratch (downloads) outside the checkout."""
+    raw = yaml.safe_load((REPO / "environments.yaml").read_text())
+    raw["backend"] = "azure"
+    raw["local"]["root"] = str(scratch)
+    Variable.set(TOPOLOGY_VARIABLE, raw, overwrite=True)
+
+
+async def _deploy_train_dev(results_block: str) -> Any:
+    async with get_client() as client:
+        from flows.train_dev import train_dev
+
+        flow_id = await client.create_flow(train_dev)
+        return await client.create_deployment(
+            flow_id=flow_id,
+            name="train-dev-aci",
+            work_pool_name=WORK_POOL,
+            entrypoint="flows/train_dev.py:train_dev",
+            # prefect.yaml's azure pull step, with the image's working directory here
+            pull_steps=[
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
+            ],
+            job_variables={
+                "task_watch_poll_interval": 0.3,
+                "env": {
+                    "MLOPS_BACKEND": "azure",
+                    "MLOPS_TOPOLOGY_VARIABLE": TOPOLOGY_VARIABLE,
+                    "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": results_block,
+                    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+                },
+            },
+        )
+
+
+async def _run_once(flow_run_id: Any) -> None:
+    """The worker picks the scheduled run up; leaving the worker waits for what it submitted:
+    the container's run, then the group's deletion."""
+    async with AzureContainerWorker(
+        work_pool_name=WORK_POOL, prefetch_seconds=1, create_pool_if_not_found=False
+    ) as worker:
+        for _ in range(60):
+            submitted = await worker.get_and_submit_flow_runs()
+            if any(r.id == flow_run_id for r in submitted):
+                return
+            await anyio.sleep(0.5)
+        raise AssertionError("the worker never picked the run up")
+
+
+async def _state(flow_run_id: Any) -> FlowRun:
+    async with get_client() as client:
+        return await client.read_flow_run(flow_run_id)
+
+
+def test_suspended_train_dev_resumes_in_a_new_container_from_blob_results(
+    flows_on_aci: AzureUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = flows_on_aci.fake
+    topology = flows_on_aci.topology
+    orchestration = topology.require_orchestration()
+    _push_topology(tmp_path / "flows-scratch")
+    setup = setup_azure_orchestration(topology)
+    assert setup.results_block == f"azure-blob-storage-container/{RESULTS_BLOCK}"
+    deployment_id = anyio.run(_deploy_train_dev, setup.results_block)
+
+    async def create_run() -> Any:
+        async with get_client() as client:
+            return (await client.create_flow_run_from_deployment(deployment_id)).id
+
+    run_id = anyio.run(create_run)
+
+    # 1. the worker submits it; the container runs train-dev up to the approval and suspends
+    anyio.run(_run_once, run_id)
+    suspended = anyio.run(_state, run_id)
+    assert suspended.state is not None
+    assert suspended.state.name == "Suspended", (suspended.state, _logs(fake))
+    first = fake.container_runs[0]
+    assert len(fake.container_runs) == 1 and not fake.running  # exited, group deleted
+    assert first.process.returncode == 0
+    results = fake.blobs[(orchestration.storage_account, orchestration.results_container)]
+    assert results, "nothing persisted in the results container"
+    jobs = _pipeline_jobs(fake)  # the data gate's pipeline, then the training pipeline
+    assert [experiment for experiment, _ in jobs] == [VALIDATION, TRAINING], jobs
+
+    # 2. a person approves through the Prefect API; the worker submits the run again
+    from prefect.flow_runs import resume_flow_run
+
+    async def resume() -> None:
+        await resume_flow_run(
+            run_id,
+            run_input={"approved": True, "approver": "ivan", "reason": "components reviewed"},
+        )
+
+    anyio.run(resume)
+    anyio.run(_run_once, run_id)
+    final = anyio.run(_state, run_id)
+    assert final.state is not None and final.state.type == StateType.COMPLETED, (
+        final.state,
+        _logs(fake),
+    )
+    second = fake.container_runs[-1]
+    assert len(fake.container_runs) == 2 and second.process.pid != first.process.pid
+    assert second.process.returncode == 0 and not fake.running
+    assert _pipeline_jobs(fake) == jobs  # the training was reloaded from blob, not rerun
+
+    # the audit trail the containers wrote, read back on the azure backend (the append blob)
+    sent_by_worker_and_containers = list(fake.requests)
+    monkeypatch.setenv("MLOPS_BACKEND", "azure")
+    records = [(r.action, r.actor) for r in read_audit_log()]
+    assert ("approved", "ivan") in records and ("assets-promoted", "ivan") in records, records
+    audit = fake.blobs[(orchestration.storage_account, orchestration.audit_container)]
+    assert audit, "no audit blob in the audit container"
+
+    # identities only: bearer tokens on every request, the flows identity's from the containers
+    _assert_tokens_only(fake, sent_by_worker_and_containers, orchestration)
+
+
+def _pipeline_jobs(fake: FakeAzureML) -> list[tuple[str, str]]:
+    """(experiment, job name) of every pipeline job submitted to the fake."""
+    jobs = []
+    for r in fake.requests:
+        if r.method == "PUT" and re.search(r"/jobs/[^/]+$", r.path):
+            props = (r.json() or {}).get("properties") or {}
+            if props.get("jobType") == "Pipeline":
+                jobs.append((props["experimentName"], r.path.rsplit("/", 1)[-1]))
+    return jobs
+
+
+def _assert_tokens_only(
+    fake: FakeAzureML, requests: list[SeenRequest], orchestration: OrchestrationSpec
+) -> None:
+    """Bearer tokens only: no shared key, no connection string, no SAS but the ones Azure ML
+    itself hands out for a code upload (startPendingUpload, asked for with a token); the
+    results and the audit trail are reached with the flows identity's tokens, the container
+    groups are made with the worker identity's."""
+    flows_account = f"{orchestration.storage_account}.blob.core.windows.net"
+    worker = _identity(orchestration.subscription_id, orchestration.resource_group, WORKER_IDENTITY)
+    for request in requests:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        auth = headers.get("authorization", "")
+        assert not auth.startswith("SharedKey"), request.url
+        assert "accountkey=" not in (request.url + request.body.decode(errors="ignore")).lower()
+        if "sig" in request.query:
+            assert request.query["sig"] in fake.issued_sas, request.url
+            assert request.host != flows_account, request.url
+        if request.host == flows_account:
+            assert fake.identity_tokens.get(auth.removeprefix("Bearer ")) == (
+                orchestration.flows_identity
+            ), request.url
+        if "Microsoft.ContainerInstance" in request.path or "/deployments/prefect-" in request.path:
+            assert fake.identity_tokens.get(auth.removeprefix("Bearer ")) == worker, request.url
+
+
+def _logs(fake: FakeAzureML) -> str:
+    return "\n".join(f"--- {run.group_id}\n{run.output[-6000:]}" for run in fake.container_runs)
