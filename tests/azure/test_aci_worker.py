@@ -43,8 +43,6 @@ from tests.azure.fake.http import SeenRequest
 from tests.azure.fake.state import WS
 from tests.azure.fake_arm import FakeAzureML
 
-pytestmark = pytest.mark.slow
-
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 WORKER_IDENTITY = "id-readmission-worker"
 VENV_BIN = Path(sys.executable).parent
@@ -88,9 +86,14 @@ def _missing_flows_infra(fake: FakeAzureML, topology: Topology) -> None:
     flows_name = o.flows_identity.rsplit("/", 1)[-1]
     flows = f"resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', '{flows_name}')"
     registry = f"resourceId('Microsoft.ContainerRegistry/registries', '{o.container_registry}')"
+    held = fake._holds_acr_pull(
+        f"{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{flows_name}",
+        o.container_registry,
+    )
     wanted.append(
         {
             "type": "Microsoft.Authorization/roleAssignments",
+            "condition": not held,
             "apiVersion": "2022-04-01",
             "scope": f"[{registry}]",
             "name": f"[guid({registry}, {flows}, 'AcrPull')]",
@@ -287,6 +290,7 @@ async def _state(flow_run_id: Any) -> FlowRun:
         return await client.read_flow_run(flow_run_id)
 
 
+@pytest.mark.slow  # two containers, train-dev's pipelines: about 100 s
 def test_suspended_train_dev_resumes_in_a_new_container_from_blob_results(
     flows_on_aci: AzureUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -327,6 +331,7 @@ def test_suspended_train_dev_resumes_in_a_new_container_from_blob_results(
         )
 
     anyio.run(resume)
+    before_resume = len(fake.requests)
     anyio.run(_run_once, run_id)
     final = anyio.run(_state, run_id)
     assert final.state is not None and final.state.type == StateType.COMPLETED, (
@@ -337,6 +342,13 @@ def test_suspended_train_dev_resumes_in_a_new_container_from_blob_results(
     assert len(fake.container_runs) == 2 and second.process.pid != first.process.pid
     assert second.process.returncode == 0 and not fake.running
     assert _pipeline_jobs(fake) == jobs  # the training was reloaded from blob, not rerun
+    results_url = f"https://{orchestration.account_url.split('//')[-1].rstrip('/')}/"
+    reads = [
+        r
+        for r in fake.requests[before_resume:]
+        if r.method == "GET" and r.url.startswith(results_url + orchestration.results_container)
+    ]
+    assert reads, "the new container read no persisted result from the results container"
 
     # the audit trail the containers wrote, read back on the azure backend (the append blob)
     sent_by_worker_and_containers = list(fake.requests)
@@ -388,3 +400,110 @@ def _assert_tokens_only(
 
 def _logs(fake: FakeAzureML) -> str:
     return "\n".join(f"--- {run.group_id}\n{run.output[-6000:]}" for run in fake.container_runs)
+
+
+# --- the fake's ACI rules, without running a flow ------------------------------------------------
+
+
+def _group_template(image: str, identity: str | None, registry_identity: str | None) -> dict:
+    group: dict[str, Any] = {
+        "type": "Microsoft.ContainerInstance/containerGroups",
+        "apiVersion": "2022-09-01",
+        "name": "probe",
+        "location": "[resourceGroup().location]",
+        "properties": {
+            "containers": [
+                {
+                    "name": "probe",
+                    "properties": {
+                        "image": image,
+                        "command": [sys.executable, "-c", "print('pulled')"],
+                        "resources": {"requests": {"cpu": 1, "memoryInGB": 1}},
+                        "environmentVariables": [],
+                    },
+                }
+            ],
+            "osType": "Linux",
+            "restartPolicy": "Never",
+            "imageRegistryCredentials": [
+                {"server": image.split("/")[0], "identity": registry_identity}
+            ],
+        },
+    }
+    if identity:
+        group["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {identity: {}}}
+    return {
+        "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+        "contentVersion": "1.0.0.0",
+        "resources": [group],
+    }
+
+
+@pytest.mark.parametrize(
+    ("assigned", "pulls_with", "refusal"),
+    [
+        ("flows", "flows", None),
+        (None, "flows", "is not assigned to the group"),
+        ("worker", "worker", "holds no AcrPull"),
+    ],
+)
+def test_an_image_is_pulled_only_by_an_assigned_identity_holding_acr_pull(
+    fake_azure: AzureUnderTest, assigned: str | None, pulls_with: str, refusal: str | None
+) -> None:
+    from tests.azure.fake.arm_templates import Scope, TemplateEngine, TemplateError
+    from tests.azure.fake.container_instances import Image
+
+    fake = fake_azure.fake
+    _missing_flows_infra(fake, fake_azure.topology)
+    o = fake_azure.topology.require_orchestration()
+    fake.images[o.image_uri] = Image(REPO, {"PATH": str(VENV_BIN)})
+    identities = {
+        "flows": o.flows_identity,
+        "worker": _identity(o.subscription_id, o.resource_group, WORKER_IDENTITY),
+    }
+    template = _group_template(o.image_uri, identities.get(assigned or ""), identities[pulls_with])
+    engine = TemplateEngine(fake.arm_resources, on_resource=fake._provisioned)
+    scope = Scope(o.subscription_id, o.resource_group, o.location)
+    try:
+        if refusal is None:
+            engine.deploy(template, {}, scope)
+            assert fake.container_runs[-1].wait(30) == 0
+            assert fake.container_runs[-1].output == "pulled"
+        else:
+            with pytest.raises(TemplateError) as refused:
+                engine.deploy(template, {}, scope)
+            assert refused.value.code == "InaccessibleImage" and refusal in refused.value.message
+            assert not fake.container_runs
+    finally:
+        fake.stop_container_groups()
+
+
+def test_the_identity_endpoint_issues_tokens_of_the_group_identity_only(
+    fake_azure: AzureUnderTest,
+) -> None:
+    """What DefaultAzureCredential in a container gets: a token of the group's one identity,
+    which the fake then accepts; a request without `Metadata: true` is refused as IMDS does."""
+    from azure.identity import ManagedIdentityCredential
+
+    fake = fake_azure.fake
+    _missing_flows_infra(fake, fake_azure.topology)
+    o = fake_azure.topology.require_orchestration()
+    endpoint = fake.identity_endpoint([o.flows_identity])
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", endpoint)
+            token = ManagedIdentityCredential().get_token("https://storage.azure.com/.default")
+        assert fake.identity_tokens[token.token] == o.flows_identity
+        assert fake.accepts_token(f"Bearer {token.token}")
+        bare = fake.handle(
+            SeenRequest(
+                "GET",
+                f"{endpoint}/metadata/identity/oauth2/token?api-version=2018-02-01"
+                "&resource=https://storage.azure.com",
+                {},
+                b"",
+            )
+        )
+        assert bare.status == 400
+    finally:
+        fake.stop_container_groups()

@@ -77,6 +77,14 @@ class RunningContainer:
     started: str
     lines: list[tuple[str, str]] = field(default_factory=list)  # (timestamp, line)
     finished: str | None = None
+    reader: threading.Thread | None = None
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, once the process ended and all its output was read."""
+        code = self.process.wait(timeout)
+        if self.reader is not None:
+            self.reader.join(timeout)
+        return code
 
     @property
     def output(self) -> str:
@@ -185,7 +193,8 @@ class ContainerInstanceApi:
             start_new_session=True,
         )
         running = RunningContainer(document["id"], process, home, _now())
-        threading.Thread(target=_read_output, args=(running,), daemon=True).start()
+        running.reader = threading.Thread(target=_read_output, args=(running,), daemon=True)
+        running.reader.start()
         self.running[document["id"].lower()] = running
         self.container_runs.append(running)
         properties["provisioningState"] = "Succeeded"
