@@ -1,13 +1,16 @@
 """train-dev run by prefect-azure's own Azure Container Instances worker, end to end.
 
-The worker (prefect-azure 0.4.13's `AzureContainerWorker`, unchanged) runs in the test process
-under a managed identity of its own and sends its Resource Manager and ACI calls through the
-real SDKs to the fake. The fake deploys the worker's ARM template, checks the image pull (the
-flows identity, assigned to the group, holding AcrPull) and runs the container's command as a
-local process with the environment the worker set (tests/azure/fake/container_instances.py).
-In that process train-dev runs on the azure backend with `DefaultAzureCredential`, which gets
-the flows identity's tokens from the container's identity endpoint; its results go to the
-`mlops-results` blob container through prefect-azure's async blob client.
+The world is what infra/ deploys (tests/azure/conftest.py's deploy_infra): the flows and
+worker identities, the flows' registry with the flows identity's AcrPull, the results and audit
+containers. The pool and blocks are `setup_azure_orchestration`'s. The worker (prefect-azure
+0.4.13's `AzureContainerWorker`, unchanged) runs in the test process under the worker identity
+and sends its Resource Manager and ACI calls through the real SDKs to the fake. The fake
+deploys the worker's ARM template, checks the image pull (the flows identity, assigned to the
+group, holding AcrPull) and runs the container's command as a local process with the
+environment the worker set (tests/azure/fake/container_instances.py). In that process
+train-dev runs on the azure backend with `DefaultAzureCredential`, which gets the flows
+identity's tokens from the container's identity endpoint; its results go to the `mlops-results`
+blob container through prefect-azure's async blob client.
 
 The run reaches the pipeline-assets approval and suspends (the container exits 0, the worker
 deletes the group); a person resumes it through the Prefect API; the worker submits it again;
@@ -34,7 +37,7 @@ from prefect.variables import Variable
 from prefect_azure.workers.container_instance import AzureContainerWorker
 
 from backends.local.workspace import LocalWorkspace
-from backends.topology import TOPOLOGY_VARIABLE, OrchestrationSpec, Topology
+from backends.topology import TOPOLOGY_VARIABLE, OrchestrationSpec
 from mlops_cli.azure_orchestration import RESULTS_BLOCK, WORK_POOL, setup_azure_orchestration
 from tasks.audit import read_audit_log
 from tasks.settings import PIPELINES_DIR
@@ -43,8 +46,7 @@ from tests.azure.fake.http import SeenRequest
 from tests.azure.fake.state import WS
 from tests.azure.fake_arm import FakeAzureML
 
-ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
-WORKER_IDENTITY = "id-readmission-worker"
+WORKER_IDENTITY = "id-readmission-worker"  # infra/shared.bicep's worker identity
 VENV_BIN = Path(sys.executable).parent
 TRAINING = yaml.safe_load((PIPELINES_DIR / "train.yml").read_text())["experiment_name"]
 VALIDATION = yaml.safe_load((PIPELINES_DIR / "validate_data.yml").read_text())["experiment_name"]
@@ -55,112 +57,6 @@ def _identity(subscription: str, group: str, name: str) -> str:
         f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
         f"Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
     )
-
-
-def _missing_flows_infra(fake: FakeAzureML, topology: Topology) -> None:
-    """What the orchestration section names and the infra fixtures do not deploy (yet): the
-    flows identity, the registry with its AcrPull grant, the storage account and its
-    containers, and the worker's identity, deployed through the fake's template engine."""
-    o = topology.require_orchestration()
-    rg = f"/subscriptions/{o.subscription_id}/resourceGroups/{o.resource_group}"
-    wanted: list[dict[str, Any]] = []
-    for name in (o.flows_identity.rsplit("/", 1)[-1], WORKER_IDENTITY):
-        wanted.append(
-            {
-                "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
-                "apiVersion": "2023-01-31",
-                "name": name,
-                "location": o.location,
-            }
-        )
-    wanted.append(
-        {
-            "type": "Microsoft.ContainerRegistry/registries",
-            "apiVersion": "2023-07-01",
-            "name": o.container_registry,
-            "location": o.location,
-            "sku": {"name": "Basic"},
-            "properties": {"adminUserEnabled": False},
-        }
-    )
-    flows_name = o.flows_identity.rsplit("/", 1)[-1]
-    flows = f"resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', '{flows_name}')"
-    registry = f"resourceId('Microsoft.ContainerRegistry/registries', '{o.container_registry}')"
-    held = fake._holds_acr_pull(
-        f"{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{flows_name}",
-        o.container_registry,
-    )
-    wanted.append(
-        {
-            "type": "Microsoft.Authorization/roleAssignments",
-            "condition": not held,
-            "apiVersion": "2022-04-01",
-            "scope": f"[{registry}]",
-            "name": f"[guid({registry}, {flows}, 'AcrPull')]",
-            "properties": {
-                "roleDefinitionId": "[subscriptionResourceId("
-                f"'Microsoft.Authorization/roleDefinitions', '{ACR_PULL}')]",
-                "principalId": f"[reference({flows}, '2023-01-31').principalId]",
-                "principalType": "ServicePrincipal",
-            },
-        }
-    )
-    account = f"{rg}/providers/Microsoft.Storage/storageAccounts/{o.storage_account}"
-    if account.lower() not in fake.arm_resources:
-        wanted.append(
-            {
-                "type": "Microsoft.Storage/storageAccounts",
-                "apiVersion": "2023-05-01",
-                "name": o.storage_account,
-                "location": o.location,
-                "kind": "StorageV2",
-                "sku": {"name": "Standard_ZRS"},
-            }
-        )
-    for container in (o.results_container, o.audit_container):
-        if (o.storage_account, container) not in fake.blobs:
-            wanted.append(
-                {
-                    "type": "Microsoft.Storage/storageAccounts/blobServices/containers",
-                    "apiVersion": "2023-05-01",
-                    "name": f"{o.storage_account}/default/{container}",
-                }
-            )
-    resources = [
-        r
-        for r in wanted
-        if r["type"] == "Microsoft.Authorization/roleAssignments"
-        or "/" in r["name"]
-        or f"{rg}/providers/{r['type']}/{r['name']}".lower() not in fake.arm_resources
-    ]
-    template = {
-        "$schema": "https://schema.management.azure.com/schemas/2018-05-01/subscriptionDeploymentTemplate.json#",
-        "contentVersion": "1.0.0.0",
-        "resources": [
-            {
-                "type": "Microsoft.Resources/resourceGroups",
-                "apiVersion": "2022-09-01",
-                "name": o.resource_group,
-                "location": o.location,
-            },
-            {
-                "type": "Microsoft.Resources/deployments",
-                "apiVersion": "2022-09-01",
-                "name": "flows-gaps",
-                "resourceGroup": o.resource_group,
-                "properties": {
-                    "expressionEvaluationOptions": {"scope": "inner"},
-                    "mode": "Incremental",
-                    "template": {
-                        "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
-                        "contentVersion": "1.0.0.0",
-                        "resources": resources,
-                    },
-                },
-            },
-        ],
-    }
-    fake.deploy_template(template, {}, o.subscription_id, o.location, "flows-gaps")
 
 
 def _pipeline_for(experiment: str) -> Path:
@@ -216,7 +112,6 @@ def flows_on_aci(
 ) -> Iterator[AzureUnderTest]:
     fake = fake_azure.fake
     topology = fake_azure.topology
-    _missing_flows_infra(fake, topology)
     orchestration = topology.require_orchestration()
     # the image the Dockerfile builds, "built" from this checkout
     from tests.azure.fake.container_instances import Image
@@ -454,7 +349,6 @@ def test_an_image_is_pulled_only_by_an_assigned_identity_holding_acr_pull(
     from tests.azure.fake.container_instances import Image
 
     fake = fake_azure.fake
-    _missing_flows_infra(fake, fake_azure.topology)
     o = fake_azure.topology.require_orchestration()
     fake.images[o.image_uri] = Image(REPO, {"PATH": str(VENV_BIN)})
     identities = {
@@ -486,7 +380,6 @@ def test_the_identity_endpoint_issues_tokens_of_the_group_identity_only(
     from azure.identity import ManagedIdentityCredential
 
     fake = fake_azure.fake
-    _missing_flows_infra(fake, fake_azure.topology)
     o = fake_azure.topology.require_orchestration()
     endpoint = fake.identity_endpoint([o.flows_identity])
     try:
