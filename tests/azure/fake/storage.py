@@ -230,6 +230,8 @@ class BlobApi:
                 return self._append_block(existing, policy, request.body, common)
             if comp in ("properties", "tier"):
                 return Reply(200, None, common)
+            if comp not in (None, "blocklist"):  # lease, seal, snapshot, ...: not modelled
+                return self._blob_error(400, "FakeUnsupported")
             if existing is not None and headers.get("if-none-match") == "*":
                 return self._blob_error(409, "BlobAlreadyExists")
             if existing is not None and (refused := self._worm_refusal(policy, existing)):
