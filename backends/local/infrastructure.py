@@ -45,6 +45,15 @@ def check_names_agree(
     if environment == "shared":
         registry = topology.shared_registry
         expected = {"registryName": registry.name, "resourceGroupName": registry.resource_group}
+        if (orchestration := topology.orchestration) is not None:  # shared.bicep makes it too
+            expected |= {
+                "resourceGroupName": orchestration.resource_group,
+                "containerRegistryName": orchestration.container_registry,
+                "flowsStorageAccountName": orchestration.storage_account,
+                "resultsContainerName": orchestration.results_container,
+                "auditContainerName": orchestration.audit_container,
+                "flowsIdentityName": orchestration.flows_identity.rsplit("/", 1)[-1],
+            }
     else:
         spec = topology.environment(environment)
         expected = {"workspaceName": spec.workspace, "resourceGroupName": spec.resource_group}

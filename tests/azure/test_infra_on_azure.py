@@ -282,23 +282,48 @@ def test_the_infra_flow_on_azure_waits_for_approval_before_prod(
     assert load_topology().backend == "azure"
 
 
+@pytest.mark.parametrize(
+    ("environment", "section", "key", "renamed", "refusal"),
+    [
+        (
+            "test",
+            ("environments", "test"),
+            "workspace",
+            "mlw-renamed-test",
+            "workspaceName = 'mlw-readmission-test'.*mlw-renamed-test",
+        ),
+        (  # shared.bicep makes the flows' storage too: the audit trail would go nowhere
+            "shared",
+            ("orchestration",),
+            "audit_container",
+            "audit-renamed",
+            "auditContainerName = 'audit-trail'.*audit-renamed",
+        ),
+    ],
+)
 def test_a_parameter_file_that_disagrees_with_the_topology_is_refused_before_azure(
     empty_subscription: tuple[FakeAzureML, StaticTokenCredential],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    environment: str,
+    section: tuple[str, ...],
+    key: str,
+    renamed: str,
+    refusal: str,
 ) -> None:
     import yaml
 
     from backends.topology import DEFAULT_TOPOLOGY
 
     raw = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
-    raw["environments"]["test"]["workspace"] = "mlw-renamed-test"
+    target = raw
+    for part in section:
+        target = target[part]
+    target[key] = renamed
     topology = tmp_path / "environments.yaml"
     topology.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("MLOPS_TOPOLOGY", str(topology))
 
-    with pytest.raises(
-        ValueError, match="workspaceName = 'mlw-readmission-test'.*mlw-renamed-test"
-    ):
-        infrastructure().what_if("test")
+    with pytest.raises(ValueError, match=refusal):
+        infrastructure().what_if(environment)
     assert empty_subscription[0].requests == []
