@@ -23,6 +23,7 @@ the test process, where the fake lives, when the pipeline job's PUT reaches the 
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,10 +39,16 @@ from prefect_azure.workers.container_instance import AzureContainerWorker
 
 from backends.local.workspace import LocalWorkspace
 from backends.topology import TOPOLOGY_VARIABLE, OrchestrationSpec
-from mlops_cli.azure_orchestration import RESULTS_BLOCK, WORK_POOL, setup_azure_orchestration
+from mlops_cli.azure_orchestration import (
+    RESULTS_BLOCK,
+    WORK_POOL,
+    azure_deployments,
+    setup_azure_orchestration,
+)
 from tasks.audit import read_audit_log
 from tasks.settings import PIPELINES_DIR
 from tests.azure.conftest import REPO, AzureUnderTest
+from tests.azure.fake.container_instances import Image
 from tests.azure.fake.http import SeenRequest
 from tests.azure.fake.state import WS
 from tests.azure.fake_arm import FakeAzureML
@@ -113,11 +120,21 @@ def flows_on_aci(
     fake = fake_azure.fake
     topology = fake_azure.topology
     orchestration = topology.require_orchestration()
-    # the image the Dockerfile builds, "built" from this checkout
-    from tests.azure.fake.container_instances import Image
-
+    # the image the Dockerfile builds, "built" from this checkout: its WORKDIR is the repo, its
+    # ENV lines as the Dockerfile sets them (MLOPS_ROOT: the image's own state directory), the
+    # venv's bin first on PATH and the repo on PYTHONPATH (the image's pip install -e)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     fake.images[orchestration.image_uri] = Image(
-        REPO, {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+        REPO,
+        {
+            "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            "MLOPS_GIT_COMMIT": commit,
+            "MLOPS_ROOT": str(tmp_path / "image-var-lib-mlops"),
+        },
     )
     fake.container_network().before.append(azure_ml_compute(fake_azure, tmp_path / "compute"))
     # the worker's own identity: DefaultAzureCredential finds it at its host's identity endpoint
@@ -131,38 +148,36 @@ def flows_on_aci(
         fake.stop_container_groups()
 
 
-def _push_topology(scratch: Path) -> None:
-    """`mlops config push` for this test: the repo's topology on the azure backend, with the
-    flows' local scratch (downloads) outside the checkout."""
+def _push_topology() -> None:
+    """What `mlops config push` stores: environments.yaml as it is."""
     raw = yaml.safe_load((REPO / "environments.yaml").read_text())
-    raw["backend"] = "azure"
-    raw["local"]["root"] = str(scratch)
-    Variable.set(TOPOLOGY_VARIABLE, raw, overwrite=True)
+    Variable.set(TOPOLOGY_VARIABLE, raw, tags=["mlops"], overwrite=True)
 
 
-async def _deploy_train_dev(results_block: str) -> Any:
+async def _deploy_train_dev() -> Any:
+    """prefect.yaml's train-dev as `mlops azure deploy` moves it onto the pool, its pull step
+    changing into the image's WORKDIR (here the checkout); the worker watches the container
+    every 0.3 s instead of 5 s (a job variable of the pool's template)."""
+    moved = azure_deployments()
+    spec = next(d for d in moved["deployments"] if d["name"] == "train-dev")
+    pull = [
+        {step: {**args, "directory": str(REPO)}}
+        for entry in moved["pull"]
+        for step, args in entry.items()
+    ]
+    job_variables = {**spec["work_pool"].get("job_variables", {}), "task_watch_poll_interval": 0.3}
     async with get_client() as client:
         from flows.train_dev import train_dev
 
         flow_id = await client.create_flow(train_dev)
         return await client.create_deployment(
             flow_id=flow_id,
-            name="train-dev-aci",
-            work_pool_name=WORK_POOL,
-            entrypoint="flows/train_dev.py:train_dev",
-            # prefect.yaml's azure pull step, with the image's working directory here
-            pull_steps=[
-                {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
-            ],
-            job_variables={
-                "task_watch_poll_interval": 0.3,
-                "env": {
-                    "MLOPS_BACKEND": "azure",
-                    "MLOPS_TOPOLOGY_VARIABLE": TOPOLOGY_VARIABLE,
-                    "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": results_block,
-                    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-                },
-            },
+            name=spec["name"],
+            work_pool_name=spec["work_pool"]["name"],
+            work_queue_name=spec["work_pool"].get("work_queue_name"),
+            entrypoint=spec["entrypoint"],
+            pull_steps=pull,
+            job_variables=job_variables,
         )
 
 
@@ -192,10 +207,10 @@ def test_suspended_train_dev_resumes_in_a_new_container_from_blob_results(
     fake = flows_on_aci.fake
     topology = flows_on_aci.topology
     orchestration = topology.require_orchestration()
-    _push_topology(tmp_path / "flows-scratch")
+    _push_topology()
     setup = setup_azure_orchestration(topology)
     assert setup.results_block == f"azure-blob-storage-container/{RESULTS_BLOCK}"
-    deployment_id = anyio.run(_deploy_train_dev, setup.results_block)
+    deployment_id = anyio.run(_deploy_train_dev)
 
     async def create_run() -> Any:
         async with get_client() as client:
@@ -346,7 +361,6 @@ def test_an_image_is_pulled_only_by_an_assigned_identity_holding_acr_pull(
     fake_azure: AzureUnderTest, assigned: str | None, pulls_with: str, refusal: str | None
 ) -> None:
     from tests.azure.fake.arm_templates import Scope, TemplateEngine, TemplateError
-    from tests.azure.fake.container_instances import Image
 
     fake = fake_azure.fake
     o = fake_azure.topology.require_orchestration()

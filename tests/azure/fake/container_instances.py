@@ -164,15 +164,17 @@ class ContainerInstanceApi:
         container = containers[0]["properties"]
         image_uri = container["image"]
         image = self._pull(document, image_uri)
-        env = {
-            var["name"]: var.get("value", var.get("secureValue", ""))
-            for var in container.get("environmentVariables") or []
+        env = {  # the image's ENV, overridden by the group's variables (as ACI does)
+            **image.env,
+            **{
+                var["name"]: var.get("value", var.get("secureValue", ""))
+                for var in container.get("environmentVariables") or []
+            },
         }
         assigned = list(((document.get("identity") or {}).get("userAssignedIdentities")) or {})
         home = Path(tempfile.mkdtemp(prefix=f"aci-{document['name'][:40]}-"))
         env.update(
             {
-                **image.env,
                 "PYTHONPATH": os.pathsep.join(
                     [str(ACI_HOST), *filter(None, [image.env.get("PYTHONPATH")])]
                 ),
