@@ -3,6 +3,8 @@
 # in /opt/mlops, so backends.topology.REPO_ROOT is the WORKDIR and components/, config/ and
 # infra/ are read from there (the azure deployments' pull step changes into /opt/mlops too).
 # The worker sets the container's command, `prefect flow-run execute`: no ENTRYPOINT here.
+# No Bicep CLI or checkov: the infra flow needs an identity that may write role assignments, so
+# it runs where a person or CI signs in (the process pool), never under the flows identity.
 # Names and IDs come from the topology (the Prefect Variable `mlops config push` writes) and
 # credentials from the container group's managed identity: nothing secret is in the image.
 #   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) \
@@ -10,33 +12,20 @@
 #   az acr login -n crreadmissionflows && docker push crreadmissionflows.azurecr.io/readmission-flows:latest
 FROM python:3.11-slim
 
-# The Bicep CLI the infra flow compiles infra/*.bicep with (the version tests/azure/fixtures/bicep
-# was built with); checkov lints the same files from a venv of its own (its pins clash with ours).
-ARG BICEP_VERSION=0.30.23
 ARG GIT_COMMIT=unknown
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 \
     MLOPS_GIT_COMMIT=${GIT_COMMIT} \
     MLOPS_ROOT=/var/lib/mlops
-
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libstdc++6 \
- && rm -rf /var/lib/apt/lists/* \
- && python -c "import urllib.request; urllib.request.urlretrieve('https://github.com/Azure/bicep/releases/download/v${BICEP_VERSION}/bicep-linux-x64', '/usr/local/bin/bicep')" \
- && chmod 0755 /usr/local/bin/bicep \
- && bicep --version
 
 WORKDIR /opt/mlops
 
 # Dependencies first: this layer changes only with the lock files. pip compiles every module to
 # bytecode as it installs (importing the stack without .pyc files takes twice as long).
-COPY requirements.lock requirements-checkov.lock ./
-RUN pip install --compile -r requirements.lock \
- && python -m venv .venv-checkov \
- && .venv-checkov/bin/pip install --compile -r requirements-checkov.lock
+COPY requirements.lock ./
+RUN pip install --compile -r requirements.lock
 
 # The code the flows run and read at runtime.
 COPY pyproject.toml environments.yaml prefect.yaml ./

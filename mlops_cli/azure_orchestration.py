@@ -146,12 +146,15 @@ def setup_azure_orchestration(topology: Topology | None = None) -> Orchestration
 
 
 def azure_deployments(prefect_file: Path = PREFECT_FILE) -> dict[str, Any]:
-    """prefect.yaml with every deployment on the azure pool: its `definitions.azure.work_pool`
-    and `definitions.azure.pull` replace each deployment's work pool and the pull steps."""
+    """prefect.yaml with its deployments on the azure pool (all but `definitions.azure.leave_out`):
+    `definitions.azure.work_pool` and `definitions.azure.pull` replace each one's work pool and
+    the pull steps."""
     document = yaml.safe_load(prefect_file.read_text())
     azure = document["definitions"]["azure"]
     moved = copy.deepcopy(document)
     moved["pull"] = copy.deepcopy(azure["pull"])
+    left_out = set(azure.get("leave_out", ()))
+    moved["deployments"] = [d for d in moved["deployments"] if d["name"] not in left_out]
     for deployment in moved["deployments"]:
         deployment["work_pool"] = copy.deepcopy(azure["work_pool"])
         deployment.pop("pull", None)

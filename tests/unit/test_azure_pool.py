@@ -148,7 +148,10 @@ def test_setup_makes_the_blocks_and_the_pool_and_is_safe_to_rerun() -> None:
 def test_every_deployment_runs_on_the_azure_pool_with_blob_results_and_the_images_code() -> None:
     local = yaml.safe_load(PREFECT_FILE.read_text())
     azure = azure_deployments()
-    assert [d["name"] for d in azure["deployments"]] == [d["name"] for d in local["deployments"]]
+    # all but infra, which creates role assignments: the flows identity may not (by design)
+    assert [d["name"] for d in azure["deployments"]] == [
+        d["name"] for d in local["deployments"] if d["name"] != "infra"
+    ]
     assert azure["pull"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}
     ]
