@@ -30,6 +30,7 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -150,6 +151,8 @@ class ContainerInstanceApi:
         for running in list(self.running.values()):
             _kill(running.process)
         self.running.clear()
+        for run in self.container_runs:
+            shutil.rmtree(run.home, ignore_errors=True)
         if self._network is not None:
             self._network.stop()
             self._network = None
@@ -333,6 +336,7 @@ class ContainerInstanceApi:
         running = self.running.pop(found["id"].lower(), None)
         if running is not None:
             _kill(running.process)
+            shutil.rmtree(running.home, ignore_errors=True)  # the container's file system
         del self.arm_resources[found["id"].lower()]
         return Reply(200, view)
 
