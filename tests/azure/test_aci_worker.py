@@ -34,6 +34,7 @@ import pytest
 import yaml
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.flow_runs import resume_flow_run
 from prefect.variables import Variable
 from prefect_azure.workers.container_instance import AzureContainerWorker
 
@@ -200,7 +201,7 @@ async def _state(flow_run_id: Any) -> FlowRun:
         return await client.read_flow_run(flow_run_id)
 
 
-@pytest.mark.slow  # two containers, train-dev's pipelines: about 100 s
+@pytest.mark.slow  # two containers, train-dev's two pipelines: 55-105 s here
 def test_suspended_train_dev_resumes_in_a_new_container_from_blob_results(
     flows_on_aci: AzureUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,8 +233,6 @@ def test_suspended_train_dev_resumes_in_a_new_container_from_blob_results(
     assert [experiment for experiment, _ in jobs] == [VALIDATION, TRAINING], jobs
 
     # 2. a person approves through the Prefect API; the worker submits the run again
-    from prefect.flow_runs import resume_flow_run
-
     async def resume() -> None:
         await resume_flow_run(
             run_id,
