@@ -13,7 +13,8 @@ routes both kinds of SDK traffic to it:
 The fake starts as `infra` leaves a subscription: the shared registry's and every environment's
 Bicep (the compiled-template fixtures of tests/azure/fixtures/bicep with the values of
 infra/parameters/*.bicepparam) run through the fake's template engine, so the endpoint
-identities exist and hold the roles main.bicep grants them. Name resolution is limited to
+identities exist and hold the roles main.bicep grants them, and each workspace's datastores
+point at the storage account main.bicep made for it. Name resolution is limited to
 loopback meanwhile, so nothing can reach a real host; the fake's serving (front door,
 deployment containers) is stopped when the fake goes.
 """
@@ -100,6 +101,18 @@ def deploy_infra(fake: FakeAzureML, topology: Topology) -> None:
         )
 
 
+def _storage_account_of(fake: FakeAzureML, subscription: str, resource_group: str) -> str:
+    """The storage account main.bicep made in the environment's resource group: the one its
+    workspace's datastores point at (so role assignments on it are the ones that count)."""
+    group = f"/subscriptions/{subscription}/resourcegroups/{resource_group}/".lower()
+    (account,) = (
+        doc["name"]
+        for rid, doc in fake.arm_resources.items()
+        if rid.startswith(group) and doc.get("type") == "Microsoft.Storage/storageAccounts"
+    )
+    return account
+
+
 @contextmanager
 def azure_under_test(patch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
     """The fake with every workspace and registry of the topology, all SDK traffic routed to
@@ -110,13 +123,17 @@ def azure_under_test(patch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
     credential = StaticTokenCredential()
     fake = FakeAzureML(credential)
     topology = load_topology()
+    deploy_infra(fake, topology)
     for spec in topology.environments.values():
         fake.add_workspace(
-            spec.subscription_id, spec.resource_group, spec.workspace, (spec.compute,)
+            spec.subscription_id,
+            spec.resource_group,
+            spec.workspace,
+            (spec.compute,),
+            storage_account=_storage_account_of(fake, spec.subscription_id, spec.resource_group),
         )
     registry = topology.shared_registry
     fake.add_registry(registry.subscription_id, registry.resource_group, registry.name)
-    deploy_infra(fake, topology)
     transport = fake.transport()
     patch.setattr(storage_base, "RequestsTransport", lambda **_: fake.transport())
     # clients the SDK builds for itself with only a credential (registry discovery inside

@@ -413,3 +413,36 @@ def test_the_identity_endpoint_issues_tokens_of_the_group_identity_only(
         assert bare.status == 400
     finally:
         fake.stop_container_groups()
+
+
+def test_only_the_flows_identity_may_write_results_and_audit_records(
+    fake_azure: AzureUnderTest,
+) -> None:
+    """The fake's blob storage checks a managed identity's Storage Blob Data roles, as infra/
+    grants them: the flows identity writes the results and the audit trail (Contributor on each
+    container); the worker identity, which only starts container groups, is refused 403."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.identity import ManagedIdentityCredential
+    from azure.storage.blob import BlobServiceClient
+
+    fake = fake_azure.fake
+    o = fake_azure.topology.require_orchestration()
+    worker = _identity(o.subscription_id, o.resource_group, WORKER_IDENTITY)
+    try:
+        for identity, allowed in ((o.flows_identity, True), (worker, False)):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv(
+                    "AZURE_POD_IDENTITY_AUTHORITY_HOST", fake.identity_endpoint([identity])
+                )
+                service = BlobServiceClient(o.account_url, credential=ManagedIdentityCredential())
+                for container in (o.results_container, o.audit_container):
+                    blob = service.get_blob_client(container, f"probe-{identity[-6:]}")
+                    if allowed:
+                        blob.upload_blob(b"{}")
+                        assert blob.download_blob().readall() == b"{}"
+                    else:
+                        with pytest.raises(HttpResponseError) as refused:
+                            blob.upload_blob(b"{}")
+                        assert refused.value.error_code == "AuthorizationPermissionMismatch"
+    finally:
+        fake.stop_container_groups()

@@ -33,6 +33,13 @@ from tests.azure.fake.state import (
 )
 
 BLOB = "https://{account}.blob.core.windows.net/{container}"
+ROLE_ASSIGNMENTS = "/providers/Microsoft.Authorization/roleAssignments/"
+# built-in role IDs (learn.microsoft.com, "Azure built-in roles for Storage")
+BLOB_DATA_WRITERS = {
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
+}
+BLOB_DATA_READERS = BLOB_DATA_WRITERS | {"2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"}  # + Reader
 APPEND_RECORDING = (
     "Azure/azure-sdk-assets python/sdk/storage/azure-storage-blob/tests/recordings/"
     "test_append_blob.pyTestStorageAppendBlobtest_append_block_bytes.json (commit 7c0818e3)"
@@ -190,6 +197,8 @@ class BlobApi:
                 return self._blob_error(403, "AuthenticationFailed")
         elif not self.accepts_token(bearer):
             return self._blob_error(401, "NoAuthenticationInformation")
+        elif not self._holds_blob_data_role(bearer, account, container, request.method):
+            return self._blob_error(403, "AuthorizationPermissionMismatch")
         fault = self._blob_fault(request, container, name)
         if fault is not None:
             return fault
@@ -396,6 +405,41 @@ class BlobApi:
                 fault[5] = times - 1
                 return self._blob_error(status, code, head=request.method == "HEAD")
         return None
+
+    def _holds_blob_data_role(
+        self, authorization: str, account: str, container: str, method: str
+    ) -> bool:
+        """Azure RBAC on the data plane, for managed identities: a token the fake's identity
+        endpoint issued acts as that identity, which needs a Storage Blob Data role (Reader to
+        read, Contributor or Owner to write) at the container, its account, resource group or
+        subscription (role assignments as infra/ deploys them); otherwise 403
+        AuthorizationPermissionMismatch (Blob service error codes). The test's own credential
+        stands for a person holding every role and is not checked."""
+        identity = self.identity_tokens.get(authorization.removeprefix("Bearer "))
+        if identity is None:
+            return True
+        principal = ((self.arm_resources.get(identity.lower()) or {}).get("properties") or {}).get(
+            "principalId"
+        )
+        account_id = next(
+            (
+                rid
+                for rid, doc in self.arm_resources.items()
+                if doc.get("type") == "Microsoft.Storage/storageAccounts"
+                and str(doc.get("name", "")).lower() == account.lower()
+            ),
+            None,
+        )
+        if principal is None or account_id is None:
+            return False
+        container_id = f"{account_id}/blobservices/default/containers/{container}".lower()
+        allowed = BLOB_DATA_READERS if method in ("GET", "HEAD") else BLOB_DATA_WRITERS
+        for assignment in self.role_assignments(principal):
+            scope = assignment["id"].lower().split(ROLE_ASSIGNMENTS.lower())[0]
+            role = str(assignment["properties"]["roleDefinitionId"]).rsplit("/", 1)[-1].lower()
+            if role in allowed and (container_id + "/").startswith(scope + "/"):
+                return True
+        return False
 
     @staticmethod
     def _blob_error(status: int, code: str, head: bool = False) -> Reply:
