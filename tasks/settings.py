@@ -1,13 +1,27 @@
-"""Run settings from config/*.yaml, typed, so a typo in a threshold fails at load, not mid-run."""
+"""Run settings: config/*.yaml, typed, the only place their values live.
+
+Each file is one pydantic-settings model: its YAML under config/ is the settings source, and
+an environment variable overrides any value for one process, named `MLOPS_<FILE>__<FIELD>`
+with `__` between nested fields (MLOPS_TRAINING__GATE__MIN_AUC=0.75,
+MLOPS_RELEASE__ROLLOUT__TIMING__BAKE_SECONDS__LOCAL=2). No field has a default that repeats
+the YAML, so the file is the one place to change a value. A typo in a threshold fails at load,
+naming the file and the field, not mid-run.
+"""
 
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from backends.topology import REPO_ROOT
 
@@ -20,30 +34,103 @@ def config_dir() -> Path:
 PIPELINES_DIR = REPO_ROOT / "components" / "pipelines"
 
 
-class PipelineSettings(BaseModel):
+class SettingsError(ValueError):
+    """A settings file (or an MLOPS_* override of it) that does not validate."""
+
+
+class Section(BaseModel):
+    """A nested part of a settings file: frozen, and an unknown key is an error."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
-    test_size: float = 0.2
-    seed: int = 42
-    learning_rate: float = 0.1
-    max_iter: int = 300
 
 
-class GateSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    min_auc: float = 0.70
-    min_f1: float = 0.30
-    max_brier: float = 0.20
-    champion_min_delta: float = -0.005
+_reading: ContextVar[Path | None] = ContextVar("settings_file", default=None)
 
 
-class DemoDataSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    rows: int = 50_000
-    seed: int = 7
+class FileSettings(BaseSettings):
+    """One config/ YAML file plus its MLOPS_<FILE>__* environment overrides (these win)."""
+
+    file_name: ClassVar[str]
+
+    @classmethod
+    def file(cls) -> Path:
+        return _reading.get() or config_dir() / cls.file_name
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, cls.file())
 
 
-class TrainingSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _settings_config(file_name: str) -> SettingsConfigDict:
+    prefix = f"MLOPS_{Path(file_name).stem.upper()}__"
+    return SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix=prefix, env_nested_delimiter="__"
+    )
+
+
+S = TypeVar("S", bound=FileSettings)
+
+
+def load_settings(kind: type[S], path: Path | None = None, **fixed: object) -> S:
+    """The settings of `kind` from `path` (default: its file under config_dir()) and the
+    environment; `fixed` values come from another file, which owns them."""
+    file = path or config_dir() / kind.file_name
+    if not file.is_file():
+        raise FileNotFoundError(f"settings file {file} is missing ({kind.__name__})")
+    token = _reading.set(file)
+    try:
+        return kind(**fixed)
+    except ValidationError as error:
+        prefix = kind.model_config.get("env_prefix", "")
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}"
+            + (f" (got {e['input']!r})" if e["type"] != "missing" else "")
+            for e in error.errors()
+        )
+        raise SettingsError(
+            f"{file}: {error.error_count()} invalid setting(s) (from the file or an "
+            f"{prefix}* environment override):\n{problems}"
+        ) from None
+    finally:
+        _reading.reset(token)
+
+
+# --- config/training.yaml --------------------------------------------------------------------
+
+
+class PipelineSettings(Section):
+    test_size: float
+    seed: int
+    learning_rate: float
+    max_iter: int
+
+
+class GateSettings(Section):
+    """The quality gate's thresholds: the training pipeline's evaluate step gets them as its
+    (required) inputs, so these are the only copy."""
+
+    min_auc: float
+    min_f1: float
+    max_brier: float
+    champion_min_delta: float
+
+
+class DemoDataSettings(Section):
+    rows: int
+    seed: int
+
+
+class TrainingSettings(FileSettings):
+    file_name: ClassVar[str] = "training.yaml"
+    model_config = _settings_config(file_name)
+
     data_asset: str
     model_name: str
     pipeline: PipelineSettings
@@ -52,29 +139,27 @@ class TrainingSettings(BaseModel):
 
 
 def load_training_settings(path: Path | None = None) -> TrainingSettings:
-    return TrainingSettings.model_validate(
-        yaml.safe_load((path or config_dir() / "training.yaml").read_text())
-    )
+    return load_settings(TrainingSettings, path)
 
 
-class ApprovalSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    timeout_seconds: int = 86_400
-    poll_interval_seconds: int = 2
+# --- config/release.yaml ---------------------------------------------------------------------
 
 
-class IntegrationSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    p95_budget_ms: float = 150
-    latency_requests: int = 200
+class ApprovalSettings(Section):
+    timeout_seconds: int
+    poll_interval_seconds: int
 
 
-class PerBackend(BaseModel):
+class IntegrationSettings(Section):
+    p95_budget_ms: float
+    latency_requests: int
+
+
+class PerBackend(Section):
     """A duration or rate that differs by backend: Azure Monitor aggregates per minute and
     publishes minutes late, so a bake on Azure lasts minutes; the laptop's counters are exact
     and immediate, so the demo bakes for seconds."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     local: float
     azure: float
 
@@ -82,7 +167,7 @@ class PerBackend(BaseModel):
         return float(getattr(self, backend))
 
 
-class RolloutStep(BaseModel):
+class RolloutStep(Section):
     """Either mirror a share of traffic to the new deployment, or send it a share of live
     traffic, then bake: hold the weights and judge what the new deployment served meanwhile.
 
@@ -90,7 +175,6 @@ class RolloutStep(BaseModel):
     p95 once most traffic has moved).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     mirror: int | None = Field(default=None, gt=0, le=50)
     traffic: int | None = Field(default=None, gt=0, le=100)
     bake_seconds: PerBackend | None = None
@@ -113,27 +197,25 @@ class RolloutStep(BaseModel):
         return f"mirror {self.mirror}%" if self.mirror is not None else f"{self.traffic}% live"
 
 
-class Guardrails(BaseModel):
+class Guardrails(Section):
     """What a baked step must show. Absolute limits, and limits relative to the live (old)
     deployment over the same window, which tell a bad model from a bad minute."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    max_error_rate: float = 0.01
-    max_p95_ms: float = 250
-    error_rate_margin: float = 0.01
+    max_error_rate: float
+    max_p95_ms: float
+    error_rate_margin: float
     """The new error rate may exceed the old one's by at most this (absolute)."""
-    p95_increase: float = 0.5
+    p95_increase: float
     """The new p95 may exceed the old one's by at most this fraction (plus p95_slack_ms)."""
-    p95_slack_ms: float = 25
+    p95_slack_ms: float
     """Absolute slack on the relative p95 limit, so a 4 ms vs 6 ms difference is not a verdict."""
-    min_baseline_requests: int = 20
+    min_baseline_requests: int
     """Fewer old-deployment requests than this in the window: no relative comparison."""
 
 
-class RolloutTiming(BaseModel):
+class RolloutTiming(Section):
     """How long to bake, wait and poll, per backend."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     bake_seconds: PerBackend
     max_bake_seconds: PerBackend
     """A step with too few requests to judge bakes on up to this long."""
@@ -148,20 +230,23 @@ class RolloutTiming(BaseModel):
     """How long a release waits for another's change to the endpoint before it gives up."""
 
 
-class RolloutSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class RolloutSettings(Section):
     timing: RolloutTiming
-    min_requests: int = Field(default=20, ge=1)
+    min_requests: int = Field(ge=1)
     """Requests the new deployment must have served in a step's window to judge it."""
-    too_few_requests: Literal["fail", "judge"] = "fail"
+    too_few_requests: Literal["fail", "judge"]
     """After the longest bake, too few requests: fail the step, or judge on what there is."""
-    guardrails: Guardrails = Guardrails()
+    guardrails: Guardrails
     steps: tuple[RolloutStep, ...]
 
 
-class ReleaseSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class ReleaseSettings(FileSettings):
+    file_name: ClassVar[str] = "release.yaml"
+    model_config = _settings_config(file_name)
+
     test_endpoint: str
+    prod_environment: str
+    """The environment whose endpoint `prod_endpoint` is prod; drift monitoring watches it."""
     prod_endpoint: str
     approval: ApprovalSettings
     integration: IntegrationSettings
@@ -169,41 +254,54 @@ class ReleaseSettings(BaseModel):
 
 
 def load_release_settings(path: Path | None = None) -> ReleaseSettings:
-    return ReleaseSettings.model_validate(
-        yaml.safe_load((path or config_dir() / "release.yaml").read_text())
-    )
+    return load_settings(ReleaseSettings, path)
 
 
-class ThresholdSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    numeric: float = 0.1
-    categorical: float = 0.1
-    prediction: float = 0.1
+# --- config/monitoring.yaml ------------------------------------------------------------------
 
 
-class MonitoringSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    endpoint_environment: str = "prod"
-    window_hours: float = 24
-    min_rows: int = 200
-    reference_sample_rows: int = 200_000
-    thresholds: ThresholdSettings = ThresholdSettings()
-    event: str = "mlops.model.drift-detected"
+class ThresholdSettings(Section):
+    numeric: float
+    categorical: float
+    prediction: float
+
+
+class MonitoringSettings(FileSettings):
+    """Drift monitoring; the endpoint it watches is release.yaml's prod endpoint (the loader
+    fills `endpoint_environment` and `endpoint` from there, so monitoring.yaml cannot disagree)."""
+
+    file_name: ClassVar[str] = "monitoring.yaml"
+    model_config = _settings_config(file_name)
+
+    endpoint_environment: str
+    endpoint: str
+    window_hours: float
+    min_rows: int
+    reference_sample_rows: int
+    thresholds: ThresholdSettings
+    event: str
 
 
 def load_monitoring_settings(path: Path | None = None) -> MonitoringSettings:
-    return MonitoringSettings.model_validate(
-        yaml.safe_load((path or config_dir() / "monitoring.yaml").read_text())
+    release = load_release_settings(path.parent / ReleaseSettings.file_name if path else None)
+    return load_settings(
+        MonitoringSettings,
+        path,
+        endpoint_environment=release.prod_environment,
+        endpoint=release.prod_endpoint,
     )
 
 
-class RetrainSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    min_auc_gain: float = 0.0
-    recent_data: str = "incoming/recent.csv"
+# --- config/retrain.yaml ---------------------------------------------------------------------
+
+
+class RetrainSettings(FileSettings):
+    file_name: ClassVar[str] = "retrain.yaml"
+    model_config = _settings_config(file_name)
+
+    min_auc_gain: float
+    recent_data: str
 
 
 def load_retrain_settings(path: Path | None = None) -> RetrainSettings:
-    return RetrainSettings.model_validate(
-        yaml.safe_load((path or config_dir() / "retrain.yaml").read_text())
-    )
+    return load_settings(RetrainSettings, path)
