@@ -15,11 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
-from mlflow.utils.file_utils import ExclusiveFileLock
 
 from backends.base import DataAsset, ModelVersion, PipelineRun
 from backends.content_hash import file_sha256
@@ -48,20 +49,19 @@ def create_store_once(db: Path) -> None:
     part-way (the release's crash-and-re-run promise) left a store whose columns were added but
     whose revision was not, and every later open failed with "duplicate column name". So the
     store is migrated under another name and renamed into place, under a file lock that also
-    serialises first opens across processes (flows, workers, component subprocesses).
+    serialises first opens across processes (flows, workers, component subprocesses). Opening
+    MLflow's SQLAlchemy store is what migrates it (and adds the Default experiment, with the
+    artifact root an MlflowClient would have given it).
     """
     if db.exists():
         return
-    with ExclusiveFileLock(f"{db}.lock"):
+    with FileLock(f"{db}.lock"):
         if db.exists():
             return
         partial = db.with_name(f"{db.name}.partial")  # a killed attempt's leftovers
         partial.unlink(missing_ok=True)
-        engine = create_sqlalchemy_engine(f"sqlite:///{partial}")
-        try:
-            _initialize_tables(engine)
-        finally:
-            engine.dispose()
+        store = SqlAlchemyStore(f"sqlite:///{partial}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        store.engine.dispose()
         os.replace(partial, db)
 
 

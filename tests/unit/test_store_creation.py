@@ -19,7 +19,7 @@ def create_tables_then_die(engine):
     utils.InitialBase.metadata.create_all(engine)  # the first revision's tables exist ...
     os.kill(os.getpid(), signal.SIGKILL)  # ... and the process dies before the upgrades
 
-workspace._initialize_tables = create_tables_then_die
+utils._initialize_tables = create_tables_then_die  # what MLflow's store calls to migrate
 workspace.MlflowRegistry(__import__("pathlib").Path(sys.argv[1]))
 """
 
