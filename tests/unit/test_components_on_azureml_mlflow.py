@@ -48,10 +48,12 @@ from werkzeug.serving import make_server
 
 from backends.local.component_runner import render_command
 from synthetic_data.readmissions import generate_readmissions
+from tasks.settings import load_training_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = REPO_ROOT / "components"
 LABEL = "readmitted_30d"
+GATE = load_training_settings().gate.model_dump()  # the evaluate step's required thresholds
 
 # Source: Azure/azure-sdk-for-python#44896 (POST /api/2.0/mlflow/logged-models -> 404); the
 # whole LoggedModel API lives under this prefix (get, search, finalize, tags, params, artifacts).
@@ -315,11 +317,10 @@ def pipeline(server: TrackingServer, tmp_path_factory: pytest.TempPathFactory) -
     steps["train"] = finish(server, start("train_model", {"train_data": prep["train_data"]}))
     steps["validate"] = finish(server, validating)
     model = steps["train"].outputs["model"]
-    evaluating = start("evaluate_model", {"model": model, "test_data": prep["test_data"]})
+    evaluate = {"model": model, "test_data": prep["test_data"], **GATE}
+    evaluating = start("evaluate_model", evaluate)
     with_champion = start(
-        "evaluate_model",
-        {"model": model, "test_data": prep["test_data"], "champion_model": model},
-        out="with_champion",
+        "evaluate_model", {**evaluate, "champion_model": model}, out="with_champion"
     )
     steps["evaluate"] = finish(server, evaluating)
     steps["evaluate_with_champion"] = finish(server, with_champion)
