@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -41,9 +40,11 @@ import httpx
 import numpy as np
 import orjson
 import pandas as pd
+import psutil
 import yaml
 
 from backends.base import ModelVersion
+from backends.local.processes import stop_group
 from backends.serving_package import (
     CONDA_FILE,
     SCORING_SCRIPT,
@@ -98,7 +99,7 @@ class LoadResult:
     """CPU the load generator itself used (% of one core): near 100 means it, not the server,
     may be the limit."""
     server_cpu_ms: float = math.nan
-    """CPU the server's processes used per request (all workers, from /proc, until collection
+    """CPU the server's processes used per request (all workers, via psutil, until collection
     caught up): what a request costs, whatever else shares the cores."""
     collection_lag_seconds: float | None = None
     """With collection on: how long after the last response the sidecar stand-in had every
@@ -343,33 +344,20 @@ def wait_ready(
 
 def stop(pid: int, timeout: float = 15) -> None:
     """SIGTERM its process group (we made it a session leader), then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            except ChildProcessError:
-                return
-            time.sleep(0.1)
+    stop_group(pid, timeout, kill_timeout=timeout)
 
 
 def session_cpu_seconds(session: int) -> float:
     """User + system CPU of every live process in a session (a server and its workers)."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    seconds = 0.0
+    for process in psutil.process_iter():
         try:
-            text = stat.read_text()
-        except OSError:  # gone since the listing
+            if os.getsid(process.pid) == session:
+                times = process.cpu_times()
+                seconds += times.user + times.system
+        except (OSError, psutil.Error):  # gone since the listing
             continue
-        fields = text[text.rindex(")") + 2 :].split()  # from field 3 (state) on
-        if int(fields[3]) == session:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return seconds
 
 
 def runtime_dir(workdir: Path, name: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from backends.local.processes import stop_group
 
 
 @dataclass(frozen=True)
@@ -99,29 +100,7 @@ def running_server(home: Path) -> PrefectServer | None:
     return server if server.healthy() else None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our child, now reaped
-            return False
-    except ChildProcessError:  # not our child: ask the kernel
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def stop_server(server: PrefectServer, timeout: float = 20.0) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + timeout
-        while _alive(server.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not _alive(server.pid):
-            break
+    """SIGTERM the server's process group, then SIGKILL it if the server is still up."""
+    stop_group(server.pid, timeout, kill_timeout=timeout)
     (Path(server.home) / "server.json").unlink(missing_ok=True)

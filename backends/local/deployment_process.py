@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import socket
 import subprocess
 import threading
@@ -28,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
 
 from backends.base import ModelVersion
 from backends.local.endpoint_state import DeploymentProcess, DeploymentSpec
+from backends.local.processes import alive, command_line, stop_group, working_directory
 from backends.serving_package import (
     CONDA_FILE,
     DEFAULT_THRESHOLD,
@@ -257,16 +256,9 @@ class InferenceServer:
 
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to the process group (gunicorn finishes the requests it holds), then
-        SIGKILL to whatever is left of it."""
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            if not _signal_group(self.pid, sig):
-                break
-            deadline = time.monotonic() + wait
-            while self.process.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if self.process.poll() is not None:
-                break
-        _signal_group(self.pid, signal.SIGKILL)  # workers that outlived their master
+        SIGKILL to whatever is left of it, workers that outlived their master included;
+        waited for off the event loop, which goes on serving the other deployments."""
+        await asyncio.to_thread(stop_group, self.pid, timeout, kill_survivors=True)
 
 
 def stop_leftover(process: DeploymentProcess, endpoint_dir: Path, timeout: float = 10.0) -> bool:
@@ -275,44 +267,19 @@ def stop_leftover(process: DeploymentProcess, endpoint_dir: Path, timeout: float
     process group, never by name. True if one was running."""
     if not _is_deployment_of(process.pid, endpoint_dir):
         return False
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        _signal_group(process.pid, sig)
-        deadline = time.monotonic() + wait
-        while _alive(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not _alive(process.pid):
-            break
-    _signal_group(process.pid, signal.SIGKILL)
+    stop_group(process.pid, timeout, kill_survivors=True)
     return True
 
 
 def _is_deployment_of(pid: int, endpoint_dir: Path) -> bool:
-    if not _alive(pid):
+    if not alive(pid):
         return False
-    try:
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes()
-        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
-    except OSError:
-        return False  # gone, not ours, or no procfs (macOS): the death signal covers Linux
-    return b"azmlinfsrv" in arguments and cwd.is_relative_to(endpoint_dir.resolve())
-
-
-def _alive(pid: int) -> bool:
-    """Running: a zombie (exited, not reaped by its parent yet) is not."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+    arguments, cwd = command_line(pid), working_directory(pid)
+    if arguments is None or cwd is None:
+        return False  # gone since, or not ours to inspect
+    return any("azmlinfsrv" in argument for argument in arguments) and cwd.is_relative_to(
+        endpoint_dir.resolve()
+    )
 
 
 def _free_port() -> int:
