@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from azure.ai.ml.entities import (
     CodeConfiguration,
@@ -39,10 +38,8 @@ from azure.ai.ml.entities import (
     ManagedOnlineDeployment,
     ManagedOnlineEndpoint,
 )
-from azure.core import PipelineClient
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HeadersPolicy, RetryPolicy
-from azure.core.rest import HttpRequest
+from azure.mgmt.monitor import MonitorManagementClient
 
 from backends import collected_data
 from backends.azure.datastores import DatastorePath
@@ -69,6 +66,7 @@ from backends.serving_package import (
     deployment_template,
     deployment_variables,
 )
+from backends.traffic_rules import check_traffic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,6 +76,9 @@ if TYPE_CHECKING:
 REGISTRY_MODEL = re.compile(r"^azureml://registries/[^/]+/models/[^/]+/versions/[^/]+$")
 ARM_ENDPOINT = "https://management.azure.com"
 METRICS_API_VERSION = "2023-10-01"
+"""The Metrics - List api-version asked for. azure-mgmt-monitor 7.0.0 sends 2024-02-01 unless
+told; the fake's metrics route follows the 2023-10-01 GetMetric example (the response shape is
+the same), so this pins the request the fake serves."""
 WORKSPACE_MODEL = re.compile(r"^azureml://locations/[^/]+/workspaces/(?P<guid>[^/]+)/models/")
 METRICS_INTERVAL = "MLOPS_AZURE_METRICS_INTERVAL"
 """The time grain serving metrics are read in (ISO 8601: PTnS, PTnM or PTnH; default PT1M,
@@ -98,7 +99,7 @@ class AzureEndpoints:
         self.client = workspace.client
         self.deadline = workspace.connection.deadlines.lro_seconds
         self.busy_poll = workspace.connection.deadlines.busy_poll_seconds
-        self._monitor_client: PipelineClient | None = None
+        self._monitor_client: MonitorManagementClient | None = None
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -308,7 +309,9 @@ class AzureEndpoints:
             raise AzureOperationFailed(
                 f"endpoint {endpoint!r} does not exist in {self.workspace.name}; create it first"
             )
-        _check_routing(info, dict(traffic), mirror)
+        # refused here in plain words, before a ten-minute update starts; Azure decides which
+        # deployments can take traffic, so none is assumed down
+        check_traffic(endpoint, [d.name for d in info.deployments], dict(traffic), mirror)
         with explained(f"read endpoint {endpoint}"):
             definition = self.client.online_endpoints.get(endpoint)
         definition.traffic = {k: int(v) for k, v in traffic.items()}
@@ -346,50 +349,38 @@ class AzureEndpoints:
         first, last = _floor(start, grain), _ceil(end, grain)
         with explained(f"read endpoint {endpoint}"):
             resource = self.client.online_endpoints.get(endpoint)
-        query = urlencode(
-            {
-                "api-version": METRICS_API_VERSION,
-                "metricnames": "RequestsPerMinute,RequestLatency_P95",
-                "aggregation": "Total,Average",
-                "interval": _iso_duration(grain),
-                "timespan": f"{_iso_utc(first)}/{_iso_utc(last)}",
-                "$filter": (
-                    "deployment eq '*' and statusCodeClass eq '*' and modelStatusCode eq '*'"
-                ),
-            }
-        )
-        url = f"{ARM_ENDPOINT}{resource.id}/providers/Microsoft.Insights/metrics?{query}"
-        response = self._monitor().send_request(HttpRequest("GET", url))
-        if response.status_code != 200:
-            raise AzureOperationFailed(
-                f"Azure Monitor metrics of {endpoint}: HTTP {response.status_code} "
-                f"{response.text()[:300]}",
-                status=response.status_code,
+        with explained(f"read the Azure Monitor metrics of endpoint {endpoint}"):
+            answer = self._monitor().metrics.list(
+                str(resource.id),
+                timespan=f"{_iso_utc(first)}/{_iso_utc(last)}",
+                interval=_iso_duration(grain),
+                metricnames="RequestsPerMinute,RequestLatency_P95",
+                aggregation="Total,Average",
+                filter="deployment eq '*' and statusCodeClass eq '*' and modelStatusCode eq '*'",
+                api_version=METRICS_API_VERSION,
             )
-        body = response.json()
-        if body.get("interval"):  # the grain Azure answered in
+        if answer.interval:  # the grain Azure answered in
             with contextlib.suppress(ValueError):  # one not of these forms: the grain asked for
-                grain = parse_interval(str(body["interval"]))
+                grain = parse_interval(str(answer.interval))
         requests: dict[str, int] = {}
         errors: dict[str, int] = {}
         p95: dict[str, float] = {}
         latest: datetime | None = None
-        for metric in body.get("value", []):
-            counts = metric["name"]["value"] == "RequestsPerMinute"
-            for series in metric.get("timeseries", []):
+        for metric in answer.value or []:
+            counts = metric.name.value == "RequestsPerMinute"
+            for series in metric.timeseries or []:
                 dimensions = {
-                    m["name"]["value"].lower(): str(m["value"])
-                    for m in series.get("metadatavalues", [])
+                    str(m.name.value).lower(): str(m.value) for m in series.metadatavalues or []
                 }
                 deployment = dimensions.get("deployment", "")
                 failed = dimensions.get("statuscodeclass") == "5xx" or dimensions.get(
                     "modelstatuscode", ""
                 ).startswith("5")
-                for point in series.get("data", []):
-                    value = point.get("total" if counts else "average")
+                for point in series.data or []:
+                    value = point.total if counts else point.average
                     if value is None or (counts and not value):
                         continue  # nothing measured in this grain, or not published yet
-                    stamp = datetime.fromisoformat(point["timeStamp"]).astimezone(UTC)
+                    stamp = point.time_stamp.astimezone(UTC)
                     latest = stamp if latest is None else max(latest, stamp)
                     if counts:
                         requests[deployment] = requests.get(deployment, 0) + round(value)
@@ -409,18 +400,15 @@ class AzureEndpoints:
             },
         )
 
-    def _monitor(self) -> PipelineClient:
-        """An azure-core client for the Azure Monitor REST API, on the connection's credential
-        and transport (the same injection point as MLClient's)."""
+    def _monitor(self) -> MonitorManagementClient:
+        """azure-mgmt-monitor's client for the Azure Monitor REST API, on the connection's
+        credential, transport and retry settings (the same injection point as MLClient's)."""
         if self._monitor_client is None:
             conn = self.workspace.connection
-            policies = [
-                HeadersPolicy(),
-                RetryPolicy(**conn.retry.client_kwargs()),
-                BearerTokenCredentialPolicy(conn.credential, f"{ARM_ENDPOINT}/.default"),
-            ]
-            kwargs = {"transport": conn.transport} if conn.transport is not None else {}
-            self._monitor_client = PipelineClient(ARM_ENDPOINT, policies=policies, **kwargs)
+            kwargs = {k: v for k, v in conn.client_kwargs().items() if k != "show_progress"}
+            self._monitor_client = MonitorManagementClient(
+                conn.credential, self.workspace.spec.subscription_id, ARM_ENDPOINT, **kwargs
+            )
         return self._monitor_client
 
     # --- calling ----------------------------------------------------------------------------
@@ -631,24 +619,3 @@ def _info(deployment: ManagedOnlineDeployment) -> DeploymentInfo:
         model_version=str(tags.get("model_version", "")),
         state=str(getattr(state, "value", state) or "Unknown"),
     )
-
-
-def _check_routing(info: EndpointInfo, traffic: dict[str, int], mirror: dict[str, int]) -> None:
-    """Refuse what Azure would refuse, before a 10-minute update starts, in plain words."""
-    known = {d.name for d in info.deployments}
-    unknown = (set(traffic) | set(mirror)) - known
-    if unknown:
-        raise AzureOperationFailed(
-            f"endpoint {info.name!r} has no deployments {sorted(unknown)}; it has {sorted(known)}"
-        )
-    total = sum(traffic.values())
-    if traffic and total not in (0, 100):
-        raise AzureOperationFailed(
-            f"traffic of {info.name!r} must add up to 100 (or 0), not {total}: {traffic}"
-        )
-    for name, share in mirror.items():
-        if traffic.get(name, 0) > 0 or not 0 <= share <= 50:
-            raise AzureOperationFailed(
-                f"mirror traffic goes to a deployment with no live traffic, at most 50%: "
-                f"{name} has {traffic.get(name, 0)}% live and {share}% mirror"
-            )

@@ -18,6 +18,8 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from backends.traffic_rules import RequestRefused
+
 
 class AzureOperationFailed(RuntimeError):
     """An Azure ML call failed for good; the message names the call, the cause and the fix."""
@@ -26,6 +28,16 @@ class AzureOperationFailed(RuntimeError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class AzureRequestRefused(AzureOperationFailed, RequestRefused):
+    """Azure refused the request as sent (400 or 422: a value it does not accept, such as
+    traffic its rules refuse): the same RequestRefused the local endpoint raises, so a caller
+    handles a refusal on either backend alike, with Azure's status and error code."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message, status, code)
+        self.reason = message
 
 
 class AzureNotSignedIn(AzureOperationFailed):
@@ -156,6 +168,10 @@ def explain(action: str, error: Exception) -> AzureOperationFailed:
             "again later or lower the request rate (RetrySettings in backends/azure/retries.py)",
             status,
             code,
+        )
+    if status in (400, 422):
+        return AzureRequestRefused(
+            f"{where}. The request was refused as sent: fix the value named above", status, code
         )
     return AzureOperationFailed(
         f"{where}. The request was refused as sent: fix the value named above", status, code

@@ -83,9 +83,10 @@ from backends.local.endpoint_state import (
     read_state,
     write_state,
 )
-from backends.local.routing import Deployment, Routing, TrafficError, check_traffic
+from backends.local.routing import Deployment, Routing
 from backends.local.serving_metrics import Metrics
 from backends.serving_package import SERVING_DIR
+from backends.traffic_rules import RequestRefused, check_deletable, check_traffic
 
 log = logging.getLogger("endpoint_server")
 MIRROR_IN_FLIGHT = 64
@@ -307,7 +308,13 @@ class EndpointServer:
     ) -> None:
         async with self._admin:
             routing = self.routing
-            check_traffic(routing.deployments, traffic, mirror_traffic)
+            check_traffic(
+                self.name,
+                routing.deployments,
+                traffic,
+                mirror_traffic,
+                not_running=[n for n, d in routing.deployments.items() if not d.ready],
+            )
             self.routing = Routing(routing.deployments, traffic, mirror_traffic)
             self.save()
         log.info("traffic %s mirror %s", dict(traffic), dict(mirror_traffic))
@@ -317,14 +324,8 @@ class EndpointServer:
             routing = self.routing
             deployment = routing.deployments.get(name)
             if deployment is None:
-                raise TrafficError(404, f"endpoint {self.name} has no deployment {name!r}")
-            if routing.traffic.get(name, 0) > 0 or routing.mirror_traffic.get(name, 0) > 0:
-                raise TrafficError(
-                    409,
-                    f"deployment {name!r} still takes {routing.traffic.get(name, 0)}% of "
-                    f"live and {routing.mirror_traffic.get(name, 0)}% of mirror traffic; shift "
-                    "its traffic to another deployment first",
-                )
+                raise RequestRefused(404, f"endpoint {self.name} has no deployment {name!r}")
+            check_deletable(self.name, name, routing.traffic, routing.mirror_traffic)
             remaining = {n: d for n, d in routing.deployments.items() if n != name}
             self.routing = Routing(remaining, routing.traffic, routing.mirror_traffic)
             self.save()
@@ -489,7 +490,7 @@ async def _read_body(request: Request) -> bytes:
 
 def _check_name(name: str, what: str) -> None:
     if not NAME_PATTERN.match(name):
-        raise TrafficError(
+        raise RequestRefused(
             422,
             f"{what} name {name!r} is not valid: start with a letter, then up to 31 "
             "letters, digits or hyphens",
@@ -537,8 +538,8 @@ def create_app(server: EndpointServer) -> FastAPI:
         ]
         return _error(422, "; ".join(reasons))
 
-    @app.exception_handler(TrafficError)
-    async def traffic_error(_: Request, error: TrafficError) -> Response:
+    @app.exception_handler(RequestRefused)
+    async def refused(_: Request, error: RequestRefused) -> Response:
         return _error(error.status, error.reason)
 
     @app.post("/score")

@@ -50,6 +50,7 @@ from backends.local.endpoint_state import (
     write_state,
 )
 from backends.local.pipeline_assets import conda_file_of
+from backends.traffic_rules import RequestRefused
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_MODULE = "backends.local.endpoint_server"
@@ -60,15 +61,6 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 class EndpointNotFound(LookupError):
     """The endpoint was never created in this workspace (or was deleted)."""
-
-
-class EndpointRequestRejected(ValueError):
-    """The endpoint refused an admin change (bad traffic, deleting a live deployment)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class EndpointStartFailed(RuntimeError):
@@ -159,7 +151,7 @@ class LocalEndpoints:
                 body,
                 timeout=max(self.request_timeout, spec.start_timeout_s + 30),
             )
-        except EndpointRequestRejected as error:
+        except RequestRefused as error:
             raise DeploymentFailed(
                 f"deployment {deployment!r} of endpoint {endpoint!r} failed: {error.reason}"
             ) from None
@@ -203,10 +195,10 @@ class LocalEndpoints:
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         """Delete a deployment with no traffic; deleting one that is gone is not an error.
-        Refused (EndpointRequestRejected, 409) while it takes live or mirror traffic."""
+        Refused (RequestRefused, 409) while it takes live or mirror traffic."""
         try:
             self._admin(endpoint, "DELETE", f"/admin/deployments/{deployment}")
-        except EndpointRequestRejected as error:
+        except RequestRefused as error:
             if error.status != 404:
                 raise
 
@@ -353,7 +345,7 @@ class LocalEndpoints:
                 reason = response.json()["message"]
             except (ValueError, KeyError, TypeError):
                 reason = response.text
-            raise EndpointRequestRejected(response.status_code, reason)
+            raise RequestRefused(response.status_code, reason)
         return response.json()
 
     def _info(self, name: str, described: Mapping[str, Any]) -> EndpointInfo:

@@ -1,5 +1,5 @@
-"""Which deployment answers a request: the routing table of live and mirrored traffic, and the
-checks a traffic change must pass (AML's rules: weights sum to 100, one mirror target, ...).
+"""Which deployment answers a request: the routing table of live and mirrored traffic. The
+checks a traffic change must pass are Azure's, in backends/traffic_rules.py.
 """
 
 from __future__ import annotations
@@ -69,15 +69,6 @@ class Deployment:
 # --- routing: which deployment answers ---------------------------------------------------------
 
 
-class TrafficError(ValueError):
-    """A traffic change or deletion that would leave the endpoint in a bad state."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 class Routing:
     """An immutable snapshot of deployments and weights. Admin calls build a new one and swap
     the reference, so a request in flight keeps the snapshot it started with."""
@@ -110,47 +101,3 @@ class Routing:
 
     def specs(self) -> dict[str, DeploymentSpec]:
         return {name: d.spec for name, d in self.deployments.items()}
-
-
-def check_traffic(
-    deployments: Mapping[str, Deployment],
-    traffic: Mapping[str, int],
-    mirror_traffic: Mapping[str, int],
-) -> None:
-    """AML's rules: known names, 0-100, live traffic adds up to 100 (0 only with no
-    deployments), one mirror target that takes no live traffic, and no traffic to a
-    deployment that is not running (it failed to start, or its server exited)."""
-    known = sorted(deployments)
-    for kind, weights in (("traffic", traffic), ("mirror_traffic", mirror_traffic)):
-        unknown = sorted(set(weights) - set(deployments))
-        if unknown:
-            raise TrafficError(
-                422, f"{kind} names {unknown}, which this endpoint does not have; it has {known}"
-            )
-        for name, pct in weights.items():
-            if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
-                raise TrafficError(422, f"{kind}[{name!r}] = {pct!r}; use a whole percent 0-100")
-    total = sum(traffic.values())
-    if deployments and total != 100:
-        raise TrafficError(
-            422,
-            f"traffic adds up to {total}%; it must add up to 100% across {known} "
-            "(0% is only allowed when the endpoint has no deployments)",
-        )
-    broken = sorted(n for n, p in traffic.items() if p > 0 and not deployments[n].ready)
-    if broken:
-        raise TrafficError(
-            409, f"deployments {broken} are not running and cannot take traffic; redeploy them"
-        )
-    mirrored = [n for n, p in mirror_traffic.items() if p > 0]
-    if len(mirrored) > 1:
-        raise TrafficError(422, f"mirror_traffic names {mirrored}; mirror to one deployment")
-    for name in mirrored:
-        if traffic.get(name, 0) > 0:
-            raise TrafficError(
-                422,
-                f"{name!r} takes {traffic[name]}% of live traffic, so it cannot also be the "
-                "mirror target; set its mirror_traffic to 0 in the same call",
-            )
-        if not deployments[name].ready:
-            raise TrafficError(409, f"{name!r} is not running and cannot receive mirror traffic")

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from backends.local.endpoint_server import REQUEST_CONTRACT
-from backends.local.endpoints import EndpointRequestRejected
+from backends.traffic_rules import RequestRefused
 from tests.endpoints.conftest import (
     Caller,
     ModelDirs,
@@ -321,9 +321,9 @@ def test_a_rehearsed_metrics_delay_holds_the_figures_back_until_they_are_publish
 def test_the_metrics_routes_refuse_an_empty_window_and_a_negative_delay(shared: Caller) -> None:
     now = datetime.now(UTC)
 
-    with pytest.raises(EndpointRequestRejected, match="start must be before end") as empty:
+    with pytest.raises(RequestRefused, match="start must be before end") as empty:
         shared.endpoints.serving_metrics(shared.name, now, now - timedelta(seconds=1))
-    with pytest.raises(EndpointRequestRejected, match="seconds") as negative:
+    with pytest.raises(RequestRefused, match="seconds") as negative:
         shared.endpoints.rehearse_metrics_delay(shared.name, -1)
     with pytest.raises(ValueError, match="no timezone"):
         shared.endpoints.serving_metrics(shared.name, now.replace(tzinfo=None), now)

@@ -14,6 +14,12 @@ endpoints": an endpoint's user-assigned identity gets no role automatically; pul
 assets takes a role with the registry's asset read action, such as AzureML Registry User), with
 the role assignments read from what the fake's Resource Manager deployed (infra/main.bicep, or
 `grant` in a test) and an operation error naming the identity, the role and the registry.
+
+Traffic updates and deployment deletions are refused by Azure ML's traffic rules, the ones the
+backends check too: backends/traffic_rules.py, which cites them (the Azure ML REST API's
+`traffic`/`mirrorTraffic` descriptions and the safe-rollout article's limits). A refusal is
+answered as the recordings show a refused request: 400 UserError with a BadArgument detail
+carrying the rule's reason.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import re
 import uuid
 from typing import Any
 
+from backends.traffic_rules import RequestRefused, check_deletable, check_traffic
 from tests.azure.fake.http import (
     ARM_HOST,
     PROVIDER,
@@ -288,25 +295,23 @@ class EndpointApi:
         }
 
     def _invalid_traffic(self, ws: Workspace, name: str, traffic: dict, mirror: dict) -> str | None:
+        """Why Azure refuses this routing (backends/traffic_rules.py holds Azure's rules and
+        their sources), or None; a deployment still provisioning, or failed, is not running."""
         deployments = ws.deployments.get(name, {})
-        missing = sorted((set(traffic) | set(mirror)) - set(deployments))
-        if missing:
-            return f"Traffic is set for deployments that do not exist: {missing}."
-        total = sum(traffic.values())
-        if traffic and total not in (0, 100):
-            return f"Traffic values must add up to 100 (or 0); got {total}."
-        for deployment, share in mirror.items():
-            if traffic.get(deployment, 0) > 0:
-                return f"Deployment {deployment} cannot receive live and mirror traffic."
-            if share > 50:
-                return "Mirror traffic cannot exceed 50%."
-        not_ready = [
-            d
-            for d, pct in traffic.items()
-            if pct > 0 and deployments[d]["properties"]["provisioningState"] != "Succeeded"
-        ]
-        if not_ready:
-            return f"Deployments {not_ready} are not in a Succeeded state and cannot take traffic."
+        try:
+            check_traffic(
+                name,
+                deployments,
+                traffic,
+                mirror,
+                not_running=[
+                    d
+                    for d, resource in deployments.items()
+                    if resource["properties"]["provisioningState"] != "Succeeded"
+                ],
+            )
+        except RequestRefused as refused:
+            return refused.reason
         return None
 
     def _get_endpoint(self, request: SeenRequest, sub: str, rg: str, ws: str, name: str) -> Reply:
@@ -519,13 +524,10 @@ class EndpointApi:
         if found is None or name not in found.deployments.get(endpoint, {}):
             return Reply(204)
         props = found.endpoints[endpoint]["properties"]
-        if props["traffic"].get(name, 0) > 0 or props["mirrorTraffic"].get(name, 0) > 0:
-            return arm_error(
-                400,
-                "UserError",
-                f"Deployment {name} has traffic; set its traffic to 0 before deleting it.",
-                "BadArgument",
-            )
+        try:
+            check_deletable(endpoint, name, props["traffic"], props["mirrorTraffic"])
+        except RequestRefused as refused:
+            return arm_error(400, "UserError", refused.reason, "BadArgument")
 
         def done() -> None:
             found.deployments.get(endpoint, {}).pop(name, None)
