@@ -155,6 +155,40 @@ def azure_under_test(patch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
         fake.stop_scoring()
 
 
+@contextmanager
+def empty_fake(patch: pytest.MonkeyPatch) -> Iterator[tuple[FakeAzureML, StaticTokenCredential]]:
+    """A fake Azure with nothing in it (no workspace, nothing deployed), the azure backend
+    selected by name and every SDK client of the backend routed to it through `patch`."""
+    credential = StaticTokenCredential()
+    fake = FakeAzureML(credential)
+    patch.setenv("MLOPS_BACKEND", "azure")
+    patch.setattr(socket, "getaddrinfo", _loopback_only(socket.getaddrinfo))
+    set_connection_factory(
+        lambda: AzureConnection(
+            credential=credential,
+            transport=fake.transport(),
+            retry=FAST_RETRIES,
+            deadlines=FAST_DEADLINES,
+        )
+    )
+    try:
+        yield fake, credential
+    finally:
+        set_connection_factory(None)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """An MLflow-shaped folder (the SDK reads MLmodel's flavors when registering)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "MLmodel").write_text(
+        "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n"
+    )
+    (folder / "model.skops").write_bytes(b"\x00fitted pipeline")
+    return folder
+
+
 @pytest.fixture
 def fake_azure(mlops_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureUnderTest]:
     with azure_under_test(monkeypatch) as azure:

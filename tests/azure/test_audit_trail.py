@@ -8,7 +8,6 @@ storage SDK directly and is refused as Azure refuses it (409 BlobImmutableDueToP
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,20 +23,15 @@ from typer.testing import CliRunner
 
 import backends
 from backends.azure.audit import open_audit_trail
-from backends.azure.clients import AzureConnection, connection, set_connection_factory
+from backends.azure.clients import connection
 from backends.base import AuditRecord, AuditWriteFailed, ModelVersion
 from backends.topology import load_topology
 from tasks.audit import read_audit_log, record
 from tasks.decisions import ask_for_approval
 from tasks.promotion import promote_to_shared_registry
-from tests.azure.conftest import (
-    FAST_DEADLINES,
-    FAST_RETRIES,
-    AzureUnderTest,
-    _loopback_only,
-)
+from tests.azure.conftest import FAST_RETRIES, AzureUnderTest, empty_fake
 from tests.azure.fake.storage import AppendBlob
-from tests.azure.fake_arm import FakeAzureML, StaticTokenCredential
+from tests.azure.fake_arm import FakeAzureML
 from tests.integration.release_helpers import decide_when_paused
 
 ORCHESTRATION = load_topology().require_orchestration()
@@ -130,22 +124,8 @@ def deploy_storage(fake: FakeAzureML, allow_protected_append_writes: bool = True
 @pytest.fixture
 def storage(mlops_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAzureML]:
     """A fake Azure holding only what the audit trail needs, the azure backend selected."""
-    credential = StaticTokenCredential()
-    fake = FakeAzureML(credential)
-    monkeypatch.setenv("MLOPS_BACKEND", "azure")
-    monkeypatch.setattr(socket, "getaddrinfo", _loopback_only(socket.getaddrinfo))
-    set_connection_factory(
-        lambda: AzureConnection(
-            credential=credential,
-            transport=fake.transport(),
-            retry=FAST_RETRIES,
-            deadlines=FAST_DEADLINES,
-        )
-    )
-    try:
+    with empty_fake(monkeypatch) as (fake, _):
         yield fake
-    finally:
-        set_connection_factory(None)
 
 
 def attacker(name: str) -> BlobClient:
@@ -366,14 +346,3 @@ def test_an_approval_that_cannot_be_recorded_promotes_nothing(
     assert registry.list_model_versions("readmission") == []  # nothing was promoted
     fake_azure.fake.blob_faults.clear()
     assert read_audit_log() == []  # and no approval stands in the trail
-
-
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "MLmodel").write_text(
-        "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n"
-    )
-    (folder / "model.skops").write_bytes(b"\x00fitted pipeline")
-    return folder

@@ -37,17 +37,6 @@ REGISTRY_USER = "1823dd4f-9b8c-4ab6-ab4e-7397a3684615"
 
 
 @pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "MLmodel").write_text(
-        "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n"
-    )
-    (folder / "model.skops").write_bytes(b"\x00fitted pipeline")
-    return folder
-
-
-@pytest.fixture
 def pipelines(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     for part in ("components", "data_checks"):

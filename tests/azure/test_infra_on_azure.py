@@ -11,14 +11,12 @@ pollers and retry policy, and the fake's template engine (tests/azure/fake/arm_t
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prefect.client.schemas.objects import StateType
 
-from backends.azure.clients import AzureConnection, set_connection_factory
 from backends.azure.errors import AzureOperationFailed
 from backends.azure.infrastructure import (
     AzureInfrastructure,
@@ -28,7 +26,7 @@ from backends.azure.infrastructure import (
 from backends.topology import load_topology
 from flows.infra import deploy_infra
 from tasks.audit import read_audit_log
-from tests.azure.conftest import FAST_DEADLINES, FAST_RETRIES, _loopback_only
+from tests.azure.conftest import empty_fake
 from tests.azure.fake_arm import FakeAzureML, StaticTokenCredential
 from tests.integration.release_helpers import decide_when_paused
 
@@ -41,23 +39,9 @@ def empty_subscription(
     mlops_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[FakeAzureML, StaticTokenCredential]]:
     """A fake Azure with nothing deployed yet, the azure backend selected by name."""
-    credential = StaticTokenCredential()
-    fake = FakeAzureML(credential)
-    monkeypatch.setenv("MLOPS_BACKEND", "azure")
     monkeypatch.setenv("MLOPS_BICEP", str(STAND_IN_BICEP))
-    monkeypatch.setattr(socket, "getaddrinfo", _loopback_only(socket.getaddrinfo))
-    set_connection_factory(
-        lambda: AzureConnection(
-            credential=credential,
-            transport=fake.transport(),
-            retry=FAST_RETRIES,
-            deadlines=FAST_DEADLINES,
-        )
-    )
-    try:
-        yield fake, credential
-    finally:
-        set_connection_factory(None)
+    with empty_fake(monkeypatch) as subscription:
+        yield subscription
 
 
 def infrastructure() -> AzureInfrastructure:
