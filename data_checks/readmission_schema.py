@@ -72,6 +72,28 @@ FEATURES: tuple[str, ...] = tuple(c.name for c in NUMERIC_COLUMNS) + tuple(
 )
 ALL_COLUMNS: tuple[str, ...] = FEATURES + (LABEL,)
 
+# One valid request row (every feature, in range): what the CLI shows a person to try the
+# endpoint with, so the example follows the contract when a column changes.
+EXAMPLE_ROW: dict[str, float | int | str] = {
+    "age": 71,
+    "gender": "F",
+    "num_prior_admissions": 2,
+    "length_of_stay_days": 6,
+    "num_diagnoses": 9,
+    "num_procedures": 2,
+    "num_medications": 14,
+    "num_lab_results": 30,
+    "days_since_last_admission": 45,
+    "bmi": 31.2,
+    "heart_rate_avg": 88.0,
+    "systolic_bp_avg": 141.0,
+    "hba1c": 7.9,
+    "admission_type": "Emergency",
+    "discharge_disposition": "Home",
+    "primary_diagnosis_group": "Circulatory",
+    "payer_code": "Medicare",
+}
+
 # Row-count and label-rate bounds the training data must meet.
 MIN_ROWS = 500
 LABEL_RATE_BOUNDS = (0.05, 0.40)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -386,14 +387,9 @@ def _print_prod(seconds: float) -> None:
         f"lifecycle took {seconds:.0f} s"
     )
     console.print(f"Endpoint: {endpoint.scoring_uri}")
-    example = (
-        '{"input_data": [{"age": 71, "gender": "F", "num_prior_admissions": 2, '
-        '"length_of_stay_days": 6, "num_diagnoses": 9, "num_procedures": 2, '
-        '"num_medications": 14, "num_lab_results": 30, "days_since_last_admission": 45, '
-        '"bmi": 31.2, "heart_rate_avg": 88.0, "systolic_bp_avg": 141.0, "hba1c": 7.9, '
-        '"admission_type": "Emergency", "discharge_disposition": "Home", '
-        '"primary_diagnosis_group": "Circulatory", "payer_code": "Medicare"}]}'
-    )
+    from data_checks.readmission_schema import EXAMPLE_ROW
+
+    example = json.dumps({"input_data": [EXAMPLE_ROW]})
     console.print(
         f'curl -s {endpoint.scoring_uri} -H "Authorization: Bearer $(cat {key_file})" '
         f"-H 'Content-Type: application/json' -d '{example}'",
