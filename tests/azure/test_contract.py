@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from backends.pipeline_assets import (
     workspace_references,
 )
 from backends.topology import Topology, load_topology
+from backends.traffic_rules import RequestRefused
 from tests.azure.conftest import AzureUnderTest
+from tests.azure.fake.http import Reply, SeenRequest
 from tests.endpoints.models import save_broken_model, save_trained_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -419,6 +422,117 @@ def test_a_deployment_that_fails_to_provision_leaves_traffic_on_the_old_one(
     after = endpoints.get_endpoint("readm-fail")
     assert live(after.traffic) == {"blue": 100} and after.serving() == "blue"
     endpoints.delete_endpoint("readm-fail")
+
+
+# --- traffic rules (backends/traffic_rules.py: Azure's, on both backends and on the fake) -------
+
+REFUSED_ROUTINGS = [
+    pytest.param({"blue": 100, "teal": 0}, None, "no deployments \\['teal'\\]", id="names-exist"),
+    pytest.param({"blue": 150, "green": -50}, None, "whole percent 0-100", id="whole-percents"),
+    pytest.param({"blue": 90}, None, "adds up to 90%; it must add up to 100%", id="sum-100-or-0"),
+    pytest.param(
+        {"blue": 0, "green": 0}, {"blue": 10, "green": 10}, "one deployment", id="one-mirror"
+    ),
+    pytest.param({"blue": 100}, {"green": 60}, "mirror at most 50%", id="mirror-cap"),
+    pytest.param({"blue": 50, "green": 50}, {"green": 10}, "never both", id="live-or-mirrored"),
+]
+
+
+def test_traffic_azure_refuses_is_refused_on_both_backends_naming_the_rule(
+    backend: Backend, model_dirs: tuple[Path, Path]
+) -> None:
+    workspace = backend.workspace()
+    endpoints = backend.endpoints()
+    one, two = (register(workspace, model_dirs[0], run) for run in ("run-a", "run-b"))
+    endpoints.create_or_update_endpoint("readm-rules")
+    endpoints.create_or_update_deployment("readm-rules", "blue", one, workspace.model_path(one))
+    endpoints.create_or_update_deployment("readm-rules", "green", two, workspace.model_path(two))
+    endpoints.set_traffic("readm-rules", {"blue": 100}, None)
+    before = endpoints.get_endpoint("readm-rules")
+
+    for case in REFUSED_ROUTINGS:
+        traffic, mirror, reason = case.values
+        with pytest.raises(RequestRefused, match=reason):
+            endpoints.set_traffic("readm-rules", traffic, mirror)
+    with pytest.raises(RequestRefused, match="still takes 100% of live"):
+        endpoints.delete_deployment("readm-rules", "blue")
+
+    after = endpoints.get_endpoint("readm-rules")
+    assert live(after.traffic) == live(before.traffic) == {"blue": 100}
+    assert live(after.mirror_traffic) == {} and after.deployments == before.deployments
+    disabled = endpoints.set_traffic("readm-rules", {"blue": 0, "green": 0}, None)
+    assert live(disabled.traffic) == {} and disabled.serving() is None  # 0% disables traffic
+    endpoints.delete_endpoint("readm-rules")
+
+
+@pytest.mark.parametrize(("traffic", "mirror", "reason"), REFUSED_ROUTINGS)
+def test_the_fake_refuses_each_traffic_rule_as_azure_answers(
+    fake_azure: AzureUnderTest,
+    model_dirs: tuple[Path, Path],
+    traffic: dict[str, int],
+    mirror: dict[str, int] | None,
+    reason: str,
+) -> None:
+    """Straight to the fake's REST API, past the backend's own check: 400 UserError with a
+    BadArgument detail whose message names the rule, and the endpoint keeps its routing."""
+    endpoint = deployed_on_the_fake(fake_azure, model_dirs[0])
+
+    refused = put_routing(fake_azure, endpoint, traffic, mirror or {})
+
+    assert refused.status == 400
+    error = refused.body["error"]
+    assert (error["code"], error["details"][0]["code"]) == ("UserError", "BadArgument")
+    assert re.search(reason, error["details"][0]["message"])
+    assert live(endpoint["properties"]["traffic"]) == {"blue": 100}
+
+
+def test_the_fake_refuses_traffic_to_a_deployment_that_is_not_running_and_deleting_a_live_one(
+    fake_azure: AzureUnderTest, model_dirs: tuple[Path, Path]
+) -> None:
+    endpoint = deployed_on_the_fake(fake_azure, model_dirs[0])
+    ws = fake_azure.fake.workspace(fake_azure.topology.environment("test").workspace)
+    ws.deployments["readm-rules"]["green"]["properties"]["provisioningState"] = "Failed"
+
+    down = put_routing(fake_azure, endpoint, {"blue": 100}, {"green": 10})
+    deleted = fake_request(fake_azure, "DELETE", f"{endpoint['id']}/deployments/blue")
+
+    assert down.status == deleted.status == 400
+    assert "['green'] are not running" in down.body["error"]["details"][0]["message"]
+    assert "still takes 100% of live" in deleted.body["error"]["details"][0]["message"]
+    assert set(ws.deployments["readm-rules"]) == {"blue", "green"}
+
+
+def deployed_on_the_fake(azure: AzureUnderTest, model_dir: Path) -> dict[str, Any]:
+    """Endpoint readm-rules with blue (100% live) and green (idle), made through the backend;
+    the fake's stored endpoint resource."""
+    workspace = backends.azure.open_workspace(azure.topology.environment("test"), azure.topology)
+    endpoints = backends.azure.open_endpoints(workspace)
+    model = register(workspace, model_dir, "run-a")
+    endpoints.create_or_update_endpoint("readm-rules")
+    for name in ("blue", "green"):
+        endpoints.create_or_update_deployment("readm-rules", name, model, model_dir)
+    endpoints.set_traffic("readm-rules", {"blue": 100}, None)
+    stored = azure.fake.workspace(workspace.name).endpoints["readm-rules"]
+    return stored
+
+
+def put_routing(
+    azure: AzureUnderTest, endpoint: dict[str, Any], traffic: dict, mirror: dict
+) -> Reply:
+    body = {
+        "location": endpoint["location"],
+        "identity": endpoint["identity"],
+        "properties": endpoint["properties"] | {"traffic": traffic, "mirrorTraffic": mirror},
+    }
+    return fake_request(azure, "PUT", endpoint["id"], body)
+
+
+def fake_request(azure: AzureUnderTest, method: str, path: str, body: Any = None) -> Reply:
+    token = azure.credential.get_token("https://management.azure.com/.default").token
+    url = f"https://management.azure.com{path}?api-version=2023-04-01-preview"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    data = json.dumps(body).encode() if body is not None else b""
+    return azure.fake.handle(SeenRequest(method, url, headers, data))
 
 
 def live(weights: Any) -> dict[str, int]:
