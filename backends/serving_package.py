@@ -9,7 +9,6 @@ built from the same `environment/conda.yml`, with the same environment variables
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -17,11 +16,11 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
+from filelock import FileLock
 
 from backends.base import DeploymentFailed, ModelVersion
 from backends.pipeline_assets import INFERENCE_ENVIRONMENT_FILE, environment_asset
@@ -133,7 +132,7 @@ def inference_venv(conda_file: Path | str = CONDA_FILE) -> Path:
     if stamp.is_file():
         return venv
     VENV_ROOT.mkdir(parents=True, exist_ok=True)
-    with _locked(VENV_ROOT / f".{venv.name}.lock"):
+    with FileLock(VENV_ROOT / f".{venv.name}.lock"):  # one builder at a time, across processes
         if stamp.is_file():  # built by another process while we waited
             return venv
         shutil.rmtree(venv, ignore_errors=True)
@@ -152,14 +151,3 @@ def _run(command: list[str], what: str) -> None:
         raise RuntimeError(
             f"could not {what} (exit {result.returncode}): {result.stderr.strip()[-2000:]}"
         )
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One builder at a time across processes (parallel tests, a flow and a benchmark)."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
