@@ -173,12 +173,13 @@ class AzureEndpoints:
 
     def _put_endpoint(self, definition: ManagedOnlineEndpoint, what: str) -> EndpointInfo:
         """Create or update the endpoint, wait for it, and read back what Azure now holds."""
+        name = str(definition.name)
         self._wait(
             lambda: self.client.online_endpoints.begin_create_or_update(definition),
             what,
-            definition.name,
+            name,
         )
-        info = self.get_endpoint(definition.name)
+        info = self.get_endpoint(name)
         assert info is not None
         return info
 
@@ -367,10 +368,12 @@ class AzureEndpoints:
         p95: dict[str, float] = {}
         latest: datetime | None = None
         for metric in answer.value or []:
-            counts = metric.name.value == "RequestsPerMinute"
+            counts = metric.name is not None and metric.name.value == "RequestsPerMinute"
             for series in metric.timeseries or []:
                 dimensions = {
-                    str(m.name.value).lower(): str(m.value) for m in series.metadatavalues or []
+                    str(m.name.value).lower(): str(m.value)
+                    for m in series.metadatavalues or []
+                    if m.name is not None
                 }
                 deployment = dimensions.get("deployment", "")
                 failed = dimensions.get("statuscodeclass") == "5xx" or dimensions.get(
@@ -486,7 +489,8 @@ class AzureEndpoints:
                 rolled = collected_data.ROLLED_HOUR.search(blob)
                 if rolled is None:
                     continue
-                hour = datetime(*(int(rolled[k]) for k in "ymdh"), tzinfo=UTC)  # type: ignore[misc]
+                year, month, day, hour_of_day = (int(rolled[k]) for k in "ymdh")
+                hour = datetime(year, month, day, hour_of_day, tzinfo=UTC)
                 if hour < first_hour:
                     continue
                 lines = store.read(root.datastore, blob).splitlines()

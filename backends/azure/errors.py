@@ -35,7 +35,9 @@ class AzureRequestRefused(AzureOperationFailed, RequestRefused):
     traffic its rules refuse): the same RequestRefused the local endpoint raises, so a caller
     handles a refusal on either backend alike, with Azure's status and error code."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    status: int
+
+    def __init__(self, message: str, status: int, code: str | None = None) -> None:
         super().__init__(message, status, code)
         self.reason = message
 

@@ -31,7 +31,8 @@ Routes (all but /health need `Authorization: Bearer <key>`):
 
 The parts: endpoint_state.py (state.json), deployment_process.py (one azmlinfsrv),
 data_collector.py (its collector sidecar), routing.py (traffic and mirror), serving_metrics.py
-(what health checks read); this module holds the endpoint and its HTTP routes.
+(what health checks read); Azure's traffic rules are backends/traffic_rules.py, shared with the
+azure backend and the fake. This module holds the endpoint and its HTTP routes.
 """
 
 from __future__ import annotations
@@ -468,7 +469,7 @@ class BodyTooLarge(Exception):
 async def _read_body(request: Request) -> bytes:
     """The body, or BodyTooLarge past MAX_BODY_BYTES by Content-Length or by count."""
     declared = request.headers.get("content-length", "")
-    size, chunks = 0, []
+    size, chunks = 0, list[bytes]()
     too_big = declared.isdigit() and int(declared) > MAX_BODY_BYTES
     async for chunk in request.stream():
         size += len(chunk)
