@@ -42,10 +42,12 @@ PARENT_INPUT = re.compile(r"^\$\{\{parent\.inputs\.(\w+)\}\}$")
 PARENT_OUTPUT = re.compile(r"^\$\{\{parent\.outputs\.(\w+)\}\}$")
 
 
-def load_pipeline(pipeline: Path) -> PipelineJob:
-    """Parse and validate the YAML offline, as the local runner does."""
+def load_pipeline(pipeline: Path, literals: Mapping[str, Any] | None = None) -> PipelineJob:
+    """Parse and validate the YAML offline, as the local runner does; `literals` become
+    pipeline-level inputs as if the YAML declared them (azure-ai-ml's `params_override`)."""
     quiet_sdk_logs()
-    job = load_job(pipeline)
+    overrides = [{f"inputs.{name}": value for name, value in (literals or {}).items()}]
+    job = load_job(pipeline, params_override=overrides if literals else None)
     if not isinstance(job, PipelineJob):
         raise PipelineFailed(f"{pipeline} is a {type(job).__name__}, not a pipeline job YAML")
     return job
@@ -75,6 +77,9 @@ class PipelineRunner:
         reference that a YAML component's `azureml:<name>@latest` placeholder is pinned to."""
         pipeline = Path(pipeline).resolve()
         job = load_pipeline(pipeline)
+        literals = self._undeclared_literals(job, inputs)
+        if literals:
+            job = load_pipeline(pipeline, literals)
         self._bind_inputs(job, pipeline, inputs)
         job.settings.default_compute = self.spec.compute
         if run_name:
@@ -136,6 +141,18 @@ class PipelineRunner:
             for step_inputs, input_name, kind in bindings:
                 value = inputs.get(key)
                 setattr(step_inputs, input_name, None if value is None else _input(kind, value))
+
+    @classmethod
+    def _undeclared_literals(cls, job: PipelineJob, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Given values (numbers, strings) that steps bind from the parent without the YAML
+        declaring them: a pipeline job's inputs must carry a value in the YAML, so settings that
+        live elsewhere (the quality gate's thresholds) are left out of it and declared here,
+        on the submitted job, where a run's inputs are recorded."""
+        return {
+            name: inputs[name]
+            for name, bindings in cls._undeclared_bindings(job).items()
+            if inputs.get(name) is not None and all(kind not in DATA_TYPES for *_, kind in bindings)
+        }
 
     @staticmethod
     def _undeclared_bindings(job: PipelineJob) -> dict[str, list[tuple[Any, str, str]]]:

@@ -27,6 +27,7 @@ from backends.pipeline_assets import working_tree_assets
 from backends.serving_package import deployment_template, environment_version
 from synthetic_data.readmissions import generate_readmissions
 from tasks.integration_tests import split_body
+from tasks.settings import load_training_settings
 from tests.azure.conftest import AzureUnderTest
 from tests.azure.fake_arm import SeenRequest
 from tests.endpoints.models import save_trained_model
@@ -34,6 +35,7 @@ from tests.endpoints.models import save_trained_model
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "readmission"
 REGISTRY_USER = "1823dd4f-9b8c-4ab6-ab4e-7397a3684615"
+GATE = load_training_settings().gate.model_dump()  # train.yml's evaluate step requires them
 
 
 @pytest.fixture
@@ -98,7 +100,13 @@ def test_the_training_pipeline_runs_as_one_job_and_every_output_comes_home(
 
     run = ws.run_pipeline(
         pipelines / "train.yml",
-        {"raw_data": str(data), "seed": 7, "min_auc": 0.75, "champion_model": str(model_dir)},
+        {
+            "raw_data": str(data),
+            **GATE,
+            "seed": 7,
+            "min_auc": 0.75,
+            "champion_model": str(model_dir),
+        },
         run_name="train on readmissions:1",
     )
 
@@ -123,7 +131,9 @@ def test_without_a_champion_no_step_points_at_a_missing_input(
     training_outputs(fake_azure, tmp_path / "outputs")
     data = raw_csv(tmp_path)
 
-    workspace(fake_azure, "dev").run_pipeline(pipelines / "train.yml", {"raw_data": str(data)})
+    workspace(fake_azure, "dev").run_pipeline(
+        pipelines / "train.yml", {"raw_data": str(data), **GATE}
+    )
 
     evaluate = submitted_job(fake_azure)["jobs"]["evaluate"]["inputs"]
     assert "champion_model" not in evaluate
@@ -183,7 +193,9 @@ def test_a_run_from_registered_workspace_components_submits_their_ids(
     assets = working_tree_assets()
     references = ws.register_pipeline_assets(assets)
 
-    run = ws.run_pipeline(pipelines / "train.yml", {"raw_data": str(data)}, assets=references)
+    run = ws.run_pipeline(
+        pipelines / "train.yml", {"raw_data": str(data), **GATE}, assets=references
+    )
 
     by_name = {c.name: c for c in assets.components}
     expected = {
