@@ -39,6 +39,7 @@ demo: $(STAMP)
 
 test: $(STAMP) $(CHECKOV_STAMP) chromium
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from backends.topology import REPO_ROOT
+from backends.traffic_rules import MAX_MIRROR_PERCENT
 
 
 def config_dir() -> Path:
@@ -175,7 +176,7 @@ class RolloutStep(Section):
     p95 once most traffic has moved).
     """
 
-    mirror: int | None = Field(default=None, gt=0, le=50)
+    mirror: int | None = Field(default=None, gt=0, le=MAX_MIRROR_PERCENT)  # Azure's cap
     traffic: int | None = Field(default=None, gt=0, le=100)
     bake_seconds: PerBackend | None = None
     max_error_rate: float | None = None
