@@ -465,34 +465,27 @@ def test_traffic_azure_refuses_is_refused_on_both_backends_naming_the_rule(
     endpoints.delete_endpoint("readm-rules")
 
 
-@pytest.mark.parametrize(("traffic", "mirror", "reason"), REFUSED_ROUTINGS)
 def test_the_fake_refuses_each_traffic_rule_as_azure_answers(
-    fake_azure: AzureUnderTest,
-    model_dirs: tuple[Path, Path],
-    traffic: dict[str, int],
-    mirror: dict[str, int] | None,
-    reason: str,
-) -> None:
-    """Straight to the fake's REST API, past the backend's own check: 400 UserError with a
-    BadArgument detail whose message names the rule, and the endpoint keeps its routing."""
-    endpoint = deployed_on_the_fake(fake_azure, model_dirs[0])
-
-    refused = put_routing(fake_azure, endpoint, traffic, mirror or {})
-
-    assert refused.status == 400
-    error = refused.body["error"]
-    assert (error["code"], error["details"][0]["code"]) == ("UserError", "BadArgument")
-    assert re.search(reason, error["details"][0]["message"])
-    assert live(endpoint["properties"]["traffic"]) == {"blue": 100}
-
-
-def test_the_fake_refuses_traffic_to_a_deployment_that_is_not_running_and_deleting_a_live_one(
     fake_azure: AzureUnderTest, model_dirs: tuple[Path, Path]
 ) -> None:
+    """Straight to the fake's REST API, past the backend's own check: each refused routing is
+    a 400 UserError with a BadArgument detail whose message names the rule, and the endpoint
+    keeps its routing; then traffic to a deployment that is not running, and deleting one that
+    takes live traffic, are refused the same way. One endpoint for every case (a deployment
+    starts an inference server: seconds each)."""
     endpoint = deployed_on_the_fake(fake_azure, model_dirs[0])
+
+    for case in REFUSED_ROUTINGS:
+        traffic, mirror, reason = case.values
+        refused = put_routing(fake_azure, endpoint, traffic, mirror or {})
+        assert refused.status == 400, case.id
+        error = refused.body["error"]
+        assert (error["code"], error["details"][0]["code"]) == ("UserError", "BadArgument")
+        assert re.search(reason, error["details"][0]["message"]), case.id
+        assert live(endpoint["properties"]["traffic"]) == {"blue": 100}, case.id
+
     ws = fake_azure.fake.workspace(fake_azure.topology.environment("test").workspace)
     ws.deployments["readm-rules"]["green"]["properties"]["provisioningState"] = "Failed"
-
     down = put_routing(fake_azure, endpoint, {"blue": 100}, {"green": 10})
     deleted = fake_request(fake_azure, "DELETE", f"{endpoint['id']}/deployments/blue")
 
