@@ -33,7 +33,7 @@ from backends.azure.clients import AzureConnection, connection, quiet_sdk_logs
 from backends.azure.errors import AzureOperationFailed, explain
 from backends.azure.retries import wait_for
 from backends.base import InfraPlan, PlannedChange
-from backends.local.infrastructure import PARAMETERS_DIR, check_names_agree
+from backends.infra_parameters import PARAMETERS_DIR, check_names_agree
 from backends.topology import REPO_ROOT, Topology
 
 BICEP_INSTALL = (
