@@ -33,15 +33,15 @@ def prod_rollout(model: ModelVersion, canary_rows_dir: str) -> ModelVersion | St
     `canary_rows_dir` holds the rows canaries send (the test split of the training data).
     """
     settings = load_release_settings()
-    endpoint = settings.prod_endpoint
+    prod, endpoint = settings.prod_environment, settings.prod_endpoint
     wait = settings.rollout.timing.endpoint_wait_seconds.on(load_topology().backend)
-    with endpoint_lease("prod", endpoint, wait, f"rolling out {model.name} v{model.version}"):
-        settle_abandoned_rollout("prod", endpoint, model)
-        colour = colour_for(ensure_endpoint("prod", endpoint), model)
-        deploy_model("prod", endpoint, colour, model, "shared", resolve_pipeline_assets("prod"))
+    with endpoint_lease(prod, endpoint, wait, f"rolling out {model.name} v{model.version}"):
+        settle_abandoned_rollout(prod, endpoint, model)
+        colour = colour_for(ensure_endpoint(prod, endpoint), model)
+        deploy_model(prod, endpoint, colour, model, "shared", resolve_pipeline_assets(prod))
         try:
             with transaction():
-                shift_traffic("prod", endpoint, colour, model, canary_rows_dir, settings.rollout)
+                shift_traffic(prod, endpoint, colour, model, canary_rows_dir, settings.rollout)
                 crown_champion(model)
         except RolloutStopped as stopped:
             return Cancelled(message=str(stopped))

@@ -63,10 +63,11 @@ def stop_rollout_of_cancelled_run(flow: object, run: FlowRun, state: State) -> N
     kill) stops the rollout this run was driving, so traffic never stays half-shifted."""
     from tasks.settings import load_release_settings
 
-    endpoint = load_release_settings().prod_endpoint
-    record = read_record("prod", endpoint)
+    settings = load_release_settings()
+    prod, endpoint = settings.prod_environment, settings.prod_endpoint
+    record = read_record(prod, endpoint)
     if record is not None and str(run.id) in (record.flow_run_id, record.root_flow_run_id):
-        stop_rollout("prod", endpoint, "cancel", "prefect", "the flow run was cancelled")
+        stop_rollout(prod, endpoint, "cancel", "prefect", "the flow run was cancelled")
 
 
 @task
