@@ -184,6 +184,7 @@ def model_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "MLmodel").write_text(
         "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n"
+        "  sklearn:\n    sklearn_version: 1.9.1\n"
     )
     (folder / "model.skops").write_bytes(b"\x00fitted pipeline")
     return folder

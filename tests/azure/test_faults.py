@@ -37,19 +37,6 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL = "readmission"
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    """An MLflow-shaped folder (the SDK reads MLmodel's flavors when registering)."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "MLmodel").write_text(
-        "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n"
-        "  sklearn:\n    sklearn_version: 1.9.1\n"
-    )
-    (folder / "model.skops").write_bytes(b"\x00fitted pipeline")
-    return folder
-
-
 def workspace(azure: AzureUnderTest, environment: str = "test") -> backends.azure.AzureWorkspace:
     return backends.azure.open_workspace(azure.topology.environment(environment), azure.topology)
 
