@@ -100,11 +100,13 @@ class Stage:
 
 @dataclass
 class Users:
-    """Steady synthetic users: single rows through the normal route, `old` of them over 95."""
+    """Steady synthetic users: single rows through the normal route, `old` of them over 95,
+    from `senders` threads (one thread's rate is bounded by the endpoint's latency)."""
 
     stage: Stage
     per_second: float = 15
     old_share: float = 0.0
+    senders: int = 1
     answers: list[tuple[float, int, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -115,11 +117,11 @@ class Users:
         rows.loc[very_old, "age"] = FRAGILE_AGE + 3
         self.bodies = [split_body(rows.iloc[[i]]) for i in range(len(rows))]
 
-    def _run(self) -> None:
+    def _run(self, first: int) -> None:
         info = self.stage.endpoints.get_endpoint(ENDPOINT)
         key = self.stage.endpoints.get_key(ENDPOINT)
         with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
-            sent = 0
+            sent = first
             while not self._stop.is_set():
                 with contextlib.suppress(httpx.HTTPError):
                     reply = http.post(info.scoring_uri, json=self.bodies[sent % len(self.bodies)])
@@ -135,13 +137,18 @@ class Users:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Users]:
-        thread = threading.Thread(target=self._run, daemon=True)
-        thread.start()
+        threads = [
+            threading.Thread(target=self._run, args=(i * 97,), daemon=True)
+            for i in range(self.senders)
+        ]
+        for thread in threads:
+            thread.start()
         try:
             yield self
         finally:
             self._stop.set()
-            thread.join(timeout=30)
+            for thread in threads:
+                thread.join(timeout=30)
 
     def failed_after(self, moment: float) -> int:
         return sum(1 for at, status, _ in self.answers if at > moment and status >= 500)
@@ -284,7 +291,10 @@ def test_a_deployment_failing_only_on_users_requests_is_rolled_back_at_10_percen
     stage: Stage,
 ) -> None:
     stage.reset("fragile")
-    with Users(stage, per_second=20, old_share=0.3).running() as users:
+    # every user is over 95, from three senders: about 2.5 failures a second reach green at
+    # 10%, so a 3-s bake sees none with a chance under 1e-3 (with 0.3 of one sender's users
+    # it was ~1 expected failure, and CI once saw none)
+    with Users(stage, per_second=15, old_share=1.0, senders=3).running() as users:
         with pytest.raises(RolloutFailed, match=r"failed step 1 \(10% live\)"):
             roll_out(
                 stage.models["fragile"],
