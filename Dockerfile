@@ -37,11 +37,12 @@ COPY flows/ flows/
 COPY infra/ infra/
 COPY mlops_cli/ mlops_cli/
 COPY monitoring/ monitoring/
+COPY records/ records/
 COPY synthetic_data/ synthetic_data/
 COPY tasks/ tasks/
 RUN pip install --no-deps -e . \
  && python -m compileall -q backends components data_checks flows mlops_cli monitoring \
-    synthetic_data tasks
+    records synthetic_data tasks
 
 # Not root: the code is read-only to the flows; they write only under MLOPS_ROOT and $HOME
 # (Prefect's own files).

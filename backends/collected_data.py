@@ -27,20 +27,12 @@ from typing import Any
 
 import orjson
 
+from records.serving import Capture
+
 COLLECTIONS = ("model_inputs", "model_outputs")
 COLLECTOR_FOLDER = "modelDataCollector"
 EVENT_TYPE = "azureml.inference.{collection}"
 ROLLED_HOUR = re.compile(r"/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+\.jsonl$")
-CAPTURE_COLUMNS = (
-    "probability",
-    "label",
-    "deployment",
-    "model_version",
-    "mirrored",
-    "timestamp",
-    "request_id",
-)
-"""What `collected_rows` adds to each row's input fields."""
 
 
 def collection_folder(endpoint: str, deployment: str, collection: str) -> str:
@@ -111,9 +103,9 @@ def collected_rows(
     mirrored: bool,
 ) -> list[dict[str, Any]]:
     """One row per scored input row: its fields, joined on the correlation id with the output
-    row the scoring script collected for it (`probability`, `label`), plus `deployment`,
-    `model_version`, `mirrored`, `timestamp` and `request_id` (the correlation id, which the
-    scoring script sets to the request's x-request-id). Inputs without outputs get None."""
+    row the scoring script collected for it (`probability`, `label`), plus the rest of
+    records.serving.CAPTURE_COLUMNS (`request_id` is the correlation id, which the scoring
+    script sets to the request's x-request-id). Inputs without outputs get None."""
     answered = {event.get("correlationid"): event.get("data") or [] for event in outputs}
     rows: list[dict[str, Any]] = []
     for event in sorted(inputs, key=event_time):
@@ -123,13 +115,13 @@ def collected_rows(
             rows.append(
                 {
                     **features,
-                    "probability": result.get("probability"),
-                    "label": result.get("label"),
-                    "deployment": deployment,
-                    "model_version": model_version,
-                    "mirrored": mirrored,
-                    "timestamp": event["time"],
-                    "request_id": event.get("correlationid"),
+                    Capture.PROBABILITY: result.get("probability"),
+                    Capture.LABEL: result.get("label"),
+                    Capture.DEPLOYMENT: deployment,
+                    Capture.MODEL_VERSION: model_version,
+                    Capture.MIRRORED: mirrored,
+                    Capture.TIMESTAMP: event["time"],
+                    Capture.REQUEST_ID: event.get("correlationid"),
                 }
             )
     return rows

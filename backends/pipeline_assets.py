@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from records.workspace import AssetReferences
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS_DIR = REPO_ROOT / "components"
 PIPELINES = (
@@ -101,18 +103,6 @@ class PipelineAssets:
             [f"| component | {c.name} | {c.version} |" for c in self.components]
             + [f"| environment | {e.name} | {e.version} |" for e in self.environments]
         )
-
-
-@dataclass(frozen=True)
-class AssetReferences:
-    """Where a store keeps a set of assets: component and environment name -> reference."""
-
-    store: str
-    components: Mapping[str, str]
-    environments: Mapping[str, str]
-    digest: str
-    inference_environment: str
-    """The reference online (and batch) deployments run in."""
 
 
 class AssetsNotPromoted(RuntimeError):

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING
 import yaml
 from filelock import FileLock
 
-from backends.base import DeploymentFailed, ModelVersion
 from backends.pipeline_assets import INFERENCE_ENVIRONMENT_FILE, environment_asset
+from records import lineage_tags
+from records.serving import DeploymentFailed
+from records.workspace import ModelVersion
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import ManagedOnlineDeployment
@@ -37,8 +39,6 @@ SCORING_SCRIPT = "score.py"
 CONTRACT_PACKAGE = REPO_ROOT / "data_checks"
 """Copied into the snapshot beside the script, as `additional_includes` does for components
 (online deployments have no such setting)."""
-THRESHOLD_TAG = "test_threshold"
-"""The model tag holding the decision threshold chosen at evaluation."""
 DEFAULT_THRESHOLD = 0.5
 VENV_ROOT = Path(os.environ.get("MLOPS_INFERENCE_VENVS", REPO_ROOT / ".venvs"))
 
@@ -58,15 +58,15 @@ def environment_version() -> str:
 def model_settings(model: ModelVersion) -> dict[str, str]:
     """Environment variables that tell the scoring script which model it serves and the
     threshold its labels use (the model's own, chosen at evaluation; one rule everywhere)."""
-    raw = model.tags.get(THRESHOLD_TAG, str(DEFAULT_THRESHOLD))
+    raw = model.tags.get(lineage_tags.TEST_THRESHOLD, str(DEFAULT_THRESHOLD))
     try:
         threshold = float(raw)
     except ValueError:
         threshold = float("nan")
     if not 0.0 <= threshold <= 1.0:
         raise DeploymentFailed(
-            f"model {model.name} v{model.version} has {THRESHOLD_TAG}={raw!r}; tag it with a "
-            "number in [0, 1]"
+            f"model {model.name} v{model.version} has {lineage_tags.TEST_THRESHOLD}={raw!r}; "
+            "tag it with a number in [0, 1]"
         )
     return {
         "MODEL_NAME": model.name,

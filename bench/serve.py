@@ -43,7 +43,6 @@ import pandas as pd
 import psutil
 import yaml
 
-from backends.base import ModelVersion
 from backends.local.processes import stop_group
 from backends.serving_package import (
     CONDA_FILE,
@@ -55,6 +54,7 @@ from backends.serving_package import (
 )
 from bench.train import load_train_script
 from bench.verdict import report_and_exit_code
+from records.workspace import ModelVersion
 from synthetic_data.readmissions import generate_readmissions
 
 LABEL = "readmitted_30d"

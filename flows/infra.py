@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, pause_flow_run
 from prefect.states import Cancelled, State
 
-from backends.base import InfraPlan
+from records.infra import InfraPlan
 from tasks.approval import InfraApproval
 from tasks.decisions import record_decision
 from tasks.infra import deploy_infrastructure, lint_bicep, plan_markdown, what_if

@@ -12,8 +12,8 @@ from prefect import flow
 from prefect.states import Cancelled, State
 from prefect.transactions import transaction
 
-from backends.base import ModelVersion
 from backends.topology import load_topology
+from records.workspace import ModelVersion
 from tasks.endpoint_lease import endpoint_lease
 from tasks.pipeline_assets import resolve_pipeline_assets
 from tasks.promotion import crown_champion

@@ -7,9 +7,9 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import State
 
-from backends.base import ModelVersion
 from flows.prod_rollout import prod_rollout
 from flows.training import train_in_environment
+from records.workspace import ModelVersion
 from tasks.approval import evidence_pack
 from tasks.decisions import ask_for_approval
 from tasks.integration_tests import run_integration_tests

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from backends.base import ModelVersion
 from backends.topology import load_topology
+from records.workspace import ModelVersion
 from tasks.endpoint_lease import endpoint_lease
 from tasks.registry import find_prod_champion
 from tasks.rollback import (

@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.states import State
 
-from backends.base import ModelVersion
 from flows.training import train_in_environment
+from records.workspace import ModelVersion
 from tasks.decisions import ask_for_approval
 from tasks.pipeline_assets import (
     pipeline_assets_pack,

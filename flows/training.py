@@ -7,9 +7,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from backends.base import ModelVersion, PipelineRun
-from backends.pipeline_assets import AssetReferences
 from data_checks.validation import DataValidationReport
+from records.workspace import AssetReferences, ModelVersion, PipelineRun
 from tasks.data import generate_synthetic_sample, register_data_asset, validate_data
 from tasks.pipeline_assets import resolve_pipeline_assets
 from tasks.registry import register_model

@@ -18,6 +18,7 @@ from rich.table import Table
 from backends.topology import TOPOLOGY_VARIABLE, load_topology
 from mlops_cli.azure_pool import azure_app
 from mlops_cli.prefect_server import running_server, start_server, stop_server
+from records import lineage_tags
 
 app = typer.Typer(help="Readmission MLOps lifecycle on Prefect (local backend by default).")
 server_app = typer.Typer(help="The local Prefect server the demo runs against.")
@@ -382,7 +383,7 @@ def _print_prod(seconds: float) -> None:
     key_file.chmod(0o600)
     console.print(
         f"Prod serves [bold]{champion.name} v{champion.version}[/bold] (champion in "
-        f"{registry.name}, approved by {champion.tags.get('approved_by')}) on "
+        f"{registry.name}, approved by {champion.tags.get(lineage_tags.APPROVED_BY)}) on "
         f"{endpoint.serving()} with traffic {dict(endpoint.traffic)}; "
         f"lifecycle took {seconds:.0f} s"
     )

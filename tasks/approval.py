@@ -13,8 +13,9 @@ from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
 from pydantic import Field, field_validator
 
-from backends.base import ModelVersion
 from data_checks.validation import DataValidationReport
+from records import lineage_tags
+from records.workspace import ModelVersion
 from tasks.integration_tests import IntegrationReport
 from tasks.training import METRICS, GateResult
 
@@ -69,6 +70,7 @@ def evidence_pack(
 ) -> str:
     """Markdown for the approval form: everything a reviewer needs on one page."""
     champion = gate.champion
+    lineage = candidate.tags
     rows = "\n".join(
         f"| {name} | {gate.candidate[name]:.4f} | "
         f"{'' if champion is None else f'{champion[name]:.4f}'} |"
@@ -93,9 +95,9 @@ def evidence_pack(
         f"p95 latency {integration.p95_ms:.1f} ms over {integration.requests} requests\n\n"
         f"| check | result | detail |\n|---|---|---|\n{checks}\n\n"
         f"### Lineage\n"
-        f"data {candidate.tags.get('data_asset')}:{candidate.tags.get('data_version')} "
-        f"(sha256 {candidate.tags.get('data_sha256', '')[:12]}), "
-        f"commit {candidate.tags.get('git_commit', '')[:12]}\n\n"
+        f"data {lineage.get(lineage_tags.DATA_ASSET)}:{lineage.get(lineage_tags.DATA_VERSION)} "
+        f"(sha256 {lineage.get(lineage_tags.DATA_SHA256, '')[:12]}), "
+        f"commit {lineage.get(lineage_tags.GIT_COMMIT, '')[:12]}\n\n"
         f"### Links\n{link_lines}\n\n"
         "Set **approved**, your name as **approver** and a **reason**, then submit."
     )

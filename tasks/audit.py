@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import backends
-from backends.base import AuditRecord, AuditWriteFailed
+from records.audit import AuditRecord, AuditWriteFailed
 
 __all__ = [
     "AuditRecord",

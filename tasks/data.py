@@ -9,10 +9,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 import backends
-from backends.base import DataAsset
-from backends.pipeline_assets import AssetReferences
 from backends.topology import load_topology
 from data_checks.validation import DataValidationReport
+from records.workspace import AssetReferences, DataAsset
 from tasks.settings import PIPELINES_DIR
 
 

@@ -18,8 +18,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from sklearn.metrics import roc_auc_score
 
-from backends.base import EndpointInfo
 from data_checks.readmission_schema import FEATURES, LABEL
+from records.serving import EndpointInfo
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
 import backends
-from backends.base import ModelVersion
 from backends.topology import load_topology
 from data_checks.readmission_schema import FEATURES
 from monitoring.drift import DriftReport, DriftThresholds, compute_drift, plot_drift
+from records import lineage_tags
+from records.serving import Capture
+from records.workspace import ModelVersion
 from tasks.canaries import CANARY_PREFIX
 from tasks.pictures import publish_image
 from tasks.settings import MonitoringSettings
@@ -28,8 +30,8 @@ def load_production_window(environment: str, endpoint: str, hours: float) -> pd.
     since = datetime.now(UTC) - timedelta(hours=hours)
     captured = backends.endpoints(environment).read_capture(endpoint, since)
     if not captured.empty:
-        canary = captured["request_id"].astype(str).str.startswith(CANARY_PREFIX)
-        captured = captured[~captured["mirrored"].astype(bool) & ~canary]
+        canary = captured[Capture.REQUEST_ID].astype(str).str.startswith(CANARY_PREFIX)
+        captured = captured[~captured[Capture.MIRRORED].astype(bool) & ~canary]
     get_run_logger().info("Captured rows in the last %s h: %d", hours, len(captured))
     return captured
 
@@ -38,7 +40,7 @@ def load_production_window(environment: str, endpoint: str, hours: float) -> pd.
 def load_reference(champion: ModelVersion, sample_rows: int) -> tuple[pd.DataFrame, np.ndarray]:
     """The champion's training data (from its lineage tags) and the champion's scores on it."""
     topology = load_topology()
-    source = champion.tags.get("source_workspace")
+    source = champion.tags.get(lineage_tags.SOURCE_WORKSPACE)
     environment = next(
         (e.name for e in topology.environments.values() if e.workspace == source), None
     )
@@ -48,7 +50,9 @@ def load_reference(champion: ModelVersion, sample_rows: int) -> tuple[pd.DataFra
             "environments.yaml; its training data cannot be found"
         )
     workspace = backends.workspace(environment)
-    asset = workspace.get_data(champion.tags["data_asset"], champion.tags["data_version"])
+    asset = workspace.get_data(
+        champion.tags[lineage_tags.DATA_ASSET], champion.tags[lineage_tags.DATA_VERSION]
+    )
     reference = pd.read_csv(workspace.data_path(asset))
     if len(reference) > sample_rows:
         reference = reference.sample(n=sample_rows, random_state=0)
@@ -95,9 +99,9 @@ def drift_report(
 def _scored(current: pd.DataFrame) -> np.ndarray | None:
     """The window's probabilities. A row whose output was not logged (Azure's collector logs
     inputs and outputs apart) has none, yet still counts for feature drift."""
-    if current.empty or "probability" not in current:
+    if current.empty or Capture.PROBABILITY not in current:
         return None
-    scores = current["probability"].dropna().to_numpy(dtype=float)
+    scores = current[Capture.PROBABILITY].dropna().to_numpy(dtype=float)
     return scores if len(scores) else None
 
 

@@ -12,17 +12,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 import backends
-from backends.base import ModelVersion
-from backends.pipeline_assets import (
-    AssetReferences,
-    AssetsNotPromoted,
-    PipelineAssets,
-    working_tree_assets,
-)
+from backends.pipeline_assets import AssetsNotPromoted, PipelineAssets, working_tree_assets
 from backends.topology import load_topology
+from records import lineage_tags
+from records.workspace import AssetReferences, ModelVersion
 from tasks import audit
 from tasks.approval import PromotionApproval
-from tasks.lineage import PIPELINE_ASSETS_TAG
 
 
 class AssetsNotValidated(RuntimeError):
@@ -62,7 +57,7 @@ def pipeline_assets_to_promote(model: ModelVersion) -> PipelineAssets | None:
     """The working tree's assets if the shared registry lacks any of them, else None (nothing
     to ask anyone). They must be what `model`'s passed pipeline ran."""
     assets = working_tree_assets()
-    validated = model.tags.get(PIPELINE_ASSETS_TAG)
+    validated = model.tags.get(lineage_tags.PIPELINE_ASSETS)
     if validated != assets.digest:
         raise AssetsNotValidated(
             f"{model.name} v{model.version} was trained with asset set {validated}, but the "
@@ -85,9 +80,10 @@ def pipeline_assets_pack(assets: PipelineAssets, model: ModelVersion, tracking_u
         f"## Promote the pipeline's components and environments to {registry}?\n\n"
         f"Test and prod run only the shared registry's versions. These passed dev's pipeline: "
         f"{model.name} v{model.version} was trained and gated with them (AUC "
-        f"{model.tags.get('test_auc', '?')}).\n\n"
+        f"{model.tags.get(lineage_tags.metric_tag('auc'), '?')}).\n\n"
         f"| kind | name | version |\n|---|---|---|\n{assets.listing()}\n\n"
-        f"Asset set `{assets.digest}`, commit {model.tags.get('git_commit', '')[:12]}\n\n"
+        f"Asset set `{assets.digest}`, "
+        f"commit {model.tags.get(lineage_tags.GIT_COMMIT, '')[:12]}\n\n"
         f"Pipeline run: {tracking_url}\n\n"
         "Set **approved**, your name as **approver** and a **reason**, then submit."
     )

@@ -6,7 +6,8 @@ from prefect import get_run_logger, task
 from prefect.transactions import Transaction, get_transaction
 
 import backends
-from backends.base import ModelVersion
+from records import lineage_tags
+from records.workspace import ModelVersion
 from tasks import audit
 from tasks.approval import PromotionApproval
 
@@ -26,10 +27,10 @@ def promote_to_shared_registry(
         model,
         workspace.model_path(model),
         {
-            "source_workspace": workspace.name,
-            "approved_by": approval.approver,
-            "approval_reason": approval.reason,
-            "release_flow_run_id": audit.current_flow_run_id() or "",
+            lineage_tags.SOURCE_WORKSPACE: workspace.name,
+            lineage_tags.APPROVED_BY: approval.approver,
+            lineage_tags.APPROVAL_REASON: approval.reason,
+            lineage_tags.RELEASE_FLOW_RUN_ID: audit.current_flow_run_id() or "",
         },
         description=f"Approved by {approval.approver}: {approval.reason}",
     )

@@ -6,9 +6,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 
 import backends
-from backends.base import DataAsset, ModelVersion, PipelineRun
-from backends.pipeline_assets import AssetReferences
-from tasks.lineage import PIPELINE_ASSETS_TAG, git_commit
+from records import lineage_tags
+from records.lineage import git_commit
+from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
 from tasks.training import GateResult
 
 
@@ -42,16 +42,16 @@ def register_model(
     """
     workspace = backends.workspace(environment)
     tags = {
-        "data_asset": asset.name,
-        "data_version": asset.version,
-        "data_sha256": asset.content_hash,
-        "pipeline_run_id": run.run_id,
-        "train_run_id": run.step("train").run_id,
-        "git_commit": git_commit(),
-        PIPELINE_ASSETS_TAG: assets.digest,
-        "pipeline_assets_from": assets.store,
-        "gate": "passed",
-        **{f"test_{name}": f"{value:.4f}" for name, value in gate.candidate.items()},
+        lineage_tags.DATA_ASSET: asset.name,
+        lineage_tags.DATA_VERSION: asset.version,
+        lineage_tags.DATA_SHA256: asset.content_hash,
+        lineage_tags.PIPELINE_RUN_ID: run.run_id,
+        lineage_tags.TRAIN_RUN_ID: run.step("train").run_id,
+        lineage_tags.GIT_COMMIT: git_commit(),
+        lineage_tags.PIPELINE_ASSETS: assets.digest,
+        lineage_tags.PIPELINE_ASSETS_FROM: assets.store,
+        lineage_tags.GATE: "passed",
+        **{lineage_tags.metric_tag(name): f"{value:.4f}" for name, value in gate.candidate.items()},
     }
     version = workspace.register_model(
         model_name,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 import backends
-from backends.base import EndpointInfo, ModelVersion
+from records.serving import EndpointInfo
+from records.workspace import ModelVersion
 from tasks import audit
 
 

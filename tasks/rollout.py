@@ -34,9 +34,10 @@ from prefect.runtime import flow_run
 from prefect.transactions import Transaction, get_transaction
 
 import backends
-from backends.base import EndpointInfo, ModelVersion, ServingMetrics
 from backends.topology import load_topology
 from data_checks.readmission_schema import LABEL
+from records.serving import EndpointInfo, ServingMetrics
+from records.workspace import ModelVersion
 from tasks.canaries import Canaries
 from tasks.rollout_judge import StepReport, Verdict, judge
 from tasks.rollout_record import (

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from backends.base import DeploymentHealth
+from records.serving import DeploymentHealth
 from tasks.settings import Guardrails, RolloutStep
 
 

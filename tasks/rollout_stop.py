@@ -16,7 +16,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 
 import backends
-from backends.base import ModelVersion
+from records.workspace import ModelVersion
 from tasks import audit
 from tasks.rollout_record import (
     RolloutRecord,

@@ -10,8 +10,8 @@ from prefect.exceptions import PrefectSignal
 from prefect.runtime import flow_run
 
 import backends
-from backends.base import DeploymentInfo, EndpointInfo, ModelVersion
-from backends.pipeline_assets import AssetReferences
+from records.serving import DeploymentInfo, EndpointInfo
+from records.workspace import AssetReferences, ModelVersion
 from tasks import audit
 
 COLOURS = ("blue", "green")

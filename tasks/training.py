@@ -12,9 +12,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 import backends
-from backends.base import DataAsset, ModelVersion, PipelineRun
-from backends.pipeline_assets import AssetReferences
 from backends.topology import load_topology
+from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
 from tasks.pictures import publish_image
 from tasks.settings import PIPELINES_DIR, GateSettings, PipelineSettings
 

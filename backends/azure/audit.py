@@ -36,8 +36,8 @@ from azure.storage.blob import ContainerClient, LinearRetry
 
 from backends.azure.clients import AzureConnection, connection
 from backends.azure.errors import AzureOperationFailed
-from backends.base import AuditRecord, AuditWriteFailed
 from backends.topology import Topology
+from records.audit import AuditRecord, AuditWriteFailed
 
 PREFIX = "records/"
 

@@ -51,14 +51,6 @@ from backends.azure.errors import (
     explained,
 )
 from backends.azure.retries import SETTLED_STATES, OperationTimedOut, retry_while_busy, wait_for
-from backends.base import (
-    DeploymentFailed,
-    DeploymentHealth,
-    DeploymentInfo,
-    EndpointInfo,
-    ModelVersion,
-    ServingMetrics,
-)
 from backends.pipeline_assets import working_tree_assets
 from backends.serving_package import (
     SCORING_SCRIPT,
@@ -67,6 +59,14 @@ from backends.serving_package import (
     deployment_variables,
 )
 from backends.traffic_rules import check_traffic
+from records.serving import (
+    DeploymentFailed,
+    DeploymentHealth,
+    DeploymentInfo,
+    EndpointInfo,
+    ServingMetrics,
+)
+from records.workspace import ModelVersion
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -32,9 +32,9 @@ from azure.mgmt.resource.deployments.models import (
 from backends.azure.clients import AzureConnection, connection, quiet_sdk_logs
 from backends.azure.errors import AzureOperationFailed, explain
 from backends.azure.retries import wait_for
-from backends.base import InfraPlan, PlannedChange
 from backends.infra_parameters import PARAMETERS_DIR, check_names_agree
 from backends.topology import REPO_ROOT, Topology
+from records.infra import InfraPlan, PlannedChange
 
 BICEP_INSTALL = (
     "install it with `az bicep install` (puts it in ~/.azure/bin) or from "

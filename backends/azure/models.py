@@ -16,7 +16,8 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from backends.azure import aliases
 from backends.azure.errors import AzureConflict, explained
-from backends.base import ModelVersion
+from records import lineage_tags
+from records.workspace import ModelVersion
 
 MARKER = ".downloaded"
 
@@ -170,7 +171,7 @@ class ModelStore:
             name=str(model.name),
             version=str(model.version),
             source=self.source_of(str(model.name), str(model.version)),
-            run_id=tags.get("run_id") or None,
+            run_id=tags.get(lineage_tags.RUN_ID) or None,
             tags=tags,
             aliases=tuple(by_version.get(str(model.version), ())),
         )

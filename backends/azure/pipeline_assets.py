@@ -23,12 +23,8 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from backends.azure.clients import quiet_sdk_logs
 from backends.azure.errors import AzureConflict, AzureOperationFailed, explained
-from backends.pipeline_assets import (
-    AssetReferences,
-    ComponentAsset,
-    EnvironmentAsset,
-    PipelineAssets,
-)
+from backends.pipeline_assets import ComponentAsset, EnvironmentAsset, PipelineAssets
+from records.workspace import AssetReferences
 
 Reference = Callable[[str, str, str], str]
 """(kind, name, version) -> how a job or deployment refers to that asset in this store."""

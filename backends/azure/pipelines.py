@@ -28,13 +28,13 @@ from azure.ai.ml.entities import PipelineJob
 from backends.azure.clients import quiet_sdk_logs
 from backends.azure.errors import explained
 from backends.azure.retries import Deadlines, poll_until
-from backends.base import PipelineFailed, PipelineRun, StepRun
 from backends.pipeline_assets import (
     ENVIRONMENT_PLACEHOLDER,
     component_name,
     pipeline_components,
 )
 from backends.topology import EnvironmentSpec
+from records.workspace import PipelineFailed, PipelineRun, StepRun
 
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding"}
 DATA_TYPES = {"uri_file", "uri_folder", "mlflow_model", "custom_model", "mltable"}

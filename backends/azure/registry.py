@@ -30,16 +30,12 @@ from backends.azure.clients import AzureConnection, registry_client
 from backends.azure.errors import AzureConflict, explained
 from backends.azure.models import ModelStore, ModelStoreDelegate
 from backends.azure.pipeline_assets import AssetStore
-from backends.base import ModelVersion
-from backends.pipeline_assets import (
-    AssetReferences,
-    PipelineAssets,
-    registry_reference,
-    registry_references,
-)
+from backends.pipeline_assets import PipelineAssets, registry_reference, registry_references
 from backends.topology import RegistrySpec, Topology
+from records import lineage_tags
+from records.workspace import AssetReferences, ModelVersion
 
-IDENTITY_TAG = "promoted_from"
+IDENTITY_TAG = lineage_tags.PROMOTED_FROM
 REGISTRY_ASSET_ID = "azureml://registries/{registry}/models/{name}/versions/{version}"
 WORKSPACE_ASSET_PREFIX = "azureml://locations/"
 
@@ -84,13 +80,13 @@ class AzureSharedRegistry(ModelStoreDelegate):
     def promote(
         self, model: ModelVersion, model_dir: Path, tags: Mapping[str, str], description: str
     ) -> ModelVersion:
-        origin = f"{tags['source_workspace']}:{model.name}:{model.version}"
+        origin = f"{tags[lineage_tags.SOURCE_WORKSPACE]}:{model.name}:{model.version}"
         wanted = {
             **model.tags,
             **tags,
             IDENTITY_TAG: origin,
-            "source_run_id": model.run_id or "",
-            "source_asset_id": model.source,
+            lineage_tags.SOURCE_RUN_ID: model.run_id or "",
+            lineage_tags.SOURCE_ASSET_ID: model.source,
         }
         copy = self._copy_of(model, origin)
         if copy is None:
@@ -105,13 +101,13 @@ class AzureSharedRegistry(ModelStoreDelegate):
         return self.models.get_version(copy.name, copy.version)
 
     def _copy_of(self, model: ModelVersion, origin: str) -> ModelVersion | None:
-        run = model.tags.get("pipeline_run_id")
+        run = model.tags.get(lineage_tags.PIPELINE_RUN_ID)
         for version in self.models.list_model_versions(model.name):
             if version.tags.get(IDENTITY_TAG) == origin:
                 return version
             if (
                 run
-                and version.tags.get("pipeline_run_id") == run
+                and version.tags.get(lineage_tags.PIPELINE_RUN_ID) == run
                 and IDENTITY_TAG not in version.tags
             ):
                 return version  # imported, then interrupted before it was tagged

@@ -23,19 +23,19 @@ from backends.azure.errors import AzureConflict, AzureResourceMissing, explained
 from backends.azure.models import ModelStore, ModelStoreDelegate
 from backends.azure.pipeline_assets import AssetStore
 from backends.azure.pipelines import PipelineRunner
-from backends.base import DataAsset, ModelVersion, PipelineRun
 from backends.content_hash import file_sha256
 from backends.pipeline_assets import (
-    AssetReferences,
     PipelineAssets,
     working_tree_assets,
     workspace_reference,
     workspace_references,
 )
 from backends.topology import EnvironmentSpec, Topology
+from records import lineage_tags
+from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
 
-CONTENT_TAG = "content_sha256"
-IDENTITY_TAG = "pipeline_run_id"
+CONTENT_TAG = lineage_tags.CONTENT_SHA256
+IDENTITY_TAG = lineage_tags.PIPELINE_RUN_ID
 # the SDK's own `models.share` builds the same id (azure.ai.ml.constants ASSET_ID_FORMAT)
 WORKSPACE_ASSET_ID = (
     "azureml://locations/{location}/workspaces/{guid}/models/{name}/versions/{version}"
@@ -109,7 +109,7 @@ class AzureWorkspace(ModelStoreDelegate):
             path=str(source),
             type=AssetTypes.URI_FILE,
             description=description,
-            tags={CONTENT_TAG: content_hash, "source_file": source.name},
+            tags={CONTENT_TAG: content_hash, lineage_tags.SOURCE_FILE: source.name},
         )
         with explained(f"register data asset {name} in {self.name}"):
             created = self.client.data.create_or_update(data)
@@ -195,12 +195,12 @@ class AzureWorkspace(ModelStoreDelegate):
     ) -> ModelVersion:
         """Idempotent per pipeline run: a re-run after a crash returns the version it made."""
         if IDENTITY_TAG not in tags:
-            raise ValueError("register_model needs a pipeline_run_id tag for lineage")
+            raise ValueError(f"register_model needs a {IDENTITY_TAG} tag for lineage")
         existing = self.models.find(name, IDENTITY_TAG, str(tags[IDENTITY_TAG]))
         if existing is not None:
             return existing
         return self.models.register(
-            name, str(model_dir), {**tags, "run_id": run_id or ""}, description
+            name, str(model_dir), {**tags, lineage_tags.RUN_ID: run_id or ""}, description
         )
 
     def tracking_ui_command(self) -> str:

@@ -12,8 +12,8 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from backends.base import AuditRecord, AuditWriteFailed
 from backends.topology import Topology
+from records.audit import AuditRecord, AuditWriteFailed
 
 
 class LocalAuditTrail:

@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 from mlflow.tracking import MlflowClient
 
-from backends.base import PipelineFailed, PipelineRun, StepRun
 from backends.pipeline_assets import component_name
+from records.workspace import PipelineFailed, PipelineRun, StepRun
 
 PARENT_INPUT = re.compile(r"^\$\{\{parent\.inputs\.(\w+)\}\}$")
 PARENT_OUTPUT = re.compile(r"^\$\{\{parent\.outputs\.(\w+)\}\}$")

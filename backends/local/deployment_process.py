@@ -28,19 +28,19 @@ from pathlib import Path
 
 import httpx
 
-from backends.base import ModelVersion
 from backends.local.endpoint_state import DeploymentProcess, DeploymentSpec
 from backends.local.processes import alive, command_line, stop_group, working_directory
 from backends.serving_package import (
     CONDA_FILE,
     DEFAULT_THRESHOLD,
     SCORING_SCRIPT,
-    THRESHOLD_TAG,
     code_snapshot,
     deployment_template,
     deployment_variables,
     inference_venv,
 )
+from records import lineage_tags
+from records.workspace import ModelVersion
 
 SERVER_LOG = "azmlinfsrv.log"
 MODEL_FOLDER = "model"
@@ -97,7 +97,11 @@ def upgraded(spec: DeploymentSpec, code_root: Path) -> DeploymentSpec:
     threshold becomes the model's threshold setting)."""
     threshold = DEFAULT_THRESHOLD if spec.threshold is None else spec.threshold
     model = ModelVersion(
-        spec.model_name, spec.model_version, spec.model_path, None, {THRESHOLD_TAG: str(threshold)}
+        spec.model_name,
+        spec.model_version,
+        spec.model_path,
+        None,
+        {lineage_tags.TEST_THRESHOLD: str(threshold)},
     )
     return deployment_spec(spec.name, model, Path(spec.model_path), code_root)
 

@@ -32,14 +32,6 @@ import httpx
 if TYPE_CHECKING:
     import pandas as pd
 
-from backends.base import (
-    DeploymentFailed,
-    DeploymentHealth,
-    DeploymentInfo,
-    EndpointInfo,
-    ModelVersion,
-    ServingMetrics,
-)
 from backends.local.data_collector import BLOB_DATASTORE
 from backends.local.endpoint_state import (
     CODE_DIR,
@@ -51,6 +43,14 @@ from backends.local.endpoint_state import (
 )
 from backends.local.pipeline_assets import conda_file_of
 from backends.traffic_rules import RequestRefused
+from records.serving import (
+    DeploymentFailed,
+    DeploymentHealth,
+    DeploymentInfo,
+    EndpointInfo,
+    ServingMetrics,
+)
+from records.workspace import ModelVersion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_MODULE = "backends.local.endpoint_server"

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from backends.base import InfraPlan, PlannedChange
 from backends.infra_parameters import PARAMETERS_DIR, check_names_agree
 from backends.local.workspace import LocalSharedRegistry, LocalWorkspace
 from backends.topology import REPO_ROOT, Topology
+from records.infra import InfraPlan, PlannedChange
 
 
 class LocalInfrastructure:

@@ -22,7 +22,6 @@ from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
-from backends.base import DataAsset, ModelVersion, PipelineRun
 from backends.content_hash import file_sha256
 from backends.local.component_runner import ComponentRunner
 from backends.local.pipeline_assets import (
@@ -32,7 +31,6 @@ from backends.local.pipeline_assets import (
     workspace_store,
 )
 from backends.pipeline_assets import (
-    AssetReferences,
     PipelineAssets,
     registry_reference,
     registry_references,
@@ -40,6 +38,8 @@ from backends.pipeline_assets import (
     workspace_references,
 )
 from backends.topology import EnvironmentSpec, RegistrySpec, Topology
+from records import lineage_tags
+from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
 
 
 def create_store_once(db: Path) -> None:
@@ -240,10 +240,11 @@ class LocalWorkspace(MlflowRegistry):
         self, name: str, model_dir: str, run_id: str, tags: Mapping[str, str], description: str
     ) -> ModelVersion:
         """Idempotent per pipeline run: re-running a crashed flow never adds a second version."""
-        if "pipeline_run_id" not in tags:
-            raise ValueError("register_model needs a pipeline_run_id tag for lineage")
+        identity = lineage_tags.PIPELINE_RUN_ID
+        if identity not in tags:
+            raise ValueError(f"register_model needs a {identity} tag for lineage")
         return MlflowRegistry.register_model(
-            self, name, model_dir, run_id, tags, description, identity_tag="pipeline_run_id"
+            self, name, model_dir, run_id, tags, description, identity_tag=identity
         )
 
 
@@ -260,16 +261,21 @@ class LocalSharedRegistry(MlflowRegistry):
     ) -> ModelVersion:
         """Copy files, then register with the origin as identity tag: a re-run after a crash
         at any point converges on exactly one version."""
-        origin = f"{tags['source_workspace']}:{model.name}:{model.version}"
+        origin = f"{tags[lineage_tags.SOURCE_WORKSPACE]}:{model.name}:{model.version}"
         target = self.directory / "models" / model.name / origin.replace(":", "_")
         shutil.copytree(model_dir, target, dirs_exist_ok=True)
         return self.register_model(
             model.name,
             str(target),
             None,  # the training run lives in the source workspace's store, not this one
-            {**model.tags, **tags, "promoted_from": origin, "source_run_id": model.run_id or ""},
+            {
+                **model.tags,
+                **tags,
+                lineage_tags.PROMOTED_FROM: origin,
+                lineage_tags.SOURCE_RUN_ID: model.run_id or "",
+            },
             description,
-            identity_tag="promoted_from",
+            identity_tag=lineage_tags.PROMOTED_FROM,
         )
 
     def publish_pipeline_assets(self, assets: PipelineAssets) -> AssetReferences:

@@ -24,8 +24,10 @@ from typer.testing import CliRunner
 import backends
 from backends.azure.audit import open_audit_trail
 from backends.azure.clients import connection
-from backends.base import AuditRecord, AuditWriteFailed, ModelVersion
 from backends.topology import load_topology
+from records import lineage_tags
+from records.audit import AuditRecord, AuditWriteFailed
+from records.workspace import ModelVersion
 from tasks.audit import read_audit_log, record
 from tasks.decisions import ask_for_approval
 from tasks.promotion import promote_to_shared_registry
@@ -325,7 +327,7 @@ def test_an_approval_that_cannot_be_recorded_promotes_nothing(
     assert (ACCOUNT, AUDIT) in fake_azure.fake.immutability_policies  # infra/shared.bicep's
     test = backends.workspace("test")
     model = test.register_model(
-        "readmission", str(model_dir), "train-run-a", {"pipeline_run_id": "run-a"}, ""
+        "readmission", str(model_dir), "train-run-a", {lineage_tags.PIPELINE_RUN_ID: "run-a"}, ""
     )
     if not writable:
         fake_azure.fake.fail_blob_requests(403, "AuthorizationPermissionMismatch", times=99)

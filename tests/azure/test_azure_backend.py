@@ -22,9 +22,11 @@ import backends.azure
 from backends.azure import aliases
 from backends.azure.errors import AzureConflict
 from backends.azure.registry import AzureSharedRegistry
-from backends.base import DeploymentFailed, DeploymentHealth, ModelVersion
 from backends.pipeline_assets import working_tree_assets
 from backends.serving_package import deployment_template, environment_version
+from records import lineage_tags
+from records.serving import DeploymentFailed, DeploymentHealth
+from records.workspace import ModelVersion
 from synthetic_data.readmissions import generate_readmissions
 from tasks.integration_tests import split_body
 from tasks.settings import load_training_settings
@@ -52,7 +54,9 @@ def workspace(azure: AzureUnderTest, environment: str = "test") -> backends.azur
 
 
 def register(ws: backends.azure.AzureWorkspace, model_dir: Path, run: str) -> ModelVersion:
-    return ws.register_model(MODEL, str(model_dir), f"train-{run}", {"pipeline_run_id": run}, "")
+    return ws.register_model(
+        MODEL, str(model_dir), f"train-{run}", {lineage_tags.PIPELINE_RUN_ID: run}, ""
+    )
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +147,7 @@ def test_without_a_champion_no_step_points_at_a_missing_input(
 def test_an_input_the_pipeline_does_not_take_is_refused_before_anything_is_sent(
     fake_azure: AzureUnderTest, pipelines: Path
 ) -> None:
-    from backends.base import PipelineFailed
+    from records.workspace import PipelineFailed
 
     with pytest.raises(PipelineFailed, match="no inputs named \\['learning_rat'\\]"):
         workspace(fake_azure, "dev").run_pipeline(pipelines / "train.yml", {"learning_rat": 0.1})
@@ -275,7 +279,10 @@ def promoted_from_test(
     test_ws = workspace(fake_azure, "test")
     registry = backends.azure.open_shared_registry(fake_azure.topology)
     promoted = registry.promote(
-        register(test_ws, model_dir, "run-a"), model_dir, {"source_workspace": test_ws.name}, "ok"
+        register(test_ws, model_dir, "run-a"),
+        model_dir,
+        {lineage_tags.SOURCE_WORKSPACE: test_ws.name},
+        "ok",
     )
     return registry, promoted
 
@@ -334,7 +341,11 @@ def test_a_deployment_sends_the_scoring_script_its_environment_and_the_models_th
     endpoints = backends.azure.open_endpoints(ws)
     endpoints.create_or_update_endpoint("readm")
     model = ws.register_model(
-        MODEL, str(model_dir), "train-a", {"pipeline_run_id": "a", "test_threshold": "0.27"}, ""
+        MODEL,
+        str(model_dir),
+        "train-a",
+        {lineage_tags.PIPELINE_RUN_ID: "a", lineage_tags.TEST_THRESHOLD: "0.27"},
+        "",
     )
 
     endpoints.create_or_update_deployment("readm", "blue", model, model_dir)
@@ -724,10 +735,12 @@ def test_a_promotion_interrupted_after_the_copy_adopts_it_instead_of_copying_aga
         WorkspaceAssetReference(name=MODEL, version="1", asset_id=candidate.source)
     )
 
-    promoted = registry.promote(candidate, model_dir, {"source_workspace": ws.name}, "ok")
+    promoted = registry.promote(
+        candidate, model_dir, {lineage_tags.SOURCE_WORKSPACE: ws.name}, "ok"
+    )
 
     assert [v.version for v in registry.list_model_versions(MODEL)] == ["1"]
-    assert promoted.tags["promoted_from"] == f"{ws.name}:{MODEL}:1"
+    assert promoted.tags[lineage_tags.PROMOTED_FROM] == f"{ws.name}:{MODEL}:1"
     assert promoted.aliases == ()  # the workspace's champion claim was not carried over
 
 
@@ -735,11 +748,15 @@ def test_a_model_from_outside_any_workspace_is_uploaded_to_the_registry(
     fake_azure: AzureUnderTest, model_dir: Path
 ) -> None:
     registry = backends.azure.open_shared_registry(fake_azure.topology)
-    outside = ModelVersion(MODEL, "7", str(model_dir), None, {"pipeline_run_id": "elsewhere"})
+    outside = ModelVersion(
+        MODEL, "7", str(model_dir), None, {lineage_tags.PIPELINE_RUN_ID: "elsewhere"}
+    )
 
-    promoted = registry.promote(outside, model_dir, {"source_workspace": "laptop"}, "ok")
+    promoted = registry.promote(outside, model_dir, {lineage_tags.SOURCE_WORKSPACE: "laptop"}, "ok")
 
-    assert promoted.version == "1" and promoted.tags["promoted_from"] == f"laptop:{MODEL}:7"
+    assert (
+        promoted.version == "1" and promoted.tags[lineage_tags.PROMOTED_FROM] == f"laptop:{MODEL}:7"
+    )
     assert (registry.model_path(promoted) / "model.skops").read_bytes() == b"\x00fitted pipeline"
     uploads = [r for r in fake_azure.fake.requests if r.method == "PUT" and "sig=" in r.url]
     assert uploads and all(r.query["sig"] in fake_azure.fake.issued_sas for r in uploads)

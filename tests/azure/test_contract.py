@@ -19,7 +19,6 @@ import pytest
 
 import backends.azure
 import backends.local
-from backends.base import DeploymentFailed, ModelVersion
 from backends.pipeline_assets import (
     AssetsNotPromoted,
     PipelineAssets,
@@ -30,6 +29,9 @@ from backends.pipeline_assets import (
 )
 from backends.topology import Topology, load_topology
 from backends.traffic_rules import RequestRefused
+from records import lineage_tags
+from records.serving import DeploymentFailed
+from records.workspace import ModelVersion
 from tests.azure.conftest import AzureUnderTest
 from tests.azure.fake.http import Reply, SeenRequest
 from tests.endpoints.models import save_broken_model, save_trained_model
@@ -126,7 +128,11 @@ def csv(path: Path, rows: str) -> Path:
 
 def register(workspace: Any, model_dir: Path, run: str) -> ModelVersion:
     return workspace.register_model(
-        MODEL, str(model_dir), f"train-{run}", {"pipeline_run_id": run, "gate": "passed"}, "test"
+        MODEL,
+        str(model_dir),
+        f"train-{run}",
+        {lineage_tags.PIPELINE_RUN_ID: run, lineage_tags.GATE: "passed"},
+        "test",
     )
 
 
@@ -169,7 +175,10 @@ def test_registering_the_same_pipeline_run_twice_makes_one_version(
     assert retried == first
     assert (first.version, other.version) == ("1", "2")
     assert [v.version for v in workspace.list_model_versions(MODEL)] == ["1", "2"]
-    assert first.tags["pipeline_run_id"] == "run-a" and other.tags["pipeline_run_id"] == "run-b"
+    assert (
+        first.tags[lineage_tags.PIPELINE_RUN_ID] == "run-a"
+        and other.tags[lineage_tags.PIPELINE_RUN_ID] == "run-b"
+    )
     assert workspace.list_model_versions("never-registered") == []
 
 
@@ -214,17 +223,19 @@ def test_promotion_copies_once_with_its_lineage_and_keeps_aliases_apart(
     registry = backend.registry()
     candidate = register(workspace, model_dirs[0], "run-a")
     workspace.set_model_alias(MODEL, "champion", candidate.version)
-    approval = {"source_workspace": workspace.name, "approved_by": "dr.who"}
+    approval = {lineage_tags.SOURCE_WORKSPACE: workspace.name, lineage_tags.APPROVED_BY: "dr.who"}
 
     promoted = registry.promote(candidate, workspace.model_path(candidate), approval, "ok")
     retried = registry.promote(candidate, workspace.model_path(candidate), approval, "ok")
 
     assert retried == promoted
     assert [v.version for v in registry.list_model_versions(MODEL)] == [promoted.version]
-    assert promoted.tags["promoted_from"] == f"{workspace.name}:{MODEL}:{candidate.version}"
-    assert promoted.tags["approved_by"] == "dr.who"
-    assert promoted.tags["pipeline_run_id"] == "run-a"
-    assert promoted.tags["source_run_id"] == "train-run-a"
+    assert (
+        promoted.tags[lineage_tags.PROMOTED_FROM] == f"{workspace.name}:{MODEL}:{candidate.version}"
+    )
+    assert promoted.tags[lineage_tags.APPROVED_BY] == "dr.who"
+    assert promoted.tags[lineage_tags.PIPELINE_RUN_ID] == "run-a"
+    assert promoted.tags[lineage_tags.SOURCE_RUN_ID] == "train-run-a"
     assert registry.get_model(MODEL, "champion") is None  # the workspace's alias stays there
     registry.set_model_alias(MODEL, "challenger", promoted.version)
     assert registry.get_model(MODEL, "challenger").version == promoted.version

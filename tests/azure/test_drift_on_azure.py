@@ -27,6 +27,7 @@ import backends.azure
 from backends.azure.errors import AzureConflict
 from flows.monitor_drift import monitor_drift
 from mlops_cli.traffic import send_traffic
+from records import lineage_tags
 from synthetic_data.readmissions import generate_readmissions
 from tasks.settings import load_release_settings, load_training_settings
 from tests.azure.conftest import AzureUnderTest
@@ -55,14 +56,16 @@ def azure_prod(
     test = backends.workspace("test")
     asset = test.register_data("readmissions", data)
     lineage = {
-        "pipeline_run_id": "drift-test-run",
-        "data_asset": asset.name,
-        "data_version": asset.version,
-        "data_sha256": asset.content_hash,
+        lineage_tags.PIPELINE_RUN_ID: "drift-test-run",
+        lineage_tags.DATA_ASSET: asset.name,
+        lineage_tags.DATA_VERSION: asset.version,
+        lineage_tags.DATA_SHA256: asset.content_hash,
     }
     candidate = test.register_model(MODEL, str(model_dir), "train-run", lineage, "drift test")
     registry = backends.shared_registry()
-    champion = registry.promote(candidate, model_dir, {"source_workspace": test.name}, "approved")
+    champion = registry.promote(
+        candidate, model_dir, {lineage_tags.SOURCE_WORKSPACE: test.name}, "approved"
+    )
     registry.set_model_alias(MODEL, "champion", champion.version)
     prod = backends.endpoints("prod")
     prod.create_or_update_endpoint(ENDPOINT)

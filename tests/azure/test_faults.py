@@ -25,8 +25,10 @@ from backends.azure.errors import (
     ResourceBusy,
 )
 from backends.azure.retries import Deadlines, OperationTimedOut
-from backends.base import DeploymentFailed, ModelVersion, PipelineFailed
 from backends.topology import EnvironmentSpec
+from records import lineage_tags
+from records.serving import DeploymentFailed
+from records.workspace import ModelVersion, PipelineFailed
 from synthetic_data.readmissions import generate_readmissions
 from tasks.integration_tests import split_body
 from tests.azure.conftest import FAST_DEADLINES, FAST_RETRIES, AzureUnderTest
@@ -42,7 +44,9 @@ def workspace(azure: AzureUnderTest, environment: str = "test") -> backends.azur
 
 
 def register(ws: backends.azure.AzureWorkspace, model_dir: Path, run: str) -> ModelVersion:
-    return ws.register_model(MODEL, str(model_dir), f"train-{run}", {"pipeline_run_id": run}, "")
+    return ws.register_model(
+        MODEL, str(model_dir), f"train-{run}", {lineage_tags.PIPELINE_RUN_ID: run}, ""
+    )
 
 
 def answered(azure: AzureUnderTest, status: int) -> int:
@@ -191,12 +195,16 @@ def test_a_409_on_share_is_verified_and_makes_no_duplicate(
     candidate = register(ws, model_dir, "run-a")
     fake_azure.fake.conflict_on_share()
 
-    promoted = registry.promote(candidate, model_dir, {"source_workspace": ws.name}, "approved")
+    promoted = registry.promote(
+        candidate, model_dir, {lineage_tags.SOURCE_WORKSPACE: ws.name}, "approved"
+    )
 
     assert answered(fake_azure, 409) == 1
     assert [v.version for v in registry.list_model_versions(MODEL)] == [promoted.version]
-    assert promoted.tags["promoted_from"] == f"{ws.name}:{MODEL}:1"
-    again = registry.promote(candidate, model_dir, {"source_workspace": ws.name}, "approved")
+    assert promoted.tags[lineage_tags.PROMOTED_FROM] == f"{ws.name}:{MODEL}:1"
+    again = registry.promote(
+        candidate, model_dir, {lineage_tags.SOURCE_WORKSPACE: ws.name}, "approved"
+    )
     assert again == promoted
 
 
@@ -211,7 +219,7 @@ def test_a_409_from_a_different_model_in_the_way_is_not_taken_for_ours(
     )
 
     with pytest.raises(AzureOperationFailed, match="refused to import .* re-run the promotion"):
-        registry.promote(candidate, model_dir, {"source_workspace": ws.name}, "approved")
+        registry.promote(candidate, model_dir, {lineage_tags.SOURCE_WORKSPACE: ws.name}, "approved")
 
     assert registry.list_model_versions(MODEL) == []
 
@@ -273,7 +281,9 @@ def test_no_request_carries_a_key_or_secret_only_bearer_tokens_from_the_credenti
     ws.set_model_alias(MODEL, "champion", candidate.version)
     ws.model_path(candidate)
     registry = backends.azure.open_shared_registry(fake_azure.topology)
-    promoted = registry.promote(candidate, model_dir, {"source_workspace": ws.name}, "ok")
+    promoted = registry.promote(
+        candidate, model_dir, {lineage_tags.SOURCE_WORKSPACE: ws.name}, "ok"
+    )
     registry.model_path(promoted)
     endpoints = backends.azure.open_endpoints(workspace(fake_azure, "prod"))
     endpoints.create_or_update_endpoint("readm")

@@ -36,13 +36,14 @@ from prefect.client.schemas.objects import StateType
 
 import backends
 from backends.azure.pipelines import PipelineRunner
-from backends.base import EndpointInfo
 from backends.local.workspace import LocalWorkspace
 from backends.pipeline_assets import working_tree_assets
-from backends.serving_package import THRESHOLD_TAG, deployment_template, environment_version
+from backends.serving_package import deployment_template, environment_version
 from flows.release import release
 from flows.rollback import rollback
 from flows.train_dev import train_dev
+from records import lineage_tags
+from records.serving import EndpointInfo
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.integration_tests import split_body
@@ -255,7 +256,7 @@ def test_approved_release_is_promoted_and_serves_in_prod(
     registry = backends.shared_registry()
     assert shared_versions() == ["1"]
     assert champion() == promoted.version == "1"
-    assert registry.get_model(MODEL, "champion").tags["approved_by"] == "alice"
+    assert registry.get_model(MODEL, "champion").tags[lineage_tags.APPROVED_BY] == "alice"
     assert prod_endpoint(azure_flows)["traffic"] == {"blue": 100}
     assert_test_endpoint_deleted(state)
     response = score_prod()
@@ -265,7 +266,7 @@ def test_approved_release_is_promoted_and_serves_in_prod(
     assert not fake.unhandled
     # what was deployed, in test and in prod, is the scoring script in its environment
     blue = prod_deployment(azure_flows, "blue")
-    assert_runs_the_scoring_script(blue, promoted.tags[THRESHOLD_TAG])
+    assert_runs_the_scoring_script(blue, promoted.tags[lineage_tags.TEST_THRESHOLD])
     assert blue["model"] == (
         f"azureml://registries/{azure_flows.topology.shared_registry.name}/models/{MODEL}"
         "/versions/1"
@@ -273,7 +274,7 @@ def test_approved_release_is_promoted_and_serves_in_prod(
     test_puts = deployment_puts(fake, release_test_endpoint(state))
     assert test_puts, "the release deployed to the test endpoint"
     for sent in [*test_puts, *deployment_puts(fake, SETTINGS.prod_endpoint)]:
-        assert_runs_the_scoring_script(sent, promoted.tags[THRESHOLD_TAG])
+        assert_runs_the_scoring_script(sent, promoted.tags[lineage_tags.TEST_THRESHOLD])
     # both endpoints run under the user-assigned identity the topology names
     assert endpoint_identities(fake, release_test_endpoint(state)) == [
         azure_flows.topology.environment("test").endpoint_identity

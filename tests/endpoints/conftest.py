@@ -20,9 +20,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from backends.base import EndpointInfo, ModelVersion
 from backends.local.endpoints import LocalEndpoints, stop_all
 from data_checks.readmission_schema import LABEL
+from records.serving import EndpointInfo
+from records.workspace import ModelVersion
 from synthetic_data.readmissions import generate_readmissions
 from tests.endpoints.models import save_broken_model, save_fragile_model, save_trained_model
 

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from backends.base import DeploymentFailed, DeploymentHealth
 from backends.traffic_rules import RequestRefused
+from records import lineage_tags
+from records.serving import DeploymentFailed, DeploymentHealth
 from tests.endpoints.conftest import (
     Caller,
     ModelDirs,
@@ -195,7 +196,7 @@ def test_an_idle_deployment_is_deleted_and_deleting_it_again_is_a_no_op(
 def test_the_label_threshold_comes_from_the_models_test_threshold_tag(
     shared: Caller, models: ModelDirs, rows: pd.DataFrame
 ) -> None:
-    strict = model_version("6", models.good, {"test_threshold": "0.3"})
+    strict = model_version("6", models.good, {lineage_tags.TEST_THRESHOLD: "0.3"})
     shared.endpoints.create_or_update_deployment(shared.name, "strict", strict, models.good)
 
     answer = shared.score(split_body(rows.head(50)), {"azureml-model-deployment": "strict"}).json()

@@ -19,6 +19,7 @@ import backends
 from backends.local.endpoints import stop_all
 from flows.release import release
 from flows.rollback import rollback
+from records import lineage_tags
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.integration_tests import split_body
@@ -123,8 +124,11 @@ def test_approved_release_is_promoted_and_serves_in_prod(backend: Path, data: di
     assert shared_versions() == ["1"]
     champion = registry.get_model(MODEL, "champion")
     assert champion is not None and champion.version == promoted.version
-    assert champion.tags["approved_by"] == "alice"
-    assert champion.tags["data_asset"] == "readmissions" and champion.tags["git_commit"]
+    assert champion.tags[lineage_tags.APPROVED_BY] == "alice"
+    assert (
+        champion.tags[lineage_tags.DATA_ASSET] == "readmissions"
+        and champion.tags[lineage_tags.GIT_COMMIT]
+    )
     endpoint = prod()
     assert dict(endpoint.traffic) == {"blue": 100}
     response = score_prod()

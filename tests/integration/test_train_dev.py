@@ -18,6 +18,7 @@ from data_checks.readmission_schema import FEATURES, LABEL
 from flows.release import release
 from flows.train_dev import train_dev
 from flows.training import train_in_environment
+from records import lineage_tags
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.settings import load_training_settings
@@ -61,14 +62,18 @@ def test_train_dev_registers_a_gated_model_with_lineage(
     registered = workspace.get_model(MODEL, "champion")
     assert registered is not None and registered.version == model.version
     tags = registered.tags
-    assert tags["data_asset"] == "readmissions" and tags["data_version"] == "1"
-    assert len(tags["data_sha256"]) == 64
-    assert tags["pipeline_run_id"] and tags["train_run_id"] == registered.run_id
-    assert tags["git_commit"]
-    assert float(tags["test_auc"]) > 0.7
+    assert (
+        tags[lineage_tags.DATA_ASSET] == "readmissions" and tags[lineage_tags.DATA_VERSION] == "1"
+    )
+    assert len(tags[lineage_tags.DATA_SHA256]) == 64
+    assert (
+        tags[lineage_tags.PIPELINE_RUN_ID] and tags[lineage_tags.TRAIN_RUN_ID] == registered.run_id
+    )
+    assert tags[lineage_tags.GIT_COMMIT]
+    assert float(tags[lineage_tags.metric_tag("auc")]) > 0.7
     assets = working_tree_assets()
-    assert tags["pipeline_assets"] == assets.digest
-    assert tags["pipeline_assets_from"] == workspace.name
+    assert tags[lineage_tags.PIPELINE_ASSETS] == assets.digest
+    assert tags[lineage_tags.PIPELINE_ASSETS_FROM] == workspace.name
 
     # The approved assets are in the shared registry, once, with the approver on record.
     registry = backends.shared_registry()
@@ -93,7 +98,11 @@ def test_train_dev_registers_a_gated_model_with_lineage(
 
     # Step runs are nested under the pipeline run in the dev store.
     runs = training_runs("dev")
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == tags["pipeline_run_id"]]
+    children = [
+        r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == tags[lineage_tags.PIPELINE_RUN_ID]
+    ]
     assert {r.info.run_name for r in children} == {"prep", "train", "evaluate"}
     versions_run = {r.data.tags["component"] for r in children}
     assert versions_run == {
@@ -113,15 +122,17 @@ def test_train_dev_registers_a_gated_model_with_lineage(
             "evaluate_readmission_model",
         )
     }
-    assert in_test.model.tags["pipeline_assets"] == assets.digest
-    assert in_test.model.tags["pipeline_assets_from"] == registry.name
+    assert in_test.model.tags[lineage_tags.PIPELINE_ASSETS] == assets.digest
+    assert in_test.model.tags[lineage_tags.PIPELINE_ASSETS_FROM] == registry.name
 
     # A second run compares with the champion on the same test rows and registers version 2.
     again = train_dev(data_path=write(good_frame, tmp_path / "again.csv"), return_state=True)
     assert again.type == StateType.COMPLETED, again.message  # no second approval asked
     assert len([r for r in read_audit_log() if r.action == "assets-promoted"]) == 1
     assert [v.version for v in workspace.list_model_versions(MODEL)] == ["1", "2"]
-    assert workspace.list_model_versions(MODEL)[1].tags["data_version"] == "1"  # same content
+    assert (
+        workspace.list_model_versions(MODEL)[1].tags[lineage_tags.DATA_VERSION] == "1"
+    )  # same content
     gate = training_runs("dev")
     assert any("champion_test_auc" in r.data.metrics for r in gate)
 

@@ -19,9 +19,10 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import State
 
 import backends
-from backends.base import ModelVersion
 from flows.prod_rollout import prod_rollout
 from flows.rollback import rollback
+from records import lineage_tags
+from records.workspace import ModelVersion
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.rollout_record import read_record
@@ -71,12 +72,16 @@ def registry_models(
         for number in range(1, 5):
             path = save_trained_model(models_dir / f"v{number}", rows=1_500, seed=number)
             model = workspace.register_model(
-                MODEL, str(path), f"run-{number}", {"pipeline_run_id": f"run-{number}"}, "t"
+                MODEL,
+                str(path),
+                f"run-{number}",
+                {lineage_tags.PIPELINE_RUN_ID: f"run-{number}"},
+                "t",
             )
             promoted[str(number)] = registry.promote(
                 model,
                 workspace.model_path(model),
-                {"source_workspace": workspace.name, "approved_by": "test"},
+                {lineage_tags.SOURCE_WORKSPACE: workspace.name, lineage_tags.APPROVED_BY: "test"},
                 "test",
             )
         prod_rollout(promoted["1"], str(canaries))  # the first deployment: straight to 100%

@@ -35,9 +35,10 @@ from typer.testing import CliRunner
 import backends
 import backends.azure
 import backends.local
-from backends.base import ModelVersion
 from data_checks.readmission_schema import LABEL
 from mlops_cli.main import app
+from records import lineage_tags
+from records.workspace import ModelVersion
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.integration_tests import split_body
@@ -223,7 +224,7 @@ def stage(
                 "readmission",
                 str(folder),
                 f"rollout-{name}",
-                {"pipeline_run_id": f"rollout-{name}"},
+                {lineage_tags.PIPELINE_RUN_ID: f"rollout-{name}"},
                 f"rollout test model {name}",
             )
             for name, folder in model_dirs.items()

@@ -26,10 +26,11 @@ import pytest
 
 import backends.azure
 import backends.local
-from backends.base import DeploymentFailed, ModelVersion
-from backends.collected_data import CAPTURE_COLUMNS
 from backends.topology import load_topology
 from data_checks.readmission_schema import FEATURES, LABEL
+from records import lineage_tags
+from records.serving import CAPTURE_COLUMNS, DeploymentFailed
+from records.workspace import ModelVersion
 from synthetic_data.readmissions import generate_readmissions
 from tasks.integration_tests import bad_requests, split_body
 from tests.azure.conftest import azure_under_test
@@ -99,7 +100,10 @@ def served(
                 MODEL,
                 str(model_dirs[0]),
                 "train-serving",
-                {"pipeline_run_id": "serving", "test_threshold": str(THRESHOLD)},
+                {
+                    lineage_tags.PIPELINE_RUN_ID: "serving",
+                    lineage_tags.TEST_THRESHOLD: str(THRESHOLD),
+                },
                 "serving contract",
             )
             endpoints = module.open_endpoints(workspace)
@@ -209,7 +213,7 @@ def test_a_model_that_fails_init_never_gets_traffic(
         MODEL,
         str(model_dirs[1]),
         "train-broken",
-        {"pipeline_run_id": "broken", "test_threshold": "0.5"},
+        {lineage_tags.PIPELINE_RUN_ID: "broken", lineage_tags.TEST_THRESHOLD: "0.5"},
         "a model file that does not load",
     )
 

@@ -13,6 +13,7 @@ import pytest
 
 import backends
 from backends.local.endpoints import stop_all
+from records import lineage_tags
 from synthetic_data.readmissions import generate_readmissions
 from tasks.audit import read_audit_log
 from tasks.settings import load_training_settings
@@ -90,6 +91,6 @@ def test_approval_in_the_prefect_ui_form_promotes(paused_release, mlops_root: Pa
 
     assert process.wait(timeout=300) == 0
     champion = backends.shared_registry().get_model(MODEL, "champion")
-    assert champion is not None and champion.tags["approved_by"] == "ursula (UI)"
+    assert champion is not None and champion.tags[lineage_tags.APPROVED_BY] == "ursula (UI)"
     assert ("approved", "ursula (UI)") in [(r.action, r.actor) for r in read_audit_log()]
     assert (SCREENSHOTS / "approval-form.png").stat().st_size > 10_000

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from backends.base import PipelineFailed
 from backends.local.component_runner import render_command
 from backends.local.workspace import LocalWorkspace
 from backends.topology import load_topology
+from records.workspace import PipelineFailed
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pipeline"
 

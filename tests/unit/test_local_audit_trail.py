@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import backends
-from backends.base import AuditRecord, AuditWriteFailed
 from backends.local.audit import LocalAuditTrail
+from records.audit import AuditRecord, AuditWriteFailed
 from tasks.audit import read_audit_log, record
 
 

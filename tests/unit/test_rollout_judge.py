@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backends.base import DeploymentHealth, ServingMetrics
+from records.serving import DeploymentHealth, ServingMetrics
 from tasks.rollout_judge import judge
 from tasks.settings import Guardrails, RolloutStep
 

@@ -1,14 +1,12 @@
-"""Where a model came from: the code commit it was trained with."""
+"""Where a model came from: the code commit it was trained with (its `git_commit` tag)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
-from backends.topology import REPO_ROOT
-
-PIPELINE_ASSETS_TAG = "pipeline_assets"
-"""The model tag naming the asset set (components + environments) its pipeline ran."""
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit() -> str:
