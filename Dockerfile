@@ -29,6 +29,7 @@ RUN pip install --compile -r requirements.lock
 
 # The code the flows run and read at runtime.
 COPY pyproject.toml environments.yaml prefect.yaml ./
+COPY audit/ audit/
 COPY backends/ backends/
 COPY components/ components/
 COPY config/ config/
@@ -38,11 +39,13 @@ COPY infra/ infra/
 COPY mlops_cli/ mlops_cli/
 COPY monitoring/ monitoring/
 COPY records/ records/
+COPY reports/ reports/
+COPY settings/ settings/
 COPY synthetic_data/ synthetic_data/
 COPY tasks/ tasks/
 RUN pip install --no-deps -e . \
- && python -m compileall -q backends components data_checks flows mlops_cli monitoring \
-    records synthetic_data tasks
+ && python -m compileall -q audit backends components data_checks flows mlops_cli monitoring \
+    records reports settings synthetic_data tasks
 
 # Not root: the code is read-only to the flows; they write only under MLOPS_ROOT and $HOME
 # (Prefect's own files).

@@ -6,9 +6,8 @@ from prefect import flow, pause_flow_run
 from prefect.states import Cancelled, State
 
 from records.infra import InfraPlan
-from tasks.approval import InfraApproval
-from tasks.decisions import record_decision
 from tasks.infra import deploy_infrastructure, lint_bicep, plan_markdown, what_if
+from tasks.release.approval import InfraApproval, record_decision
 
 ORDER = ("shared", "dev", "test", "prod")
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from prefect import flow
 
 from monitoring.drift import DriftReport
+from settings import load_monitoring_settings, load_release_settings, load_training_settings
 from tasks.monitoring import (
     drift_report,
     load_production_window,
     load_reference,
     raise_drift_alarm,
 )
-from tasks.registry import find_prod_champion
-from tasks.settings import load_monitoring_settings, load_release_settings, load_training_settings
+from tasks.training.registry import find_prod_champion
 
 
 @flow(name="drift-monitor", log_prints=True)

@@ -12,15 +12,14 @@ from prefect import flow
 from prefect.states import Cancelled, State
 from prefect.transactions import transaction
 
-from backends.topology import load_topology
 from records.workspace import ModelVersion
-from tasks.endpoint_lease import endpoint_lease
-from tasks.pipeline_assets import resolve_pipeline_assets
-from tasks.promotion import crown_champion
-from tasks.rollout import RolloutStopped, shift_traffic
-from tasks.rollout_stop import settle_abandoned_rollout, stop_rollout_of_cancelled_run
-from tasks.serving import colour_for, deploy_model, ensure_endpoint
-from tasks.settings import load_release_settings
+from settings import load_release_settings
+from tasks.release.endpoint_lease import endpoint_lease
+from tasks.release.promotion import crown_champion
+from tasks.release.serving import colour_for, deploy_model, ensure_endpoint
+from tasks.rollout.steps import RolloutStopped, shift_traffic
+from tasks.rollout.stop import settle_abandoned_rollout, stop_rollout_of_cancelled_run
+from tasks.training.pipeline_assets import resolve_pipeline_assets
 
 
 @flow(name="prod-rollout", log_prints=True, on_cancellation=[stop_rollout_of_cancelled_run])
@@ -34,7 +33,7 @@ def prod_rollout(model: ModelVersion, canary_rows_dir: str) -> ModelVersion | St
     """
     settings = load_release_settings()
     prod, endpoint = settings.prod_environment, settings.prod_endpoint
-    wait = settings.rollout.timing.endpoint_wait_seconds.on(load_topology().backend)
+    wait = settings.rollout.timing.endpoint_wait_seconds
     with endpoint_lease(prod, endpoint, wait, f"rolling out {model.name} v{model.version}"):
         settle_abandoned_rollout(prod, endpoint, model)
         colour = colour_for(ensure_endpoint(prod, endpoint), model)

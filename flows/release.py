@@ -10,12 +10,11 @@ from prefect.states import State
 from flows.prod_rollout import prod_rollout
 from flows.training import train_in_environment
 from records.workspace import ModelVersion
-from tasks.approval import evidence_pack
-from tasks.decisions import ask_for_approval
-from tasks.integration_tests import run_integration_tests
-from tasks.promotion import promote_to_shared_registry
-from tasks.rollout_stop import stop_rollout_of_cancelled_run
-from tasks.serving import (
+from settings import load_release_settings
+from tasks.release.approval import ask_for_approval, evidence_pack
+from tasks.release.integration_tests import run_integration_tests
+from tasks.release.promotion import promote_to_shared_registry
+from tasks.release.serving import (
     deploy_model,
     endpoint_key,
     ensure_endpoint,
@@ -23,7 +22,7 @@ from tasks.serving import (
     test_endpoint_lifetime,
     test_endpoint_name,
 )
-from tasks.settings import load_release_settings
+from tasks.rollout.stop import stop_rollout_of_cancelled_run
 
 
 @flow(name="release", log_prints=True, on_cancellation=[stop_rollout_of_cancelled_run])

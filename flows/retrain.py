@@ -8,8 +8,8 @@ from prefect.runtime import deployment
 
 from flows.release import release
 from flows.train_dev import train_dev
+from settings import load_retrain_settings
 from tasks.data import find_recent_data
-from tasks.settings import load_retrain_settings
 
 
 @flow(name="retrain", log_prints=True)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from backends.topology import load_topology
 from records.workspace import ModelVersion
-from tasks.endpoint_lease import endpoint_lease
-from tasks.registry import find_prod_champion
+from settings import load_release_settings, load_training_settings
+from tasks.release.endpoint_lease import endpoint_lease
 from tasks.rollback import (
     find_last_known_good,
     restore_champion,
     return_traffic,
 )
-from tasks.rollout_stop import stop_rollout
-from tasks.settings import load_release_settings, load_training_settings
+from tasks.rollout.stop import stop_rollout
+from tasks.training.registry import find_prod_champion
 
 
 @task
@@ -39,7 +38,7 @@ def rollback(reason: str, actor: str = "operator", environment: str = "prod") ->
     endpoint = settings.prod_endpoint
     if stop_running_rollout(environment, endpoint, actor, reason):
         return find_prod_champion(model_name)
-    wait = settings.rollout.timing.endpoint_wait_seconds.on(load_topology().backend)
+    wait = settings.rollout.timing.endpoint_wait_seconds
     with endpoint_lease(environment, endpoint, wait, f"rolling back ({reason})"):
         current, good = find_last_known_good(model_name)
         return_traffic(environment, endpoint, good, actor, reason)

@@ -8,13 +8,13 @@ from prefect.states import State
 
 from flows.training import train_in_environment
 from records.workspace import ModelVersion
-from tasks.decisions import ask_for_approval
-from tasks.pipeline_assets import (
+from settings import load_release_settings
+from tasks.release.approval import ask_for_approval
+from tasks.training.pipeline_assets import (
     pipeline_assets_pack,
     pipeline_assets_to_promote,
     promote_pipeline_assets,
 )
-from tasks.settings import load_release_settings
 
 
 @flow(name="train-dev", log_prints=True)

@@ -9,11 +9,16 @@ from prefect import flow
 
 from data_checks.validation import DataValidationReport
 from records.workspace import AssetReferences, ModelVersion, PipelineRun
+from settings import load_training_settings
 from tasks.data import generate_synthetic_sample, register_data_asset, validate_data
-from tasks.pipeline_assets import resolve_pipeline_assets
-from tasks.registry import register_model
-from tasks.settings import load_training_settings
-from tasks.training import GateResult, check_quality_gate, find_champion, run_training_pipeline
+from tasks.training.pipeline import (
+    GateResult,
+    check_quality_gate,
+    find_champion,
+    run_training_pipeline,
+)
+from tasks.training.pipeline_assets import resolve_pipeline_assets
+from tasks.training.registry import register_model
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ def approve_next(
 @app.command()
 def audit() -> None:
     """Print the audit log: approvals, promotions, deployments, traffic, rollbacks."""
-    from tasks.audit import read_audit_log
+    from audit import read_audit_log
 
     table = Table("when", "action", "who", "what", "why", "flow run")
     for entry in read_audit_log():
@@ -255,8 +255,8 @@ def rollback(reason: ReasonOption, actor: ApproverOption = "operator") -> None:
 def rollout_status(environment: str = "prod") -> None:
     """Where the endpoint's last rollout stands (the Prefect Variable it keeps)."""
     _use_running_server()
-    from tasks.rollout_record import read_record
-    from tasks.settings import load_release_settings
+    from settings import load_release_settings
+    from tasks.rollout.record import read_record
 
     settings = load_release_settings()
     record = read_record(environment, settings.prod_endpoint)
@@ -278,8 +278,8 @@ def rollout_abort(
     """Stop the running rollout now: all traffic back on the deployment that served before it,
     at once, with an audit record. The rollout's run notices within a poll and ends Cancelled."""
     _use_running_server()
-    from tasks.rollout_stop import stop_rollout
-    from tasks.settings import load_release_settings
+    from settings import load_release_settings
+    from tasks.rollout.stop import stop_rollout
 
     endpoint = load_release_settings().prod_endpoint
     stopped = stop_rollout(environment, endpoint, "abort", actor, reason)
@@ -367,7 +367,7 @@ def demo(
 
 def _print_prod(seconds: float) -> None:
     import backends
-    from tasks.settings import load_release_settings, load_training_settings
+    from settings import load_release_settings, load_training_settings
 
     model_name = load_training_settings().model_name
     registry = backends.shared_registry()

@@ -14,9 +14,9 @@ import httpx
 import backends
 from backends.topology import load_topology
 from data_checks.readmission_schema import FEATURES
+from settings import load_release_settings, load_retrain_settings
 from synthetic_data.readmissions import PopulationShift, generate_readmissions
-from tasks.integration_tests import split_body
-from tasks.settings import load_release_settings, load_retrain_settings
+from tasks.release.integration_tests import split_body
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import backends
 from backends.topology import load_topology
 from data_checks.validation import DataValidationReport
 from records.workspace import AssetReferences, DataAsset
-from tasks.settings import PIPELINES_DIR
+from settings import PIPELINES_DIR
 
 
 class DataValidationError(RuntimeError):

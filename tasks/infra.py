@@ -8,10 +8,10 @@ import subprocess
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+import audit
 import backends
 from backends.topology import REPO_ROOT
 from records.infra import InfraPlan
-from tasks import audit
 
 CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"
 

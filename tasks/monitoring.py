@@ -18,9 +18,9 @@ from monitoring.drift import DriftReport, DriftThresholds, compute_drift, plot_d
 from records import lineage_tags
 from records.serving import Capture
 from records.workspace import ModelVersion
-from tasks.canaries import CANARY_PREFIX
-from tasks.pictures import publish_image
-from tasks.settings import MonitoringSettings
+from reports.pictures import publish_image
+from settings import MonitoringSettings
+from tasks.rollout.canaries import CANARY_PREFIX
 
 
 @task

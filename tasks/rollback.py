@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
+import audit
 import backends
 from records.serving import EndpointInfo
 from records.workspace import ModelVersion
-from tasks import audit
 
 
 class NothingToRollBackTo(RuntimeError):

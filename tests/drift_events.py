@@ -9,7 +9,7 @@ from datetime import datetime
 
 import httpx
 
-from tasks.settings import load_monitoring_settings
+from settings import load_monitoring_settings
 
 EVENT = load_monitoring_settings().event
 

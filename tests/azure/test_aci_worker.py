@@ -38,6 +38,7 @@ from prefect.flow_runs import resume_flow_run
 from prefect.variables import Variable
 from prefect_azure.workers.container_instance import AzureContainerWorker
 
+from audit import read_audit_log
 from backends.local.workspace import LocalWorkspace
 from backends.topology import TOPOLOGY_VARIABLE, OrchestrationSpec
 from mlops_cli.azure_orchestration import (
@@ -46,8 +47,7 @@ from mlops_cli.azure_orchestration import (
     azure_deployments,
     setup_azure_orchestration,
 )
-from tasks.audit import read_audit_log
-from tasks.settings import PIPELINES_DIR
+from settings import PIPELINES_DIR
 from tests.azure.conftest import REPO, AzureUnderTest
 from tests.azure.fake.container_instances import Image
 from tests.azure.fake.http import SeenRequest

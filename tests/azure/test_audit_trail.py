@@ -1,7 +1,7 @@
 """The audit trail on Azure: append blobs in a WORM container, through the real storage SDK.
 
 The container and its immutability policy are what Resource Manager deploys (a compiled
-template through the fake's template engine); records are written by `tasks.audit.record` on
+template through the fake's template engine); records are written by `audit.record` on
 the azure backend and read back by `read_audit_log`; an attacker holding the same role uses the
 storage SDK directly and is refused as Azure refuses it (409 BlobImmutableDueToPolicy).
 """
@@ -22,15 +22,15 @@ from prefect.states import State
 from typer.testing import CliRunner
 
 import backends
+from audit import read_audit_log, record
 from backends.azure.audit import open_audit_trail
 from backends.azure.clients import connection
 from backends.topology import load_topology
 from records import lineage_tags
 from records.audit import AuditRecord, AuditWriteFailed
 from records.workspace import ModelVersion
-from tasks.audit import read_audit_log, record
-from tasks.decisions import ask_for_approval
-from tasks.promotion import promote_to_shared_registry
+from tasks.release.approval import ask_for_approval
+from tasks.release.promotion import promote_to_shared_registry
 from tests.azure.conftest import FAST_RETRIES, AzureUnderTest, empty_fake
 from tests.azure.fake.storage import AppendBlob
 from tests.azure.fake_arm import FakeAzureML

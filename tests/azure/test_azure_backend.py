@@ -27,9 +27,9 @@ from backends.serving_package import deployment_template, environment_version
 from records import lineage_tags
 from records.serving import DeploymentFailed, DeploymentHealth
 from records.workspace import ModelVersion
+from settings import load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.integration_tests import split_body
-from tasks.settings import load_training_settings
+from tasks.release.integration_tests import split_body
 from tests.azure.conftest import AzureUnderTest
 from tests.azure.fake_arm import SeenRequest
 from tests.endpoints.models import save_trained_model

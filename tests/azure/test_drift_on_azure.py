@@ -28,8 +28,8 @@ from backends.azure.errors import AzureConflict
 from flows.monitor_drift import monitor_drift
 from mlops_cli.traffic import send_traffic
 from records import lineage_tags
+from settings import load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.settings import load_release_settings, load_training_settings
 from tests.azure.conftest import AzureUnderTest
 from tests.drift_events import drift_events, wait_for_events
 from tests.endpoints.models import save_trained_model

@@ -30,7 +30,7 @@ from records import lineage_tags
 from records.serving import DeploymentFailed
 from records.workspace import ModelVersion, PipelineFailed
 from synthetic_data.readmissions import generate_readmissions
-from tasks.integration_tests import split_body
+from tasks.release.integration_tests import split_body
 from tests.azure.conftest import FAST_DEADLINES, FAST_RETRIES, AzureUnderTest
 from tests.azure.fake_arm import StaticTokenCredential
 from tests.endpoints.models import save_trained_model

@@ -35,6 +35,7 @@ import yaml
 from prefect.client.schemas.objects import StateType
 
 import backends
+from audit import read_audit_log
 from backends.azure.pipelines import PipelineRunner
 from backends.local.workspace import LocalWorkspace
 from backends.pipeline_assets import working_tree_assets
@@ -44,10 +45,9 @@ from flows.rollback import rollback
 from flows.train_dev import train_dev
 from records import lineage_tags
 from records.serving import EndpointInfo
+from settings import config_dir, load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.audit import read_audit_log
-from tasks.integration_tests import split_body
-from tasks.settings import config_dir, load_release_settings, load_training_settings
+from tasks.release.integration_tests import split_body
 from tests.azure.conftest import AzureUnderTest
 from tests.integration.release_helpers import (
     Approver,

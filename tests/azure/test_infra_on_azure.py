@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from prefect.client.schemas.objects import StateType
 
+from audit import read_audit_log
 from backends.azure.errors import AzureOperationFailed
 from backends.azure.infrastructure import (
     AzureInfrastructure,
@@ -25,7 +26,6 @@ from backends.azure.infrastructure import (
 )
 from backends.topology import load_topology
 from flows.infra import deploy_infra
-from tasks.audit import read_audit_log
 from tests.azure.conftest import empty_fake
 from tests.azure.fake_arm import FakeAzureML, StaticTokenCredential
 from tests.integration.release_helpers import decide_when_paused

@@ -16,11 +16,11 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import State
 
 import backends
+from audit import read_audit_log
 from backends.pipeline_assets import working_tree_assets
 from mlops_cli.approvals import decide, list_paused_runs
-from tasks.audit import read_audit_log
-from tasks.serving import test_endpoint_name
-from tasks.settings import load_release_settings
+from settings import load_release_settings
+from tasks.release.serving import test_endpoint_name
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ from prefect.client.schemas.objects import StateType
 import backends
 from data_checks.readmission_schema import LABEL
 from flows.train_dev import train_dev
+from settings import load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.settings import load_training_settings
 from tests.integration.release_helpers import publish_working_tree_assets
 
 MODEL = load_training_settings().model_name

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from prefect.client.schemas.objects import StateType
 
+from audit import read_audit_log
 from flows.infra import deploy_infra
-from tasks.audit import read_audit_log
 from tests.integration.release_helpers import decide_when_paused
 
 pytestmark = pytest.mark.skipif(

@@ -23,8 +23,8 @@ from backends.local.endpoints import stop_all
 from flows.monitor_drift import monitor_drift
 from flows.release import release
 from mlops_cli.traffic import send_traffic
+from settings import config_dir
 from synthetic_data.readmissions import generate_readmissions
-from tasks.settings import config_dir
 from tests.integration.release_helpers import Approver, publish_working_tree_assets
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,14 +16,14 @@ import yaml
 from prefect.client.schemas.objects import StateType
 
 import backends
+from audit import read_audit_log
 from backends.local.endpoints import stop_all
 from flows.release import release
 from flows.rollback import rollback
 from records import lineage_tags
+from settings import config_dir, load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.audit import read_audit_log
-from tasks.integration_tests import split_body
-from tasks.settings import config_dir, load_release_settings, load_training_settings
+from tasks.release.integration_tests import split_body
 from tests.integration.release_helpers import (
     Approver,
     assert_refused_then_rejected,

@@ -10,11 +10,11 @@ import pytest
 from prefect.client.schemas.objects import StateType
 
 import backends
+from audit import read_audit_log
 from backends.local.endpoints import stop_all
 from flows.release import release
+from settings import load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.audit import read_audit_log
-from tasks.settings import load_release_settings, load_training_settings
 from tests.integration.release_helpers import (
     Approver,
     flow_in_a_process,

@@ -13,15 +13,15 @@ from mlflow.tracking import MlflowClient
 from prefect.client.schemas.objects import StateType
 
 import backends
+from audit import read_audit_log
 from backends.pipeline_assets import AssetsNotPromoted, working_tree_assets
 from data_checks.readmission_schema import FEATURES, LABEL
 from flows.release import release
 from flows.train_dev import train_dev
 from flows.training import train_in_environment
 from records import lineage_tags
+from settings import load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.audit import read_audit_log
-from tasks.settings import load_training_settings
 from tests.integration.release_helpers import decide_when_paused
 
 MODEL = load_training_settings().model_name

@@ -19,14 +19,14 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import State
 
 import backends
+from audit import read_audit_log
 from flows.prod_rollout import prod_rollout
 from flows.rollback import rollback
 from records import lineage_tags
 from records.workspace import ModelVersion
+from settings import load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.audit import read_audit_log
-from tasks.rollout_record import read_record
-from tasks.settings import load_release_settings, load_training_settings
+from tasks.rollout.record import read_record
 from tests.endpoints.models import save_trained_model
 from tests.integration.release_helpers import flow_in_a_process, publish_working_tree_assets
 from tests.rollout.test_rollout import fast_rollout_config, on_backend

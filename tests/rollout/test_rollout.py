@@ -35,17 +35,17 @@ from typer.testing import CliRunner
 import backends
 import backends.azure
 import backends.local
+from audit import read_audit_log
 from data_checks.readmission_schema import LABEL
 from mlops_cli.main import app
 from records import lineage_tags
 from records.workspace import ModelVersion
+from settings import config_dir, load_release_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.audit import read_audit_log
-from tasks.integration_tests import split_body
-from tasks.rollout import RolloutFailed, RolloutStopped, shift_traffic
-from tasks.rollout_record import read_record
-from tasks.rollout_stop import stop_rollout, stop_rollout_of_cancelled_run
-from tasks.settings import config_dir, load_release_settings
+from tasks.release.integration_tests import split_body
+from tasks.rollout.record import read_record
+from tasks.rollout.steps import RolloutFailed, RolloutStopped, shift_traffic
+from tasks.rollout.stop import stop_rollout, stop_rollout_of_cancelled_run
 from tests.azure.conftest import AzureUnderTest, azure_under_test
 from tests.endpoints.models import FRAGILE_AGE, save_fragile_model, save_trained_model
 from tests.rollout.models import save_slow_model

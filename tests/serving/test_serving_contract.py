@@ -32,7 +32,7 @@ from records import lineage_tags
 from records.serving import CAPTURE_COLUMNS, DeploymentFailed
 from records.workspace import ModelVersion
 from synthetic_data.readmissions import generate_readmissions
-from tasks.integration_tests import bad_requests, split_body
+from tasks.release.integration_tests import bad_requests, split_body
 from tests.azure.conftest import azure_under_test
 from tests.endpoints.conftest import model_status
 from tests.endpoints.models import save_broken_model, save_trained_model

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import backends
+from audit import read_audit_log
 from backends.local.endpoints import stop_all
 from records import lineage_tags
+from settings import load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.audit import read_audit_log
-from tasks.settings import load_training_settings
 from tests.integration.release_helpers import publish_working_tree_assets, wait_for_paused_release
 
 REPO = Path(__file__).resolve().parents[2]

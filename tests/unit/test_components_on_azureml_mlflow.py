@@ -47,8 +47,8 @@ from mlflow.tracking import MlflowClient
 from werkzeug.serving import make_server
 
 from backends.local.component_runner import render_command
+from settings import load_training_settings
 from synthetic_data.readmissions import generate_readmissions
-from tasks.settings import load_training_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = REPO_ROOT / "components"

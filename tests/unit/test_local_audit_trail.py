@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import backends
+from audit import read_audit_log, record
 from backends.local.audit import LocalAuditTrail
 from records.audit import AuditRecord, AuditWriteFailed
-from tasks.audit import read_audit_log, record
 
 
 def test_records_are_json_lines_in_the_local_roots_audit_file_read_back_in_order(

@@ -1,4 +1,4 @@
-"""Each quality-gate threshold is written once: config/training.yaml, typed by tasks/settings.py.
+"""Each quality-gate threshold is written once: config/training.yaml, typed by the settings package.
 
 The training pipeline's evaluate step takes the thresholds as required inputs and the flow
 passes the settings' values in, so no component, pipeline, script default, task or flow may
@@ -16,11 +16,21 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.settings import GateSettings, load_training_settings
+from settings import GateSettings, load_training_settings
 
 REPO = Path(__file__).resolve().parents[2]
-SCANNED = ("flows", "tasks", "backends", "components", "mlops_cli")
-SETTINGS_MODULE = REPO / "tasks" / "settings.py"
+SCANNED = (
+    "flows",
+    "tasks",
+    "backends",
+    "components",
+    "mlops_cli",
+    "settings",
+    "records",
+    "audit",
+    "reports",
+)
+SETTINGS_MODULE = REPO / "settings" / "__init__.py"
 GATE = frozenset(GateSettings.model_fields)
 VALUES = frozenset(load_training_settings().gate.model_dump().values())
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from records.serving import DeploymentHealth, ServingMetrics
-from tasks.rollout_judge import judge
-from tasks.settings import Guardrails, RolloutStep
+from settings import Guardrails, RolloutStep
+from tasks.rollout.judge import judge
 
 LIMITS = Guardrails(
     max_error_rate=0.01,

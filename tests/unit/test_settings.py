@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.settings import (
+from settings import (
     SettingsError,
     config_dir,
     load_monitoring_settings,

@@ -9,7 +9,7 @@ within about lease_seconds + 15 s) and the next run gets it.
 
 A second run waits, saying in its log (and, when it gives up, in its final state) who holds the
 endpoint and what they are doing; past the configured wait it fails without touching anything.
-A rollback does not wait for a rollout: it stops it (tasks/rollout_stop.py).
+A rollback does not wait for a rollout: it stops it (tasks/rollout/stop.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.variables import Variable
+
+from backends.topology import load_topology
+from settings import PerBackend
 
 LEASE_SECONDS = 60  # the shortest lease the Prefect server grants
 WAIT_CHUNK_SECONDS = 15.0
@@ -72,11 +75,10 @@ def _free(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def endpoint_lease(
-    environment: str, endpoint: str, wait_seconds: float, doing: str
-) -> Iterator[None]:
-    """Hold the endpoint for the block; wait up to `wait_seconds` for it, logging who holds it,
-    then raise EndpointBusy (the block never ran, so nothing was touched)."""
+def endpoint_lease(environment: str, endpoint: str, wait: PerBackend, doing: str) -> Iterator[None]:
+    """Hold the endpoint for the block; wait up to `wait` (this backend's value) for it, logging
+    who holds it, then raise EndpointBusy (the block never ran, so nothing was touched)."""
+    wait_seconds = wait.on(load_topology().backend)
     logger = get_run_logger()
     name = lease_name(environment, endpoint)
     _ensure_limit(name)

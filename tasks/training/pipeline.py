@@ -14,8 +14,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 import backends
 from backends.topology import load_topology
 from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
-from tasks.pictures import publish_image
-from tasks.settings import PIPELINES_DIR, GateSettings, PipelineSettings
+from reports.pictures import publish_image
+from settings import PIPELINES_DIR, GateSettings, PipelineSettings
 
 METRICS = ("auc", "f1", "precision", "recall", "accuracy", "brier")
 

@@ -1,16 +1,16 @@
 """The prod rollout: mirror, then live traffic in steps, each baked and judged.
 
 Each step sets the weights, then holds them for its bake time while users' requests (routed by
-the weights), mirrored copies and canaries (sent through the normal route, tasks/canaries.py)
-reach the new deployment. It then waits until the endpoint's metrics cover the whole window
+the weights), mirrored copies and canaries (sent through the normal route, canaries.py) reach
+the new deployment. It then waits until the endpoint's metrics cover the whole window
 (Azure Monitor publishes late; "no data yet" is neither healthy nor failed), extends a window
 with too few requests up to a limit, and judges the new deployment against fixed limits and
-against the old deployment over the same window (tasks/rollout_judge.py).
+against the old deployment over the same window (judge.py).
 
 A failed step puts all traffic back on the old deployment at once. So does a stop: an operator's
 `mlops rollout abort`, a rollback, or the run being cancelled in the Prefect UI, noticed within
 a poll interval, during a bake or right after any traffic change. Progress is kept in a Prefect
-Variable (tasks/rollout_record.py): a run killed mid-bake and run again resumes at that step.
+Variable (record.py): a run killed mid-bake and run again resumes at that step.
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ from backends.topology import load_topology
 from data_checks.readmission_schema import LABEL
 from records.serving import EndpointInfo, ServingMetrics
 from records.workspace import ModelVersion
-from tasks.canaries import Canaries
-from tasks.rollout_judge import StepReport, Verdict, judge
-from tasks.rollout_record import (
+from settings import RolloutSettings, RolloutStep
+from tasks.release.serving import set_traffic
+from tasks.rollout.canaries import Canaries
+from tasks.rollout.judge import StepReport, Verdict, judge
+from tasks.rollout.record import (
     RolloutRecord,
     clear_stop,
     read_record,
@@ -48,9 +50,7 @@ from tasks.rollout_record import (
     same_traffic,
     write_record,
 )
-from tasks.rollout_stop import stop_rollout
-from tasks.serving import set_traffic
-from tasks.settings import RolloutSettings, RolloutStep
+from tasks.rollout.stop import stop_rollout
 
 
 class RolloutFailed(RuntimeError):

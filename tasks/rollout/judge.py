@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from records.serving import DeploymentHealth
-from tasks.settings import Guardrails, RolloutStep
+from settings import Guardrails, RolloutStep
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import backends
 from records import lineage_tags
 from records.lineage import git_commit
 from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
-from tasks.training import GateResult
+from tasks.training.pipeline import GateResult
 
 
 class NoChampion(RuntimeError):

@@ -1,23 +1,30 @@
-"""The promotion approval: the form a person fills in, and the evidence pack it shows.
+"""The approval gate: the form a person fills in, the evidence pack it shows, and the record
+of the decision, whatever it was.
 
 The form is a Prefect RunInput, so the Prefect UI renders it (the description as markdown, a
 switch for `approved`, text boxes for the rest) and the CLI resumes the run through the same
 API. Validation lives in the model: an empty approver or reason is refused at resume time and
-the run stays paused.
+the run stays paused. Every flow with a gate (train-dev's pipeline assets, release, infra) asks
+through `ask_for_approval` or records through `record_decision`, so a decision is in the audit
+log before anything is done with it.
 """
 
 from __future__ import annotations
 
-from prefect import pause_flow_run, suspend_flow_run
+from prefect import get_run_logger, pause_flow_run, suspend_flow_run, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
+from prefect.states import Cancelled, Failed, State
 from pydantic import Field, field_validator
 
+import audit
 from data_checks.validation import DataValidationReport
 from records import lineage_tags
 from records.workspace import ModelVersion
-from tasks.integration_tests import IntegrationReport
-from tasks.training import METRICS, GateResult
+from tasks.release.integration_tests import IntegrationReport
+from tasks.training.pipeline import METRICS, GateResult
 
 NOT_BLANK = r"\S"  # JSON-schema pattern: at least one non-space character
 
@@ -59,6 +66,56 @@ def wait_for_approval(pack: str, timeout: int, poll_interval: int, key: str) -> 
     return pause_flow_run(
         wait_for_input=form, timeout=timeout, poll_interval=poll_interval, key=key
     )
+
+
+def ask_for_approval(
+    subject: str, pack: str, key: str, timeout: int, poll_interval: int, unchanged: str
+) -> PromotionApproval | State:
+    """The approval gate, one rule for every flow that has one: show the evidence pack, wait
+    for a person, record the decision. Returns the approval when approved; otherwise the
+    state the flow ends in (Failed on timeout, Cancelled on rejection), whose message says
+    that nothing was promoted and that `unchanged` is as it was."""
+    publish_evidence_pack(pack)
+    try:
+        approval = wait_for_approval(pack, timeout, poll_interval, key)
+    except FlowPauseTimeout:
+        return Failed(message=record_timeout(subject, timeout, unchanged))
+    record_decision(subject, approval)
+    if not approval.approved:
+        return Cancelled(
+            message=f"Rejected by {approval.approver}: {approval.reason}. Nothing was "
+            f"promoted; {unchanged} is unchanged."
+        )
+    return approval
+
+
+@task
+def publish_evidence_pack(markdown: str) -> None:
+    create_markdown_artifact(
+        key="evidence-pack", markdown=markdown, description="What the approver sees"
+    )
+
+
+@task
+def record_decision(subject: str, approval: Approval) -> None:
+    """`subject`: what was decided on, as the audit log names it. Called before anything is
+    done with the decision: a decision that cannot be recorded (AuditWriteFailed) fails the
+    step, so an unrecorded approval promotes nothing."""
+    action = "approved" if approval.approved else "rejected"
+    audit.record(action, approval.approver, subject, approval.reason)
+    get_run_logger().info("%s %s by %s: %s", subject, action, approval.approver, approval.reason)
+
+
+@task
+def record_timeout(subject: str, timeout_seconds: int, unchanged: str) -> str:
+    """Record that nobody decided on `subject` in time; `unchanged` says what stays as it
+    was. Returns the message the flow ends with."""
+    message = (
+        f"No approval decision within {timeout_seconds} s for {subject}: nothing was "
+        f"promoted and {unchanged} is unchanged."
+    )
+    audit.record("approval-timed-out", "approval-gate", subject, message)
+    return message
 
 
 def evidence_pack(

@@ -25,7 +25,7 @@ from types import TracebackType
 import httpx
 import pandas as pd
 
-from tasks.integration_tests import split_body
+from tasks.release.integration_tests import split_body
 
 CANARY_PREFIX = "canary-"
 IN_FLIGHT = 8

@@ -15,16 +15,10 @@ from prefect import get_run_logger, task
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 
+import audit
 import backends
 from records.workspace import ModelVersion
-from tasks import audit
-from tasks.rollout_record import (
-    RolloutRecord,
-    StopRequest,
-    read_record,
-    request_stop,
-    write_record,
-)
+from tasks.rollout.record import RolloutRecord, StopRequest, read_record, request_stop, write_record
 
 
 def stop_rollout(
@@ -61,7 +55,7 @@ def stop_rollout_of_cancelled_run(flow: object, run: FlowRun, state: State) -> N
     """A flow's on_cancellation hook: when a worker cancels a release (the UI's Cancel), it may
     kill the process before the rollout notices; the hook (which the runner calls after the
     kill) stops the rollout this run was driving, so traffic never stays half-shifted."""
-    from tasks.settings import load_release_settings
+    from settings import load_release_settings
 
     settings = load_release_settings()
     prod, endpoint = settings.prod_environment, settings.prod_endpoint

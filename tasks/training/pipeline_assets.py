@@ -11,13 +11,13 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+import audit
 import backends
 from backends.pipeline_assets import AssetsNotPromoted, PipelineAssets, working_tree_assets
 from backends.topology import load_topology
 from records import lineage_tags
 from records.workspace import AssetReferences, ModelVersion
-from tasks import audit
-from tasks.approval import PromotionApproval
+from tasks.release.approval import PromotionApproval
 
 
 class AssetsNotValidated(RuntimeError):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.transactions import Transaction, get_transaction
 
+import audit
 import backends
 from records import lineage_tags
 from records.workspace import ModelVersion
-from tasks import audit
-from tasks.approval import PromotionApproval
+from tasks.release.approval import PromotionApproval
 
 
 @task(retries=2, retry_delay_seconds=5)

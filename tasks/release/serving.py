@@ -1,4 +1,4 @@
-"""Serving stage: endpoints, deployments and their traffic (the prod rollout: tasks/rollout.py)."""
+"""Serving: endpoints, deployments and their traffic (the prod rollout: tasks/rollout/steps.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from prefect import get_run_logger, task
 from prefect.exceptions import PrefectSignal
 from prefect.runtime import flow_run
 
+import audit
 import backends
 from records.serving import DeploymentInfo, EndpointInfo
 from records.workspace import AssetReferences, ModelVersion
-from tasks import audit
 
 COLOURS = ("blue", "green")
 

@@ -1,0 +1,1 @@
+"""What the tasks show people beside their logs: pictures as Prefect artifacts (`pictures`)."""
