@@ -47,3 +47,14 @@ def audit_trail() -> AuditTrail:
     """The append-only audit trail: a JSONL file locally, append blobs in a WORM container on
     Azure."""
     return _backend().open_audit_trail(load_topology())
+
+
+def stop_local_servers() -> list[str]:
+    """Stop the endpoint servers the local backend started under this checkout's local root
+    (`mlops server stop`); on Azure there are none, and the local root is simply empty."""
+    from backends.local.endpoints import stop_all
+
+    stopped: list[str] = []
+    for directory in (load_topology().local_root / "workspaces").glob("*"):
+        stopped += stop_all(directory)
+    return stopped

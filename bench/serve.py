@@ -43,7 +43,7 @@ import pandas as pd
 import psutil
 import yaml
 
-from backends.local.processes import stop_group
+from backends.processes import stop_group
 from backends.serving_package import (
     CONDA_FILE,
     SCORING_SCRIPT,

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import backends
 from backends.topology import TOPOLOGY_VARIABLE, load_topology
 from mlops_cli.azure_pool import azure_app
 from mlops_cli.prefect_server import running_server, start_server, stop_server
@@ -79,10 +80,7 @@ def server_start() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the Prefect server and the endpoint servers this checkout started."""
-    from backends.local.endpoints import stop_all
-
-    for workspace in (load_topology().local_root / "workspaces").glob("*"):
-        stop_all(workspace)
+    backends.stop_local_servers()
     server = running_server(_prefect_home())
     if server is None:
         console.print("No Prefect server is running for this checkout.")

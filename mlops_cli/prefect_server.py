@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from backends.local.processes import stop_group
+from backends.processes import stop_group
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Test session: a real Prefect server on a free loopback port, stopped by pid at the end.
 
 PREFECT_API_URL must be set before Prefect is first imported, so the server starts in
-pytest_configure, before any test module is collected.
+pytest_configure, before any test module is collected. Under pytest-xdist (`make test` runs two
+workers) each worker starts its own server, home and MLOPS_ROOT; the controller, which runs no
+test, starts none.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ sys.path.insert(0, str(REPO_ROOT))
 _server = None
 
 
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", 0))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _server
+    if _is_xdist_controller(config):
+        return
     from mlops_cli.prefect_server import start_server
 
     home = Path(tempfile.mkdtemp(prefix="prefect-test-home-"))

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from backends.local.endpoint_state import DeploymentProcess, DeploymentSpec
-from backends.local.processes import alive, command_line, stop_group, working_directory
+from backends.processes import alive, command_line, stop_group, working_directory
 from backends.serving_package import (
     CONDA_FILE,
     DEFAULT_THRESHOLD,

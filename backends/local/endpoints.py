@@ -10,17 +10,14 @@ it, so callers never see the difference beyond the restart time.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
+from filelock import FileLock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,6 +40,7 @@ from backends.local.endpoint_state import (
     write_state,
 )
 from backends.local.pipeline_assets import conda_file_of
+from backends.processes import alive, command_line, stop_process
 from backends.traffic_rules import RequestRefused
 from records.serving import (
     DeploymentFailed,
@@ -54,9 +53,8 @@ from records.workspace import ModelVersion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_MODULE = "backends.local.endpoint_server"
-
-_children: dict[int, subprocess.Popen[bytes]] = {}
-"""Servers this process started, kept so they are reaped, not left as zombies."""
+LOCK_FILE = ".lock"
+"""One starter at a time per endpoint, across processes (two flows, a test and a CLI)."""
 
 
 class EndpointNotFound(LookupError):
@@ -106,7 +104,7 @@ class LocalEndpoints:
         _check_name(name, "endpoint")
         state_dir = self.state_dir(name)
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with _locked(state_dir):
+        with FileLock(state_dir / LOCK_FILE):
             if read_state(state_dir) is None:
                 write_state(state_dir, EndpointState(endpoint=name, key=secrets.token_urlsafe(32)))
             self._ensure_running(name)
@@ -208,7 +206,7 @@ class LocalEndpoints:
         state_dir = self.state_dir(name)
         if not state_dir.exists():
             return
-        with _locked(state_dir):
+        with FileLock(state_dir / LOCK_FILE):
             self.stop(name)
         shutil.rmtree(state_dir, ignore_errors=True)
 
@@ -264,7 +262,7 @@ class LocalEndpoints:
         """Make sure the endpoint's server runs (started or restarted on its saved state)."""
         state_dir = self.state_dir(name)
         self._state(name)
-        with _locked(state_dir):
+        with FileLock(state_dir / LOCK_FILE):
             return self._ensure_running(name)
 
     def stop(self, name: str, timeout: float = 10.0) -> bool:
@@ -282,7 +280,7 @@ class LocalEndpoints:
             return False
         running = state.pid is not None and _is_server(state.pid, state_dir)
         if running:
-            _terminate(state.pid, timeout)
+            stop_process(state.pid, timeout)
         for process in state.processes.values():
             stop_leftover(process, state_dir)
         return running
@@ -305,7 +303,7 @@ class LocalEndpoints:
         if state.pid is not None and state.port is not None and _is_server(state.pid, state_dir):
             if _wait_until_answers(state.pid, state.port, name, self.start_timeout):
                 return EndpointProcess(name, state_dir, state.pid, state.port, True)
-            _terminate(state.pid, 10.0)  # alive but not answering: hung, start afresh
+            stop_process(state.pid, 10.0)  # alive but not answering: hung, start afresh
         ports = [state.port] if state.port and _port_free(state.port) else []
         last_error = ""
         for port in [*ports, _free_port(), _free_port()]:
@@ -313,8 +311,8 @@ class LocalEndpoints:
             if _wait_until_answers(pid, port, name, self.start_timeout):
                 return EndpointProcess(name, state_dir, pid, port, True)
             last_error = _log_tail(state_dir / LOG_FILE)
-            if _alive(pid):
-                _terminate(pid, 10.0)
+            if alive(pid):
+                stop_process(pid, 10.0)
         raise EndpointStartFailed(
             f"the server of endpoint {name!r} did not start; see {state_dir / LOG_FILE}:\n"
             f"{last_error}"
@@ -331,7 +329,7 @@ class LocalEndpoints:
         """One admin call, after making sure the server runs; 4xx/5xx -> the server's reason."""
         state_dir = self.state_dir(name)
         state = self._state(name)
-        with _locked(state_dir):
+        with FileLock(state_dir / LOCK_FILE):
             process = self._ensure_running(name)
         response = httpx.request(
             method,
@@ -385,17 +383,6 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
-@contextmanager
-def _locked(state_dir: Path) -> Iterator[None]:
-    """One starter at a time per endpoint, across processes (two flows, a test and a CLI)."""
-    with (state_dir / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _spawn(state_dir: Path, port: int) -> int:
     """Start the server detached (own session, output to server.log), so it outlives us."""
     environment = {
@@ -422,7 +409,6 @@ def _spawn(state_dir: Path, port: int) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    _children[process.pid] = process
     return process.pid
 
 
@@ -443,33 +429,10 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
-    child = _children.get(pid)
-    if child is not None:
-        if child.poll() is None:
-            return True
-        _children.pop(pid, None)
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_server(pid: int, state_dir: Path) -> bool:
     """Alive and really this endpoint's server, not another process that reused the pid."""
-    if not _alive(pid):
-        return False
-    if not Path("/proc/self").exists():
-        return True  # no procfs (macOS): trust the pid; the health check names the endpoint
-    try:
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return SERVER_MODULE.encode() in arguments and str(state_dir).encode() in arguments
+    arguments = command_line(pid) if alive(pid) else None
+    return arguments is not None and SERVER_MODULE in arguments and str(state_dir) in arguments
 
 
 def _answers(port: int, name: str) -> bool:
@@ -485,24 +448,10 @@ def _wait_until_answers(pid: int, port: int, name: str, timeout: float) -> bool:
     while time.monotonic() < deadline:
         if _answers(port, name):
             return True
-        if not _alive(pid):
+        if not alive(pid):
             return False
         time.sleep(0.1)
     return False
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM, wait, then SIGKILL: by pid only, never by name."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not _alive(pid):
-            return
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backends.local.processes import (
+from backends.processes import (
     alive,
     command_line,
     stop_group,
