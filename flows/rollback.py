@@ -25,8 +25,9 @@ def stop_running_rollout(environment: str, endpoint: str, actor: str, reason: st
 
 
 @flow(name="rollback", log_prints=True)
-def rollback(reason: str, actor: str = "operator", environment: str = "prod") -> ModelVersion:
-    """Return `environment`'s endpoint to the last known good model.
+def rollback(reason: str, actor: str = "operator", environment: str | None = None) -> ModelVersion:
+    """Return the prod endpoint (release.yaml's prod_endpoint in `environment`, by default its
+    prod_environment) to the last known good model.
 
     During a rollout, that is the model serving before it: the rollout is stopped without
     waiting for it (it notices and ends) and the champion alias stays. Otherwise traffic and
@@ -36,6 +37,7 @@ def rollback(reason: str, actor: str = "operator", environment: str = "prod") ->
     model_name = load_training_settings().model_name
     settings = load_release_settings()
     endpoint = settings.prod_endpoint
+    environment = environment or settings.prod_environment
     if stop_running_rollout(environment, endpoint, actor, reason):
         return find_prod_champion(model_name)
     wait = settings.rollout.timing.endpoint_wait_seconds

@@ -37,6 +37,12 @@ ApproverOption = Annotated[
     str, typer.Option("--as", help="Who decides (recorded in the audit log).")
 ]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
+EnvironmentOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The environment of the prod endpoint (default: release.yaml's prod_environment)."
+    ),
+]
 
 
 def _prefect_home() -> Path:
@@ -250,13 +256,14 @@ def rollback(reason: ReasonOption, actor: ApproverOption = "operator") -> None:
 
 
 @rollout_app.command("status")
-def rollout_status(environment: str = "prod") -> None:
+def rollout_status(environment: EnvironmentOption = None) -> None:
     """Where the endpoint's last rollout stands (the Prefect Variable it keeps)."""
     _use_running_server()
     from settings import load_release_settings
     from tasks.rollout.record import read_record
 
     settings = load_release_settings()
+    environment = environment or settings.prod_environment
     record = read_record(environment, settings.prod_endpoint)
     if record is None:
         console.print(f"No rollout on {environment}/{settings.prod_endpoint} yet.")
@@ -271,7 +278,7 @@ def rollout_status(environment: str = "prod") -> None:
 
 @rollout_app.command("abort")
 def rollout_abort(
-    reason: ReasonOption, actor: ApproverOption = "operator", environment: str = "prod"
+    reason: ReasonOption, actor: ApproverOption = "operator", environment: EnvironmentOption = None
 ) -> None:
     """Stop the running rollout now: all traffic back on the deployment that served before it,
     at once, with an audit record. The rollout's run notices within a poll and ends Cancelled."""
@@ -279,7 +286,8 @@ def rollout_abort(
     from settings import load_release_settings
     from tasks.rollout.stop import stop_rollout
 
-    endpoint = load_release_settings().prod_endpoint
+    settings = load_release_settings()
+    endpoint, environment = settings.prod_endpoint, environment or settings.prod_environment
     stopped = stop_rollout(environment, endpoint, "abort", actor, reason)
     if stopped is None:
         console.print(f"No rollout is running on {environment}/{endpoint}; nothing was changed.")
@@ -370,8 +378,9 @@ def _print_prod(seconds: float) -> None:
     model_name = load_training_settings().model_name
     registry = backends.shared_registry()
     champion = registry.get_model(model_name, "champion")
-    endpoint_name = load_release_settings().prod_endpoint
-    endpoints = backends.endpoints("prod")
+    release = load_release_settings()
+    endpoint_name = release.prod_endpoint
+    endpoints = backends.endpoints(release.prod_environment)
     endpoint = endpoints.get_endpoint(endpoint_name)
     if champion is None or endpoint is None:
         console.print("[red]The lifecycle completed but prod has no champion or endpoint.[/red]")

@@ -38,8 +38,9 @@ def send_traffic(
     """Score `rows` synthetic patients on prod in batches of `batch` rows."""
     shift = PopulationShift(age_offset=age_offset, admission_type_weights=admission_mix)
     frame = generate_readmissions(rows, seed=seed, shift=shift)
-    endpoint_name = load_release_settings().prod_endpoint
-    endpoints = backends.endpoints("prod")
+    release = load_release_settings()
+    endpoint_name = release.prod_endpoint
+    endpoints = backends.endpoints(release.prod_environment)
     endpoint = endpoints.get_endpoint(endpoint_name)
     if endpoint is None:
         raise RuntimeError(f"prod endpoint {endpoint_name} does not exist: release a model first")
