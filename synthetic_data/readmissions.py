@@ -6,6 +6,10 @@ cohort where it matters for those stages: features are correlated (older patient
 diagnoses and medications, emergency admissions stay longer), and the 30-day readmission label
 comes from a logistic model with thresholds and interactions, so a gradient-boosted model has
 something to find that a linear model misses, while shuffled labels carry no signal at all.
+
+The true risk model never uses gender or payer code. `RecordingBias` (off by default) makes the
+recorded label depend on the payer anyway, as when one payer's readmissions are under-recorded,
+so the fairness gate can be shown a model that learned that unfairness.
 """
 
 from __future__ import annotations
@@ -54,10 +58,42 @@ class PopulationShift:
     """Added to the label's log-odds: more (positive) or fewer (negative) readmissions."""
 
 
+@dataclass(frozen=True)
+class RecordingBias:
+    """Readmissions of one payer's patients that the records miss, for fairness tests.
+
+    How hospital data goes wrong, for example: a readmission elsewhere is only seen when the
+    payer's claims are linked, and one payer's are linked less often, so its patients look
+    healthier than they are. Each true readmission of a `payer_code` patient is recorded as
+    "not readmitted" with probability `unrecorded_share`. Every feature, and every other
+    patient's label, stays exactly as without the bias (the same seed draws the same cohort),
+    so a model trained on it differs from the fair one only by what it learned from the payer.
+    """
+
+    payer_code: str
+    unrecorded_share: float
+    """Share of the payer's true readmissions recorded as none, in [0, 1]."""
+
+    def __post_init__(self) -> None:
+        payers = _CATEGORIES["payer_code"]
+        if self.payer_code not in payers:
+            raise ValueError(
+                f"Unknown payer code {self.payer_code!r} in RecordingBias; "
+                f"use one of {list(payers)}."
+            )
+        if not 0.0 <= self.unrecorded_share <= 1.0:
+            raise ValueError(
+                f"unrecorded_share must be between 0 and 1, got {self.unrecorded_share}."
+            )
+
+
 def generate_readmissions(
-    n_rows: int, seed: int = 0, shift: PopulationShift | None = None
+    n_rows: int,
+    seed: int = 0,
+    shift: PopulationShift | None = None,
+    bias: RecordingBias | None = None,
 ) -> pd.DataFrame:
-    """Draw `n_rows` patients; the same seed and shift always give the identical frame.
+    """Draw `n_rows` patients; the same seed, shift and bias always give the identical frame.
 
     Columns are exactly `ALL_COLUMNS` in order, every value inside the data contract.
     """
@@ -134,6 +170,10 @@ def generate_readmissions(
 
     logit = _readmission_log_odds(frame, discharge_idx) + shift.risk_log_odds_offset
     frame[LABEL] = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    if bias is not None:  # drawn last, so the unbiased cohort is the same patients
+        missed = rng.random(n) < bias.unrecorded_share
+        missed &= (frame["payer_code"] == bias.payer_code) & (frame[LABEL] == 1)
+        frame[LABEL] = np.where(missed, 0, frame[LABEL])
     return pd.DataFrame({name: frame[name] for name in ALL_COLUMNS})
 
 
@@ -260,6 +300,19 @@ def _parse_admission_mix(text: str) -> dict[str, float]:
     return weights
 
 
+def _parse_recording_bias(text: str) -> RecordingBias:
+    """Parse "Medicaid=0.5" into a RecordingBias."""
+    payer, sep, share = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError("no '='")
+        return RecordingBias(payer.strip(), float(share))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"bad under-recording {text!r} ({error}); write it as Payer=share, e.g. Medicaid=0.5"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Write a synthetic readmission CSV, optionally from a shifted population."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -276,6 +329,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--risk-log-odds-offset", type=float, default=0.0, help="concept drift in the label"
     )
+    parser.add_argument(
+        "--under-record",
+        type=_parse_recording_bias,
+        default=None,
+        metavar="PAYER=SHARE",
+        help="biased labels (off by default): record this share of one payer's readmissions "
+        "as none, e.g. Medicaid=0.5",
+    )
     args = parser.parse_args(argv)
     shift = PopulationShift(
         age_offset=args.age_offset,
@@ -283,14 +344,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         risk_log_odds_offset=args.risk_log_odds_offset,
     )
     try:
-        frame = generate_readmissions(args.rows, seed=args.seed, shift=shift)
+        frame = generate_readmissions(
+            args.rows, seed=args.seed, shift=shift, bias=args.under_record
+        )
     except ValueError as error:
         parser.error(str(error))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
+    bias = args.under_record
+    unrecorded = (
+        f", {bias.unrecorded_share:.0%} of {bias.payer_code} readmissions unrecorded"
+        if bias
+        else ""
+    )
     print(
         f"wrote {len(frame)} rows to {args.out} "
-        f"(readmission rate {frame[LABEL].mean():.1%}, seed {args.seed})"
+        f"(readmission rate {frame[LABEL].mean():.1%}, seed {args.seed}{unrecorded})"
     )
 
 

@@ -1,15 +1,65 @@
 """Score the candidate (and the champion, when there is one) on the same test set and gate it.
 
-Writes metrics.json, gate.json and roc_pr.png to the `evaluation` output. The gate is a decision
-the orchestrator enforces: thresholds on the candidate's own metrics, and, when a champion
-exists, a comparison with it on exactly these rows. Scoring the champion here, not reading
-its old metrics, is what makes the comparison fair.
+The gate is a decision the orchestrator enforces: thresholds on the candidate's own metrics,
+and, when a champion exists, a comparison with it on exactly these rows; then the fairness gate
+(fairness.py): the same metrics per patient group, for both models, with limits on the gaps.
+Scoring the champion here, not reading its old metrics, is what makes both comparisons fair.
+A failed fairness rule is a gate failure like a low AUC: it is listed in gate.json's
+`failures` (prefixed "fairness:"), so the flow that reads gate.json fails the run with the
+groups and numbers and registers nothing; the step itself exits 0 either way, so its outputs
+(the evidence) come home on both backends.
+
+Writes to the `evaluation` output:
+
+- metrics.json: {"candidate": {auc, f1, precision, recall, accuracy, brier, threshold},
+  "champion": the same or null, "test_rows": n}
+- gate.json: {"passed", "failures": [quality, then fairness], "thresholds": {quality limits,
+  fairness limits}, "compared_with_champion", "fairness": {"passed", "failures", "report":
+  "fairness.json"}}
+- fairness.json: the subgroup report, below
+- roc_pr.png, calibration.png, feature_importance.png and feature_importance.json
+
+fairness.json, schema_version 1 (numbers undefined for a group, such as AUC with one outcome
+only or a gap over fewer than two judged groups, are null; every ci95 is [low, high], the
+2.5th and 97.5th percentiles of the bootstrap):
+
+    schema_version: 1
+    test_rows: int
+    seconds: float                 time the subgroup evaluation took in this step
+    subgroups: ["gender", "age_band", "payer_code", "admission_type"]
+    adjusted_for: ["age_band", "admission_type"]   what "comparable patients" share
+    limits: {max_recall_gap, max_equalized_odds_difference, max_gap_widening, min_group_size,
+             bootstrap_resamples, bootstrap_seed}
+    models:
+      candidate, champion (null without one):
+        threshold: float           the model's own decision threshold (max F1)
+        overall: {n, positives, auc, recall, fpr, precision, selection_rate, mean_predicted,
+                  observed_rate, calibration_gap}
+        attributes:
+          <attribute>:
+            risk_factor: bool      age_band, admission_type: what comparable patients share,
+                                   so their expected_*, recall_shortfall and adjusted_* are null
+            groups: [{group, status: "judged" | "too small to judge" | "one outcome only",
+                      n, positives, auc, recall, fpr, precision, selection_rate,
+                      mean_predicted, observed_rate, calibration_gap (mean_predicted minus
+                      observed_rate), recall_ci95, fpr_ci95, expected_recall, expected_fpr
+                      (the rates of comparable patients), recall_shortfall: {value, ci95}
+                      (expected_recall minus recall)}]
+            gaps: {equal_opportunity_difference, equalized_odds_difference,
+                   demographic_parity_ratio, adjusted_equal_opportunity_difference,
+                   adjusted_equalized_odds_difference: {value, ci95}}   judged groups only
+    widening: null without a champion, else
+      {<attribute>: {<gap>: {candidate, champion, widening: {value, ci95}}}}   paired bootstrap
+    gate: {passed, failures: [str]}
+    not_judged: ["payer_code=SelfPay (too small to judge: 690 rows, 103 readmissions)", ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +71,13 @@ import mlflow  # noqa: E402
 import mlflow.sklearn  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from fairness import (  # noqa: E402
+    REPORT_FILE,
+    SUBGROUPS,
+    FairnessLimits,
+    FairnessVerdict,
+    subgroup_report,
+)
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.inspection import permutation_importance  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
@@ -157,6 +214,39 @@ def gate(
     }
 
 
+def with_fairness(result: dict, verdict: FairnessVerdict, limits: FairnessLimits) -> dict:
+    """The quality gate's verdict with the fairness gate's failures and limits added: one
+    verdict, so whatever enforces the quality gate enforces this one too."""
+    return {
+        **result,
+        "passed": result["passed"] and verdict.passed,
+        "failures": [*result["failures"], *verdict.failures],
+        "thresholds": {
+            **result["thresholds"],
+            "max_recall_gap": limits.max_recall_gap,
+            "max_equalized_odds_difference": limits.max_equalized_odds_difference,
+            "max_gap_widening": limits.max_gap_widening,
+            "min_group_size": limits.min_group_size,
+        },
+        "fairness": {
+            "passed": verdict.passed,
+            "failures": list(verdict.failures),
+            "report": REPORT_FILE,
+        },
+    }
+
+
+def fairness_metrics(report: dict) -> dict[str, float]:
+    """The candidate's gaps per attribute as MLflow metrics (undefined gaps left out)."""
+    attributes = report["models"]["candidate"]["attributes"]
+    return {
+        f"fairness_{attribute}_{gap}": estimate["value"]
+        for attribute in SUBGROUPS
+        for gap, estimate in attributes[attribute]["gaps"].items()
+        if estimate["value"] is not None
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, required=True)
@@ -166,8 +256,22 @@ def main() -> None:
     parser.add_argument("--min_f1", type=float, required=True)
     parser.add_argument("--max_brier", type=float, required=True)
     parser.add_argument("--champion_min_delta", type=float, required=True)
+    parser.add_argument("--max_recall_gap", type=float, required=True)
+    parser.add_argument("--max_equalized_odds_difference", type=float, required=True)
+    parser.add_argument("--max_gap_widening", type=float, required=True)
+    parser.add_argument("--min_group_size", type=int, required=True)
+    parser.add_argument("--bootstrap_resamples", type=int, required=True)
+    parser.add_argument("--bootstrap_seed", type=int, required=True)
     parser.add_argument("--evaluation", type=Path, required=True)
     args = parser.parse_args()
+    limits = FairnessLimits(
+        max_recall_gap=args.max_recall_gap,
+        max_equalized_odds_difference=args.max_equalized_odds_difference,
+        max_gap_widening=args.max_gap_widening,
+        min_group_size=args.min_group_size,
+        bootstrap_resamples=args.bootstrap_resamples,
+        bootstrap_seed=args.bootstrap_seed,
+    )
 
     test = pd.read_parquet(args.test_data / "data.parquet")
     features, labels = test.drop(columns=[LABEL]), test[LABEL]
@@ -175,20 +279,32 @@ def main() -> None:
     candidate_p = score(candidate_model, features)
     candidate = metrics_for(labels, candidate_p, choose_threshold(labels, candidate_p))
     curves = {"candidate": candidate_p}
-    champion = None
+    champion, champion_scored = None, None
     if args.champion_model is not None:
         champion_p = score(load(args.champion_model), features)
         champion = metrics_for(labels, champion_p, choose_threshold(labels, champion_p))
         curves["champion"] = champion_p
+        champion_scored = (champion_p, champion["threshold"])
     result = gate(
         candidate, champion, args.min_auc, args.min_f1, args.max_brier, args.champion_min_delta
     )
+    started = time.perf_counter()
+    report, fairness = subgroup_report(
+        features,
+        labels,
+        (candidate_p, candidate["threshold"]),
+        champion_scored,
+        limits,
+    )
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    result = with_fairness(result, fairness, limits)
 
     out = args.evaluation
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"candidate": candidate, "champion": champion, "test_rows": len(test)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "gate.json").write_text(json.dumps(result, indent=2))
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2, allow_nan=False))
     plot_curves(labels, curves, out / "roc_pr.png")
     plot_calibration(labels, curves, out / "calibration.png")
     importance = plot_feature_importance(
@@ -200,10 +316,24 @@ def main() -> None:
         if champion is not None:
             mlflow.log_metrics({f"champion_test_{k}": v for k, v in champion.items()})
         mlflow.log_metric("gate_passed", int(result["passed"]))
+        mlflow.log_metrics(
+            {
+                **fairness_metrics(report),
+                "fairness_gate_passed": int(fairness.passed),
+                "fairness_seconds": report["seconds"],
+            }
+        )
         for picture in ("roc_pr.png", "calibration.png", "feature_importance.png"):
             mlflow.log_artifact(str(out / picture))
         mlflow.log_dict(result, "gate.json")
+        mlflow.log_dict(report, REPORT_FILE)
     print(json.dumps({"candidate": candidate, "gate": result}))
+    if not fairness.passed:  # loud in the step's log too; the flow fails the run on gate.json
+        print(
+            f"FAIRNESS GATE FAILED ({len(fairness.failures)} rule(s)); full report: "
+            f"{out / REPORT_FILE}\n" + "\n".join(f"- {f}" for f in fairness.failures),
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":
