@@ -10,7 +10,7 @@ from prefect.states import State
 from flows.prod_rollout import prod_rollout
 from flows.training import train_in_environment
 from records.workspace import ModelVersion
-from settings import load_release_settings
+from settings import TrainingRunSettings, load_release_settings
 from tasks.release.approval import ask_for_approval, evidence_pack
 from tasks.release.integration_tests import run_integration_tests
 from tasks.release.promotion import promote_to_shared_registry
@@ -29,7 +29,7 @@ from tasks.rollout.stop import stop_rollout_of_cancelled_run
 def release(
     data_path: str | None = None,
     approval_timeout_seconds: int | None = None,
-    champion_min_delta: float | None = None,
+    run_settings: TrainingRunSettings | None = None,
     keep_test_endpoint: bool = False,
 ) -> ModelVersion | State:
     """Carry a candidate from test to prod through every gate.
@@ -42,7 +42,7 @@ def release(
     timeout = approval_timeout_seconds or settings.approval.timeout_seconds
 
     # Retrain in test on the full data, gated against prod's champion, with the registry's code
-    trained = train_in_environment("test", data_path, "candidate", champion_min_delta)
+    trained = train_in_environment("test", data_path, "candidate", run_settings)
     candidate = trained.model
     subject = f"{candidate.name}/v{candidate.version} (test)"
 

@@ -8,7 +8,7 @@ from prefect.runtime import deployment
 
 from flows.release import release
 from flows.train_dev import train_dev
-from settings import load_retrain_settings
+from settings import TrainingRunSettings, load_retrain_settings
 from tasks.data import find_recent_data
 
 
@@ -23,7 +23,10 @@ def retrain(trigger: str = "schedule", data_path: str | None = None) -> str:
     print(f"Retraining, triggered by: {trigger}")
     data = data_path or find_recent_data(settings.recent_data)
     train_dev(data)
-    parameters = {"data_path": data, "champion_min_delta": settings.min_auc_gain}
+    parameters = {
+        "data_path": data,
+        "run_settings": TrainingRunSettings(champion_min_delta=settings.min_auc_gain),
+    }
     if deployment.id is not None:
         run = run_deployment("release/release", parameters=parameters, timeout=0, as_subflow=False)
         return f"release run {run.id} started; it waits for approval"

@@ -8,7 +8,7 @@ from prefect.states import State
 
 from flows.training import train_in_environment
 from records.workspace import ModelVersion
-from settings import load_release_settings
+from settings import TrainingRunSettings, load_release_settings
 from tasks.release.approval import ask_for_approval
 from tasks.training.pipeline_assets import (
     pipeline_assets_pack,
@@ -22,6 +22,7 @@ def train_dev(
     data_path: str | None = None,
     environment: str = "dev",
     approval_timeout_seconds: int | None = None,
+    run_settings: TrainingRunSettings | None = None,
 ) -> ModelVersion | State:
     """Train a candidate on `data_path` (a CSV; the synthetic sample when empty) and register it.
 
@@ -31,7 +32,7 @@ def train_dev(
     a person to approve promoting them (test and prod run only the registry's versions); a
     rejected or timed-out approval promotes nothing and leaves the model in dev.
     """
-    trained = train_in_environment(environment, data_path, alias="champion")
+    trained = train_in_environment(environment, data_path, "champion", run_settings)
     model = trained.model
 
     # Pipeline assets: what this run validated goes to the shared registry once approved

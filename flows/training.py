@@ -9,7 +9,7 @@ from prefect import flow
 
 from data_checks.validation import DataValidationReport
 from records.workspace import AssetReferences, ModelVersion, PipelineRun
-from settings import load_training_settings
+from settings import TrainingRunSettings, load_training_settings
 from tasks.data import generate_synthetic_sample, register_data_asset, validate_data
 from tasks.training.pipeline import (
     GateResult,
@@ -32,24 +32,22 @@ class TrainingOutcome:
     assets: AssetReferences
 
 
-@flow(name="train-in-environment")
+@flow(name="train-in-environment", log_prints=True)
 def train_in_environment(
     environment: str,
     data_path: str | None = None,
     alias: str = "champion",
-    champion_min_delta: float | None = None,
+    run_settings: TrainingRunSettings | None = None,
 ) -> TrainingOutcome:
     """Validate, train, gate and register in one environment's workspace.
 
-    `champion_min_delta` overrides the configured margin over the champion (a retrain must
-    beat it: a positive margin).
+    `run_settings` changes config/training.yaml's hyperparameters or gate for this run only
+    (a retrain sets a positive `champion_min_delta`: it must beat the champion).
     """
     settings = load_training_settings()
-    gate_settings = (
-        settings.gate
-        if champion_min_delta is None
-        else settings.gate.model_copy(update={"champion_min_delta": champion_min_delta})
-    )
+    if run_settings is not None and run_settings.changed():
+        print(f"This run's settings (config/training.yaml otherwise): {run_settings.changed()}")
+        settings = run_settings.applied_to(settings)
 
     # Pipeline code: dev registers the working tree's; the others run the shared registry's
     assets = resolve_pipeline_assets(environment)
@@ -66,7 +64,7 @@ def train_in_environment(
     # Training stage
     champion = find_champion(environment, settings.model_name)
     run = run_training_pipeline(
-        environment, asset, champion, settings.pipeline, gate_settings, assets
+        environment, asset, champion, settings.pipeline, settings.gate, assets
     )
     gate = check_quality_gate(run)
 

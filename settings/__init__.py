@@ -143,6 +143,51 @@ def load_training_settings(path: Path | None = None) -> TrainingSettings:
     return load_settings(TrainingSettings, path)
 
 
+class TrainingRunSettings(BaseModel):
+    """What a person may change for one run, from the run form in the Prefect UI (Prefect turns
+    this flow parameter into form fields, with these descriptions) or `parameters=` in code.
+    Empty fields keep config/training.yaml's value, so the file stays the one place of the
+    defaults; what a run changed is logged and kept in the run's parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    learning_rate: float | None = Field(
+        None, gt=0, le=1, description="Gradient boosting's learning rate (pipeline.learning_rate)"
+    )
+    max_iter: int | None = Field(
+        None, ge=10, le=5000, description="Boosting iterations (pipeline.max_iter)"
+    )
+    min_auc: float | None = Field(
+        None, ge=0.5, le=1, description="Quality gate: the lowest test AUC that may register"
+    )
+    min_f1: float | None = Field(None, ge=0, le=1, description="Quality gate: the lowest test F1")
+    max_brier: float | None = Field(
+        None, gt=0, le=1, description="Quality gate: the highest Brier score (calibration)"
+    )
+    champion_min_delta: float | None = Field(
+        None,
+        ge=-0.1,
+        le=0.1,
+        description="Candidate AUC must be at least the champion's plus this (a retrain: > 0)",
+    )
+
+    def changed(self) -> dict[str, float | int]:
+        """The fields this run sets."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+    def applied_to(self, settings: TrainingSettings) -> TrainingSettings:
+        """`settings` with this run's values in place of the file's."""
+        changed = self.changed()
+        pipeline = {k: v for k, v in changed.items() if k in PipelineSettings.model_fields}
+        gate = {k: v for k, v in changed.items() if k in GateSettings.model_fields}
+        return settings.model_copy(
+            update={
+                "pipeline": settings.pipeline.model_copy(update=pipeline),
+                "gate": settings.gate.model_copy(update=gate),
+            }
+        )
+
+
 # --- config/release.yaml ---------------------------------------------------------------------
 
 

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect.utilities.callables import parameter_schema
+from pydantic import ValidationError
 
 from settings import (
     SettingsError,
+    TrainingRunSettings,
     config_dir,
     load_monitoring_settings,
     load_release_settings,
@@ -105,3 +108,39 @@ def test_monitoring_watches_the_endpoint_release_yaml_calls_prod(config: Path) -
         "readmission-elsewhere",
     )
     assert "endpoint_environment" not in yaml.safe_load((config / "monitoring.yaml").read_text())
+
+
+def test_a_run_form_changes_only_what_it_sets_and_keeps_the_file_for_the_rest() -> None:
+    file = load_training_settings()
+    run = TrainingRunSettings(min_auc=0.8, max_iter=50)
+
+    applied = run.applied_to(file)
+
+    assert run.changed() == {"min_auc": 0.8, "max_iter": 50}
+    assert applied.gate.min_auc == 0.8 and applied.pipeline.max_iter == 50
+    assert applied.gate.min_f1 == file.gate.min_f1
+    assert applied.pipeline.learning_rate == file.pipeline.learning_rate
+    assert TrainingRunSettings().applied_to(file) == file
+
+
+def test_a_run_form_refuses_values_out_of_range_or_unknown() -> None:
+    with pytest.raises(ValidationError, match="min_auc"):
+        TrainingRunSettings(min_auc=1.5)
+    with pytest.raises(ValidationError, match="test_size"):
+        TrainingRunSettings.model_validate({"test_size": 0.5})  # not a per-run setting
+
+
+@pytest.mark.parametrize("flow_name", ["train_dev", "release"])
+def test_the_prefect_run_form_shows_the_per_run_settings_with_their_descriptions(
+    flow_name: str,
+) -> None:
+    """Prefect builds a deployment's run form from this schema (the UI's "Custom run")."""
+    import flows.release
+    import flows.train_dev
+
+    schema = parameter_schema(getattr(getattr(flows, flow_name), flow_name).fn).model_dump()
+    form = schema["definitions"]["TrainingRunSettings"]["properties"]
+
+    assert set(form) == set(TrainingRunSettings.model_fields)
+    assert all(field["description"] for field in form.values())
+    assert form["min_auc"]["anyOf"][0] == {"maximum": 1, "minimum": 0.5, "type": "number"}
