@@ -64,7 +64,7 @@ def train_in_environment(
     # Training stage
     champion = find_champion(environment, settings.model_name)
     run = run_training_pipeline(
-        environment, asset, champion, settings.pipeline, settings.gate, assets
+        environment, asset, champion, settings.pipeline, settings.gate, settings.fairness, assets
     )
     gate = check_quality_gate(run)
 

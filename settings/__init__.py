@@ -123,6 +123,18 @@ class GateSettings(Section):
     champion_min_delta: float
 
 
+class FairnessSettings(Section):
+    """The fairness gate's limits (components/src/fairness.py): the evaluate step gets them as
+    its (required) inputs, like the quality gate's."""
+
+    max_recall_gap: float
+    max_equalized_odds_difference: float
+    max_gap_widening: float
+    min_group_size: int
+    bootstrap_resamples: int
+    bootstrap_seed: int
+
+
 class DemoDataSettings(Section):
     rows: int
     seed: int
@@ -136,6 +148,7 @@ class TrainingSettings(FileSettings):
     model_name: str
     pipeline: PipelineSettings
     gate: GateSettings
+    fairness: FairnessSettings
     demo_data: DemoDataSettings
 
 
@@ -181,10 +194,10 @@ class TrainingRunSettings(BaseModel):
         pipeline = {k: v for k, v in changed.items() if k in PipelineSettings.model_fields}
         gate = {k: v for k, v in changed.items() if k in GateSettings.model_fields}
         return settings.model_copy(
-            update={
-                "pipeline": settings.pipeline.model_copy(update=pipeline),
-                "gate": settings.gate.model_copy(update=gate),
-            }
+            update=dict(
+                pipeline=settings.pipeline.model_copy(update=pipeline),
+                gate=settings.gate.model_copy(update=gate),
+            )
         )
 
 

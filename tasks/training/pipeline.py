@@ -15,7 +15,7 @@ import backends
 from backends.topology import load_topology
 from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
 from reports.pictures import publish_image
-from settings import PIPELINES_DIR, GateSettings, PipelineSettings
+from settings import PIPELINES_DIR, FairnessSettings, GateSettings, PipelineSettings
 
 METRICS = ("auc", "f1", "precision", "recall", "accuracy", "brier")
 
@@ -75,6 +75,7 @@ def _training_cache_key(context: object, parameters: dict) -> str:
         champion.registry if champion else "-",
         parameters["pipeline"].model_dump_json(),
         parameters["gate"].model_dump_json(),
+        parameters["fairness"].model_dump_json(),
         parameters["assets"].digest,  # changed code trains anew
         parameters["assets"].store,
     )
@@ -92,12 +93,18 @@ def run_training_pipeline(
     champion: Champion | None,
     pipeline: PipelineSettings,
     gate: GateSettings,
+    fairness: FairnessSettings,
     assets: AssetReferences,
 ) -> PipelineRun:
     """prep -> train -> evaluate as one pipeline job in the environment's workspace, each step
-    the component version `assets` names."""
+    the component version `assets` names; the gate and fairness limits are its inputs."""
     workspace = backends.workspace(environment)
-    inputs = {"raw_data": asset.path, **pipeline.model_dump(), **gate.model_dump()}
+    inputs = {
+        "raw_data": asset.path,
+        **pipeline.model_dump(),
+        **gate.model_dump(),
+        **fairness.model_dump(),
+    }
     if champion is not None:
         inputs["champion_model"] = champion.model_dir
     run = workspace.run_pipeline(

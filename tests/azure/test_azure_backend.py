@@ -37,7 +37,8 @@ from tests.endpoints.models import save_trained_model
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "readmission"
 REGISTRY_USER = "1823dd4f-9b8c-4ab6-ab4e-7397a3684615"
-GATE = load_training_settings().gate.model_dump()  # train.yml's evaluate step requires them
+_TRAINING = load_training_settings()
+GATE = {**_TRAINING.gate.model_dump(), **_TRAINING.fairness.model_dump()}  # evaluate requires them
 
 
 @pytest.fixture

@@ -53,7 +53,8 @@ from synthetic_data.readmissions import generate_readmissions
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = REPO_ROOT / "components"
 LABEL = "readmitted_30d"
-GATE = load_training_settings().gate.model_dump()  # the evaluate step's required thresholds
+_TRAINING = load_training_settings()
+GATE = {**_TRAINING.gate.model_dump(), **_TRAINING.fairness.model_dump()}  # evaluate requires them
 
 # Source: Azure/azure-sdk-for-python#44896 (POST /api/2.0/mlflow/logged-models -> 404); the
 # whole LoggedModel API lives under this prefix (get, search, finalize, tags, params, artifacts).
