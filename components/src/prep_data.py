@@ -32,8 +32,8 @@ def read_table(path: Path) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--raw_data", type=Path, required=True)
-    parser.add_argument("--test_size", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--test_size", type=float, required=True)
+    parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--train_data", type=Path, required=True)
     parser.add_argument("--test_data", type=Path, required=True)
     args = parser.parse_args()

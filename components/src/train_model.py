@@ -96,12 +96,12 @@ def pip_requirements() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train_data", type=Path, required=True)
-    parser.add_argument("--learning_rate", type=float, default=0.1)
-    parser.add_argument("--max_iter", type=int, default=300)
-    parser.add_argument("--max_leaf_nodes", type=int, default=31)
-    parser.add_argument("--min_samples_leaf", type=int, default=40)
-    parser.add_argument("--l2_regularization", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--learning_rate", type=float, required=True)
+    parser.add_argument("--max_iter", type=int, required=True)
+    parser.add_argument("--max_leaf_nodes", type=int, required=True)
+    parser.add_argument("--min_samples_leaf", type=int, required=True)
+    parser.add_argument("--l2_regularization", type=float, required=True)
+    parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--model", type=Path, required=True)
     args = parser.parse_args()
 

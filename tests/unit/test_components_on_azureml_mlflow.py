@@ -313,9 +313,15 @@ def pipeline(server: TrackingServer, tmp_path_factory: pytest.TempPathFactory) -
 
     steps: dict[str, StepResult] = {}
     validating = start("validate_data", {"data": raw})
-    steps["prep"] = finish(server, start("prep_data", {"raw_data": raw}))
+    pipeline = _TRAINING.pipeline
+    prepping = {"raw_data": raw, "test_size": pipeline.test_size, "seed": pipeline.seed}
+    steps["prep"] = finish(server, start("prep_data", prepping))
     prep = steps["prep"].outputs
-    steps["train"] = finish(server, start("train_model", {"train_data": prep["train_data"]}))
+    training = {
+        "train_data": prep["train_data"],
+        **pipeline.model_dump(include={"learning_rate", "max_iter", "seed"}),
+    }
+    steps["train"] = finish(server, start("train_model", training))
     steps["validate"] = finish(server, validating)
     model = steps["train"].outputs["model"]
     evaluate = {"model": model, "test_data": prep["test_data"], **GATE}

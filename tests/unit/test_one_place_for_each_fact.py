@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from settings import GateSettings, load_training_settings
+from settings import FairnessSettings, GateSettings, PipelineSettings, load_training_settings
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = (
@@ -33,6 +33,11 @@ SCANNED = (
 SETTINGS_MODULE = REPO / "settings" / "__init__.py"
 GATE = frozenset(GateSettings.model_fields)
 VALUES = frozenset(load_training_settings().gate.model_dump().values())
+PIPELINE_INPUTS = frozenset(PipelineSettings.model_fields) | frozenset(
+    FairnessSettings.model_fields
+)
+"""The other settings train.yml's steps take as required inputs (numbers too common to scan
+Python for: only YAML copies and script defaults are looked for)."""
 
 
 def files(*suffixes: str) -> list[Path]:
@@ -99,24 +104,24 @@ def copies_in_python(tree: ast.AST) -> Iterator[tuple[int, str]]:
                     yield node.lineno, f"comparison with {ast.unparse(operand)}"
 
 
-def copies_in_yaml(document: Any, where: str = "") -> Iterator[str]:
-    """Every threshold name holding a number, or an input spec of one with a default/value."""
+def copies_in_yaml(document: Any, where: str = "", names: frozenset[str] = GATE) -> Iterator[str]:
+    """Every name of `names` holding a number, or an input spec of one with a default/value."""
     if isinstance(document, dict):
         for key, value in document.items():
             here = f"{where}.{key}" if where else str(key)
-            if key in GATE and isinstance(value, int | float) and not isinstance(value, bool):
+            if key in names and isinstance(value, int | float) and not isinstance(value, bool):
                 yield f"{here}: {value}"
-            elif key in GATE and isinstance(value, dict):
+            elif key in names and isinstance(value, dict):
                 yield from (
                     f"{here}.{field}: {value[field]}"
                     for field in ("default", "value")
                     if isinstance(value.get(field), int | float)
                 )
             else:
-                yield from copies_in_yaml(value, here)
+                yield from copies_in_yaml(value, here, names)
     elif isinstance(document, list):
         for index, item in enumerate(document):
-            yield from copies_in_yaml(item, f"{where}[{index}]")
+            yield from copies_in_yaml(item, f"{where}[{index}]", names)
 
 
 def test_the_gate_thresholds_are_the_settings_fields() -> None:
@@ -142,6 +147,31 @@ YAML_FILES = files(".yml", ".yaml")
 def test_no_component_or_pipeline_yaml_writes_a_gate_threshold(path: Path) -> None:
     found = list(copies_in_yaml(yaml.safe_load(path.read_text())))
     assert found == [], f"{path.relative_to(REPO)} copies config/training.yaml's gate: {found}"
+
+
+COMPONENT_YAMLS = [p for p in YAML_FILES if p.relative_to(REPO).parts[0] == "components"]
+
+
+@pytest.mark.parametrize("path", COMPONENT_YAMLS, ids=lambda path: str(path.relative_to(REPO)))
+def test_no_component_or_pipeline_yaml_writes_a_pipeline_or_fairness_setting(path: Path) -> None:
+    """test_size, seed, learning_rate, max_iter and the fairness limits: required inputs, the
+    values from config/training.yaml through the flow."""
+    found = list(copies_in_yaml(yaml.safe_load(path.read_text()), names=PIPELINE_INPUTS))
+    assert found == [], f"{path.relative_to(REPO)} copies config/training.yaml: {found}"
+
+
+def test_no_component_script_defaults_a_pipeline_or_fairness_setting() -> None:
+    found = [
+        f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}"
+        for path in (REPO / "components").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and str(node.args[0].value).lstrip("-") in PIPELINE_INPUTS
+        and any(k.arg == "default" for k in node.keywords)
+    ]
+    assert found == [], "\n".join(found)
 
 
 def test_the_scan_finds_each_kind_of_copy() -> None:
