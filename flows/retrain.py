@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.runtime import deployment
 
@@ -23,12 +24,15 @@ def retrain(trigger: str = "schedule", data_path: str | None = None) -> str:
     print(f"Retraining, triggered by: {trigger}")
     data = data_path or find_recent_data(settings.recent_data)
     train_dev(data)
-    parameters = {
-        "data_path": data,
-        "run_settings": TrainingRunSettings(champion_min_delta=settings.min_auc_gain),
-    }
+    run_settings = TrainingRunSettings(champion_min_delta=settings.min_auc_gain)
     if deployment.id is not None:
-        run = run_deployment("release/release", parameters=parameters, timeout=0, as_subflow=False)
+        run = run_deployment(
+            "release/release",
+            parameters={"data_path": data, "run_settings": run_settings},
+            timeout=0,
+            as_subflow=False,
+        )
+        assert isinstance(run, FlowRun)  # called from a sync flow: the sync form
         return f"release run {run.id} started; it waits for approval"
-    state = release(**parameters, return_state=True)
+    state = release(data_path=data, run_settings=run_settings, return_state=True)
     return f"release ended {state.name}: {state.message}"

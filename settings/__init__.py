@@ -165,20 +165,28 @@ class TrainingRunSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     learning_rate: float | None = Field(
-        None, gt=0, le=1, description="Gradient boosting's learning rate (pipeline.learning_rate)"
+        default=None,
+        gt=0,
+        le=1,
+        description="Gradient boosting's learning rate (pipeline.learning_rate)",
     )
     max_iter: int | None = Field(
-        None, ge=10, le=5000, description="Boosting iterations (pipeline.max_iter)"
+        default=None, ge=10, le=5000, description="Boosting iterations (pipeline.max_iter)"
     )
     min_auc: float | None = Field(
-        None, ge=0.5, le=1, description="Quality gate: the lowest test AUC that may register"
+        default=None,
+        ge=0.5,
+        le=1,
+        description="Quality gate: the lowest test AUC that may register",
     )
-    min_f1: float | None = Field(None, ge=0, le=1, description="Quality gate: the lowest test F1")
+    min_f1: float | None = Field(
+        default=None, ge=0, le=1, description="Quality gate: the lowest test F1"
+    )
     max_brier: float | None = Field(
-        None, gt=0, le=1, description="Quality gate: the highest Brier score (calibration)"
+        default=None, gt=0, le=1, description="Quality gate: the highest Brier score (calibration)"
     )
     champion_min_delta: float | None = Field(
-        None,
+        default=None,
         ge=-0.1,
         le=0.1,
         description="Candidate AUC must be at least the champion's plus this (a retrain: > 0)",
@@ -289,6 +297,22 @@ class RolloutTiming(Section):
     """How long a release waits for another's change to the endpoint before it gives up."""
 
 
+class ShadowSettings(Section):
+    """The shadow comparison of the mirror step (tasks/rollout/shadow.py): the candidate's
+    answers to mirrored copies against the live deployment's answers to the same requests,
+    joined on the collected data's correlation id. Beyond these bounds the rollout stops
+    before any live traffic moves."""
+
+    max_label_disagreement: float = Field(ge=0, le=1)
+    """The share of paired rows whose labels differ."""
+    max_mean_probability_difference: float = Field(ge=0, le=1)
+    """The mean absolute difference of the two probabilities over the pairs."""
+    min_pairs: int = Field(ge=1)
+    """Fewer pairs than this: treated as `too_few_requests` says (fail, or judge on them)."""
+    divergent_rows: int = Field(default=10, ge=0)
+    """How many of the most divergent pairs the report lists."""
+
+
 class RolloutSettings(Section):
     timing: RolloutTiming
     min_requests: int = Field(ge=1)
@@ -296,6 +320,7 @@ class RolloutSettings(Section):
     too_few_requests: Literal["fail", "judge"]
     """After the longest bake, too few requests: fail the step, or judge on what there is."""
     guardrails: Guardrails
+    shadow: ShadowSettings
     steps: tuple[RolloutStep, ...]
 
 
