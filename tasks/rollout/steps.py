@@ -5,7 +5,10 @@ the weights), mirrored copies and canaries (sent through the normal route, canar
 the new deployment. It then waits until the endpoint's metrics cover the whole window
 (Azure Monitor publishes late; "no data yet" is neither healthy nor failed), extends a window
 with too few requests up to a limit, and judges the new deployment against fixed limits and
-against the old deployment over the same window (judge.py).
+against the old deployment over the same window (judge.py). A mirror step that passes is then
+judged on what the candidate answered: its answers to the mirrored copies against the live
+deployment's answers to the same requests (shadow.py), so a candidate that serves fast and
+error-free but says something else is stopped before any live traffic moves.
 
 A failed step puts all traffic back on the old deployment at once. So does a stop: an operator's
 `mlops rollout abort`, a rollback, or the run being cancelled in the Prefect UI, noticed within
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -50,7 +54,12 @@ from tasks.rollout.record import (
     same_traffic,
     write_record,
 )
+from tasks.rollout.shadow import judge_shadow, read_comparison, record_comparison
 from tasks.rollout.stop import stop_rollout
+
+COLLECTED_TIME_GRAIN = timedelta(seconds=1)
+"""Collected lines carry their time in whole seconds: a step's rows are read from a second
+before its weights were set."""
 
 
 class RolloutFailed(RuntimeError):
@@ -208,6 +217,41 @@ class Rollout:
         old = metrics.of(self.record.old) if self.record.old else None
         verdict = judge(step, new, old, self.settings.guardrails)
         return self.report(number, step, weights, metrics, verdict, notes)
+
+    def compare_shadow(self, report: StepReport, since: datetime) -> StepReport:
+        """The mirror step's shadow comparison (shadow.py), once its guardrails passed: the
+        candidate's answers to the mirrored copies since `since` against the live deployment's
+        answers to the same requests. Collected data lands a little after the answers, so it
+        waits (canaries still flowing) up to the metrics deadline for enough pairs. Recorded as
+        an artifact and in the audit trail; beyond the bounds the step fails, so the rollout
+        stops before any live traffic moves."""
+        old = self.record.old
+        assert old is not None
+        limits = self.settings.shadow
+        deadline = time.monotonic() + self.timing["metrics_deadline_seconds"]
+        while True:
+            comparison = read_comparison(
+                self.environment, self.endpoint, old, self.record.new, since, limits.divergent_rows
+            )
+            if comparison.pairs >= limits.min_pairs or time.monotonic() >= deadline:
+                break
+            self.wait(time.monotonic() + self.timing["poll_seconds"])
+        verdict = judge_shadow(comparison, limits, self.settings.too_few_requests)
+        record_comparison(
+            self.environment,
+            self.endpoint,
+            comparison,
+            verdict,
+            limits,
+            old,
+            self.record.new,
+            self.record.model,
+        )
+        self.logger.info("Step %d: %s (%s)", report.number, comparison.summary(), verdict)
+        notes = (*report.notes, comparison.summary())
+        if verdict.healthy:
+            return replace(report, notes=notes)
+        return replace(report, verdict=verdict, notes=notes)
 
     def covered_metrics(self, start: datetime, end: datetime) -> ServingMetrics | None:
         """The window's metrics once they cover it all; None past the deadline. Canaries keep
@@ -370,8 +414,11 @@ def shift_traffic(
                 step = rollout.steps[index]
                 run.record = run.record.at(index)
                 write_record(run.record)
+                applied = datetime.now(UTC) - COLLECTED_TIME_GRAIN
                 info = run.apply(step)
                 report = run.bake(index + 1, step, _weights(info.traffic, info.mirror_traffic))
+                if step.mirror is not None and report.verdict.healthy:
+                    report = run.compare_shadow(report, applied)
                 run.history.append(report)
                 logger.info("Rollout step %d (%s): %s", index + 1, step.label, report.row())
                 if not report.verdict.healthy:
