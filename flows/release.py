@@ -23,6 +23,7 @@ from tasks.release.serving import (
     test_endpoint_name,
 )
 from tasks.rollout.stop import stop_rollout_of_cancelled_run
+from tasks.training.model_card import publish_model_card
 
 
 @flow(name="release", log_prints=True, on_cancellation=[stop_rollout_of_cancelled_run])
@@ -68,6 +69,7 @@ def release(
                 "Prefect flow run": f"{PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}",
                 "MLflow pipeline run": trained.pipeline_run.tracking_url,
             },
+            trained.card,
         )
         decision = ask_for_approval(
             subject,
@@ -80,8 +82,9 @@ def release(
     if isinstance(decision, State):  # rejected or timed out: the test endpoint is gone
         return decision
 
-    # Promotion
+    # Promotion: the model card travels with the model; shown again with the approval
     promoted = promote_to_shared_registry("test", candidate, decision)
+    publish_model_card(promoted)
 
     # Prod: deploy beside the serving colour, roll out step by baked step, crown
     rolled_out = prod_rollout(

@@ -11,6 +11,7 @@ from data_checks.validation import DataValidationReport
 from records.workspace import AssetReferences, ModelVersion, PipelineRun
 from settings import TrainingRunSettings, load_training_settings
 from tasks.data import generate_synthetic_sample, register_data_asset, validate_data
+from tasks.training.model_card import PublishedCard, publish_model_card, write_model_card
 from tasks.training.pipeline import (
     GateResult,
     check_quality_gate,
@@ -30,6 +31,7 @@ class TrainingOutcome:
     data_report: DataValidationReport
     pipeline_run: PipelineRun
     assets: AssetReferences
+    card: PublishedCard
 
 
 @flow(name="train-in-environment", log_prints=True)
@@ -68,6 +70,8 @@ def train_in_environment(
     )
     gate = check_quality_gate(run)
 
-    # Registration stage
+    # Registration stage: the model card goes into the model's files, then the version
+    write_model_card(environment, settings.model_name, run, asset, gate, assets)
     model = register_model(environment, settings.model_name, run, asset, gate, assets, alias)
-    return TrainingOutcome(model, gate, data_report, run, assets)
+    card = publish_model_card(model, environment)
+    return TrainingOutcome(model, gate, data_report, run, assets, card)

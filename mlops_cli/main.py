@@ -221,6 +221,29 @@ def audit() -> None:
 
 
 @app.command()
+def card(
+    model: str,
+    version: str,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            help="Read the version from this environment's workspace only (default: the "
+            "shared registry's version, else dev's)."
+        ),
+    ] = None,
+) -> None:
+    """Print a model version's model card (markdown), with its approval once decided."""
+    from tasks.training.model_card import ModelCardMissing, find_model_card
+
+    try:
+        found = find_model_card(model, version, environment)
+    except ModelCardMissing as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    typer.echo(found.markdown)
+
+
+@app.command()
 def assets() -> None:
     """The working tree's component and environment versions, and whether the shared registry
     holds them (test and prod run only what it holds; train-dev promotes after an approval)."""

@@ -11,6 +11,9 @@ log before anything is done with it.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from prefect import get_run_logger, pause_flow_run, suspend_flow_run, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
@@ -23,7 +26,9 @@ import audit
 from data_checks.validation import DataValidationReport
 from records import lineage_tags
 from records.workspace import ModelVersion
+from reports.subgroups import candidate_vs_champion
 from tasks.release.integration_tests import IntegrationReport
+from tasks.training.model_card import FAIRNESS_FILE, PublishedCard
 from tasks.training.pipeline import METRICS, GateResult
 
 NOT_BLANK = r"\S"  # JSON-schema pattern: at least one non-space character
@@ -124,8 +129,11 @@ def evidence_pack(
     data_report: DataValidationReport,
     integration: IntegrationReport,
     links: dict[str, str],
+    card: PublishedCard | None = None,
 ) -> str:
-    """Markdown for the approval form: everything a reviewer needs on one page."""
+    """Markdown for the approval form: everything a reviewer needs on one page, the model
+    card first (linked, to read before deciding) and the patient groups beside the overall
+    metrics (from the evaluation's fairness.json, which scored the champion on the same rows)."""
     champion = gate.champion
     lineage = candidate.tags
     rows = "\n".join(
@@ -142,11 +150,25 @@ def evidence_pack(
         if champion is not None
         else "No champion yet: this would be the first production model."
     )
+    card_note = (
+        f"Read the model card of {card.where} before deciding: {card.artifact_url} "
+        f"(stored with the model as `{card.file}`; `{card.command}` prints it)."
+        if card is not None
+        else "No model card was published for this candidate."
+    )
+    fairness = Path(gate.evaluation_dir) / FAIRNESS_FILE
+    groups = (
+        candidate_vs_champion(json.loads(fairness.read_text()))
+        if fairness.exists()
+        else f"The evaluation wrote no {FAIRNESS_FILE}: no per-group figures."
+    )
     return (
         f"## Promote {candidate.name} v{candidate.version} (test) "
         "to the shared registry and prod?\n\n"
+        f"### Model card\n{card_note}\n\n"
         f"### Candidate vs champion\n{champion_note}\n\n"
         f"| metric | candidate | champion |\n|---|---|---|\n{rows}\n\n"
+        f"### Patient groups: candidate vs champion\n{groups}\n\n"
         f"### Data gate\n{data_report.summary()}\n\n"
         f"### Integration tests against the test endpoint\n"
         f"p95 latency {integration.p95_ms:.1f} ms over {integration.requests} requests\n\n"
