@@ -12,6 +12,25 @@ the label being `probability >= threshold`, the threshold chosen at evaluation a
 deployment as MODEL_THRESHOLD. Every bad request gets a 4xx with `{"message": reason}` from this
 script (the inference server's own errors have the same shape), and the server keeps serving.
 
+Explanations, on request only: `POST /score?explain=true` adds, per row, the features that
+pushed its score up or down most (`?explain=true&explain_top=K`, K from 1 to the number of
+features, default 5), as log-odds contributions that add up exactly:
+
+    "explanation": {"method": "tree path attributions (Saabas)", "units": "log-odds",
+                    "base_value": b, "top": K},
+    "predictions": [{"probability": p, "label": l, "log_odds": m,
+                     "contributions": [{"feature": "age", "value": 83, "contribution": 0.41},
+                                       ...K of them, largest |contribution| first],
+                     "other_features": r}, ...]
+
+with b + the K contributions + r = m = logit(p) (model_scoring.py says what the method promises
+and what it does not). A query parameter, not a body field, because the body is the model's
+input as Azure ML's `input_data` layouts define it (and what data collection, mirroring and
+batch scoring read): asking for an explanation changes the answer's shape, not the rows. Azure
+ML's inference server hands `run()` the whole HTTP request (`@rawhttp`), query string included.
+A request without `explain` (or with `explain=false`) runs exactly as before; a bad value gets a
+400 naming it; a deployment whose model is served through the plain pipeline answers 422.
+
 Settings (environment variables the deployment sets): AZUREML_MODEL_DIR (Azure ML's), MODEL_NAME,
 MODEL_VERSION, MODEL_THRESHOLD; AZUREML_MDC_* for the data collector sidecar.
 """
@@ -27,8 +46,10 @@ import numpy as np
 import orjson
 from azureml_inference_server_http.api.aml_request import rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
-from model_scoring import Scorer, load_scorer
-from request_contract import MAX_BODY_BYTES, RequestError, parse_scoring_request
+from model_scoring import Contributions, ExplanationUnavailable, Scorer, load_scorer
+from request_contract import MAX_BODY_BYTES, FeatureBatch, RequestError, parse_scoring_request
+
+from data_checks.readmission_schema import FEATURES
 
 log = logging.getLogger("score")
 COLLECTIONS = ("model_inputs", "model_outputs")
@@ -70,7 +91,11 @@ def init() -> None:
         outputs=outputs,
     )
     log.info(
-        "serving %s with the %s scorer (threshold %.4f)", _served.model, scorer.kind, threshold
+        "serving %s with the %s scorer (threshold %.4f, explanations %s)",
+        _served.model,
+        scorer.kind,
+        threshold,
+        "on request" if scorer.explains else "unavailable",
     )
 
 
@@ -100,9 +125,76 @@ def _refuse(status: int, reason: str) -> AMLResponse:
     return _reply(status, {"message": reason})
 
 
+EXPLAIN_TOP = 5
+"""Contributions per row when a request asks for an explanation without `explain_top`."""
+EXPLANATION_METHOD = "tree path attributions (Saabas)"
+
+
+def _explain_top(request: Any, n_features: int) -> int | None:
+    """How many contributions per row the request asks for, or None when it asks for none.
+
+    Raises RequestError (400) for a value that is not `true`/`false`, an `explain_top` that is
+    not a whole number from 1 to the number of features, either given twice, or `explain_top`
+    without `explain=true`."""
+    if not request.query_string:  # the default path: no query string, nothing parsed
+        return None
+    flags, tops = request.args.getlist("explain"), request.args.getlist("explain_top")
+    if len(flags) > 1 or len(tops) > 1:
+        raise RequestError(400, "give explain and explain_top at most once each")
+    flag = flags[0].strip().lower() if flags else "false"
+    if flag not in ("true", "false"):
+        raise RequestError(
+            400,
+            f"explain={flags[0]!r} is neither true nor false; add ?explain=true to get each "
+            "row's top contributing features",
+        )
+    if flag == "false":
+        if tops:
+            raise RequestError(400, "explain_top needs explain=true (?explain=true&explain_top=K)")
+        return None
+    if not tops:
+        return min(EXPLAIN_TOP, n_features)
+    text = tops[0].strip()
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= n_features):
+        raise RequestError(
+            400, f"explain_top={tops[0]!r} is not a whole number from 1 to {n_features}"
+        )
+    return int(text)
+
+
+def _explained(
+    predictions: list[dict[str, Any]], contributions: Contributions, batch: FeatureBatch, top: int
+) -> dict[str, Any]:
+    """Each prediction gains its log-odds, its `top` largest contributions (by size, with the
+    feature's value as sent) and the sum of the others; returns the answer's `explanation`."""
+    values = contributions.values
+    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :top]
+    shown = np.take_along_axis(values, order, axis=1)
+    others = values.sum(axis=1) - shown.sum(axis=1)
+    names = contributions.features
+    for row, prediction in enumerate(predictions):
+        prediction["log_odds"] = float(contributions.log_odds[row])
+        prediction["contributions"] = [
+            {
+                "feature": names[column],
+                "value": batch.columns[names[column]][row],
+                "contribution": float(value),
+            }
+            for column, value in zip(order[row].tolist(), shown[row].tolist(), strict=True)
+        ]
+        prediction["other_features"] = float(others[row])
+    return {
+        "method": EXPLANATION_METHOD,
+        "units": "log-odds",
+        "base_value": contributions.base_value,
+        "top": top,
+    }
+
+
 @rawhttp
 def run(request: Any) -> AMLResponse:
-    """Score one request: validate every row against the contract, score, label, collect."""
+    """Score one request: validate every row against the contract, score, label, collect
+    (and, when the query string asks, explain)."""
     if request.method != "POST":
         return _refuse(405, f"{request.method} is not supported; POST the rows as JSON")
     served = _served
@@ -116,21 +208,30 @@ def run(request: Any) -> AMLResponse:
             "send fewer rows per request",
         )
     try:
+        top = _explain_top(request, len(FEATURES))
         batch = parse_scoring_request(request.get_data(cache=False))
     except RequestError as error:
         return _refuse(error.status, error.reason)
+    explained = None
+    if top is not None:
+        try:
+            explained = served.scorer.contributions(batch)
+        except ExplanationUnavailable as why:
+            return _refuse(422, str(why))
     probabilities = served.scorer.probabilities(batch)
     labels = (probabilities >= served.threshold).astype(np.int8)
     request_id = request.headers.get("x-request-id", "")
     if served.inputs is not None:
         _collect(served, batch, probabilities, labels, request_id)
-    content = {
+    content: dict[str, Any] = {
         "predictions": [
             {"probability": p, "label": label}
             for p, label in zip(probabilities.tolist(), labels.tolist(), strict=True)
         ],
         "model": served.model,
     }
+    if explained is not None and top is not None:
+        content["explanation"] = _explained(content["predictions"], explained, batch, top)
     return _reply(200, content)
 
 
