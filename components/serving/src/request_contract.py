@@ -96,15 +96,45 @@ def parse_scoring_request(body: bytes) -> FeatureBatch:
     return replace(validate_columns(columns, n_rows), **sent)
 
 
+@dataclass(frozen=True)
+class Violation:
+    """One value that breaks the contract: where it is, what it is, and the rule it breaks."""
+
+    row: int
+    column: str
+    value: str
+    """The value as a person reads it: `400 (a number)`, `null (missing)`."""
+    rule: str
+    """What the column takes, the same words for every value that breaks it: `age must be a
+    whole number from 18 to 100` (what batch scoring counts refusals by)."""
+
+    @property
+    def reason(self) -> str:
+        return f"{self.value} is not valid; {self.rule}"
+
+
 def validate_columns(columns: Mapping[str, Sequence[Any]], n_rows: int) -> FeatureBatch:
     """Check every feature's values against the contract; used for requests and smoke tests."""
     for name in FEATURES:
-        values = columns[name]
-        if name in _NUMERIC:
-            _check_numbers(name, values)
-        else:
-            _check_categories(name, values)
+        first = next(_violations(name, columns[name]), None)
+        if first is not None:
+            raise RequestError(422, f"row {first.row}, column {name!r}: {first.reason}")
     return FeatureBatch({name: columns[name] for name in FEATURES}, n_rows)
+
+
+def find_violations(columns: Mapping[str, Sequence[Any]]) -> list[Violation]:
+    """Every value of every feature that breaks the contract, not just the first: batch scoring
+    refuses the rows that hold them and scores the rest. The checks are validate_columns' own,
+    so a clean column costs the same C-level pass and only a failing one is walked."""
+    return [found for name in FEATURES for found in _violations(name, columns[name])]
+
+
+def _violations(name: str, values: Sequence[Any]) -> Iterator[Violation]:
+    if len(values) == 0:  # an empty batch breaks nothing (and min() of nothing raises)
+        return iter(())
+    if name in _NUMERIC:
+        return _number_violations(name, values)
+    return _category_violations(name, values)
 
 
 def _decode(body: bytes) -> Any:
@@ -206,7 +236,7 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _check_numbers(name: str, values: Sequence[Any]) -> None:
+def _number_violations(name: str, values: Sequence[Any]) -> Iterator[Violation]:
     spec = _NUMERIC[name]
     types = set(map(type, values))
     floats = [v for v in values if type(v) is float] if float in types else []
@@ -230,22 +260,17 @@ def _check_numbers(name: str, values: Sequence[Any]) -> None:
             or (spec.integer and type(value) is float and not value.is_integer())
         )
         if bad:
-            raise RequestError(
-                422, f"row {index}, column {name!r}: {_describe(value)} is not valid; {expected}"
-            )
+            yield Violation(index, name, _describe(value), expected)
 
 
-def _check_categories(name: str, values: Sequence[Any]) -> None:
+def _category_violations(name: str, values: Sequence[Any]) -> Iterator[Violation]:
     allowed = _CATEGORIES[name]
     try:
         if set(values) <= allowed:
             return
     except TypeError:  # an unhashable value (a list or an object): found below
         pass
+    rule = f"{name} takes one of {_CATEGORY_LISTS[name]}"
     for index, value in enumerate(values):
         if type(value) is not str or value not in allowed:
-            raise RequestError(
-                422,
-                f"row {index}, column {name!r}: {_describe(value)} is not valid; "
-                f"{name} takes one of {_CATEGORY_LISTS[name]}",
-            )
+            yield Violation(index, name, _describe(value), rule)
