@@ -14,12 +14,14 @@ import httpx
 import pytest
 import yaml
 from prefect.client.schemas.objects import StateType
+from typer.testing import CliRunner
 
 import backends
 from audit import read_audit_log
 from backends.local.endpoints import stop_all
 from flows.release import release
 from flows.rollback import rollback
+from mlops_cli.main import app
 from records import lineage_tags
 from settings import config_dir, load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
@@ -138,6 +140,13 @@ def test_approved_release_is_promoted_and_serves_in_prod(backend: Path, data: di
     actions = [(r.action, r.actor) for r in read_audit_log()]
     assert ("approved", "alice") in actions and ("promoted", "alice") in actions
     assert {"deployed", "traffic", "champion"} <= {a for a, _ in actions}
+
+    # The promoted version's model card came along with its files, and shows the approval.
+    card = CliRunner().invoke(app, ["card", MODEL, promoted.version])
+    assert card.exit_code == 0, card.output
+    assert f"in the shared registry {registry.name}" in card.output
+    assert f"`{champion.tags[lineage_tags.DATA_SHA256]}`" in card.output
+    assert "Approved for production by **alice** at " in card.output
 
 
 def test_invalid_input_is_refused_then_a_rejection_promotes_nothing(

@@ -20,8 +20,10 @@ from flows.release import release
 from flows.train_dev import train_dev
 from flows.training import train_in_environment
 from records import lineage_tags
+from reports.model_card import NOT_DECIDED
 from settings import load_training_settings
 from synthetic_data.readmissions import generate_readmissions
+from tasks.training.model_card import find_model_card
 from tests.integration.release_helpers import decide_when_paused
 
 MODEL = load_training_settings().model_name
@@ -135,6 +137,17 @@ def test_train_dev_registers_a_gated_model_with_lineage(
     )  # same content
     gate = training_runs("dev")
     assert any("champion_test_auc" in r.data.metrics for r in gate)
+
+    # Every registered version carries its model card in its files, naming its data; none is
+    # approved yet (approval happens on the shared registry's copy, at promotion).
+    for environment, version in [("dev", v) for v in workspace.list_model_versions(MODEL)] + [
+        ("test", in_test.model)
+    ]:
+        card = find_model_card(MODEL, version.version, environment).markdown
+        assert f"`{version.tags[lineage_tags.DATA_SHA256]}`" in card
+        assert version.tags[lineage_tags.PIPELINE_RUN_ID] in card
+        assert "### Per patient group" in card and "#### payer_code" in card
+        assert NOT_DECIDED in card
 
 
 def test_a_model_trained_on_shuffled_labels_fails_the_gate(
