@@ -82,7 +82,7 @@ class PipelineAssets:
     def digest(self) -> str:
         """One version for the whole set: the lineage tag a model carries, so dev's validation
         and the registry's copy can be matched."""
-        parts = sorted(f"{a.name}:{a.version}" for a in (*self.components, *self.environments))
+        parts = sorted(f"{a.name}:{a.version}" for _, a in self.each())
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:VERSION_LENGTH]
 
     def environment(self, name: str) -> EnvironmentAsset:

@@ -17,7 +17,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import yaml
 from filelock import FileLock
@@ -41,13 +41,31 @@ CONTRACT_PACKAGE = REPO_ROOT / "data_checks"
 (online deployments have no such setting)."""
 DEFAULT_THRESHOLD = 0.5
 VENV_ROOT = Path(os.environ.get("MLOPS_INFERENCE_VENVS", REPO_ROOT / ".venvs"))
+Setting = TypeVar("Setting")
 
 
 def deployment_template() -> ManagedOnlineDeployment:
     """The deployment YAML, parsed by azure-ai-ml (offline: nothing is sent)."""
     from azure.ai.ml import load_online_deployment
+    from azure.ai.ml.entities import ManagedOnlineDeployment
 
-    return load_online_deployment(str(DEPLOYMENT_FILE))
+    deployment = load_online_deployment(str(DEPLOYMENT_FILE))
+    if not isinstance(deployment, ManagedOnlineDeployment):
+        raise DeploymentFailed(
+            f"{DEPLOYMENT_FILE.relative_to(REPO_ROOT)} loads as a {type(deployment).__name__}; "
+            "give it the managedOnlineDeployment $schema"
+        )
+    return deployment
+
+
+def deployment_setting(value: Setting | None, setting: str) -> Setting:
+    """A setting of the deployment YAML that the local backend needs to run a deployment
+    (azure-ai-ml types them all optional, since Azure ML has defaults for the missing ones)."""
+    if value is None:
+        raise DeploymentFailed(
+            f"{DEPLOYMENT_FILE.relative_to(REPO_ROOT)} has no {setting}; set it there"
+        )
+    return value
 
 
 def environment_version() -> str:
@@ -82,7 +100,10 @@ def deployment_variables(model: ModelVersion) -> dict[str, str]:
 
 def _snapshot_files() -> Iterator[tuple[Path, Path]]:
     """(source file, path inside the snapshot), in a stable order."""
-    code = (SERVING_DIR / str(deployment_template().code_configuration.code)).resolve()
+    configuration = deployment_setting(
+        deployment_template().code_configuration, "code_configuration"
+    )
+    code = (SERVING_DIR / str(configuration.code)).resolve()
     for root, prefix in ((code, Path()), (CONTRACT_PACKAGE, Path(CONTRACT_PACKAGE.name))):
         for path in sorted(root.rglob("*.py")):
             if "__pycache__" not in path.parts:

@@ -22,6 +22,9 @@ from data_checks.readmission_schema import ALL_COLUMNS, LABEL, NUMERIC_COLUMNS
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationValidationResult, ValidationDefinition
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
 
 CONTRACT = "data_checks/readmission_schema.py"
 _SAMPLE_SIZE = 5
@@ -309,7 +312,7 @@ def _failures(results: list[ExpectationValidationResult]) -> tuple[ExpectationFa
 
 def _failure(result: ExpectationValidationResult, blocked: int) -> ExpectationFailure:
     """Describe one failed expectation; `blocked` counts its column's checks that could not run."""
-    config = result.expectation_config
+    config = _config(result)
     kwargs = config.kwargs
     column = kwargs.get("column")
     kind = config.type
@@ -395,12 +398,21 @@ def _unvalidated(data_path: str, error: str, row_count: int) -> DataValidationRe
     )
 
 
+def _config(result: ExpectationValidationResult) -> ExpectationConfiguration:
+    """The expectation a result answers. GX types it optional (a result may be built without
+    one), but a validation run attaches it to every result it returns."""
+    config = result.expectation_config
+    if config is None:
+        raise TypeError(f"GX returned a validation result without its expectation: {result}")
+    return config
+
+
 def _kind(result: ExpectationValidationResult) -> str:
-    return result.expectation_config.type
+    return _config(result).type
 
 
 def _column(result: ExpectationValidationResult) -> str | None:
-    return result.expectation_config.kwargs.get("column")
+    return _config(result).kwargs.get("column")
 
 
 def _exception_message(result: ExpectationValidationResult) -> str | None:

@@ -41,7 +41,7 @@ def list_paused_runs() -> list[PausedRun]:
             str(run.id),
             run.name,
             flows[run.flow_id],
-            run.state.name if run.state else "?",
+            run.state.name if run.state and run.state.name else "?",
             run.state.timestamp.isoformat() if run.state else "",
         )
         for run in runs

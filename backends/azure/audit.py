@@ -54,9 +54,11 @@ class AzureAuditTrail:
         retry = conn.retry
         kwargs: dict[str, Any] = {
             # the storage SDK has its own retry policy (it ignores azure-core's retry_* kwargs)
+            # azure-storage-blob annotates both as int, but get_backoff_time feeds them to
+            # random.uniform, so fractions of a second work as they are
             "retry_policy": LinearRetry(
-                backoff=retry.backoff_factor,
-                random_jitter_range=retry.backoff_factor / 2,
+                backoff=retry.backoff_factor,  # type: ignore[arg-type]
+                random_jitter_range=retry.backoff_factor / 2,  # type: ignore[arg-type]
                 retry_total=retry.status,
             ),
             "connection_timeout": retry.connection_timeout,

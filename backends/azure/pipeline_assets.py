@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from azure.ai.ml import MLClient, load_component, load_environment
+from azure.ai.ml.entities import PipelineComponent
 from azure.ai.ml.exceptions import ValidationException
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -90,6 +91,11 @@ class AssetStore:
         def build() -> Any:
             quiet_sdk_logs()
             loaded = load_component(str(component.spec_file))
+            if isinstance(loaded, PipelineComponent):  # no environment of its own to pin
+                raise TypeError(
+                    f"{component.spec_file} is a pipeline component; a pipeline step's asset "
+                    "must be a command component"
+                )
             loaded.version = component.version
             loaded.environment = environment_reference
             return loaded

@@ -81,7 +81,8 @@ class PipelineRunner:
         if literals:
             job = load_pipeline(pipeline, literals)
         self._bind_inputs(job, pipeline, inputs)
-        job.settings.default_compute = self.spec.compute
+        # PipelineJob.settings is typed Optional, but its getter creates the settings when unset
+        job.settings.default_compute = self.spec.compute  # type: ignore[union-attr]
         if run_name:
             job.display_name = run_name
         plan = _output_plan(job)  # before submission: the SDK swaps components for ARM ids
@@ -296,6 +297,8 @@ def _seconds(context: Any) -> float:
     """How long a step ran: run history's created -> last modified (0.0 when unknown)."""
     start = getattr(context, "created_at", None)
     end = getattr(context, "last_modified_at", None)
+    if start is None or end is None:
+        return 0.0
     try:
         return max(0.0, (end - start).total_seconds())
     except TypeError:

@@ -50,8 +50,9 @@ EVENT_PREFIX = "azureml.inference."
 class _Sidecar(uvicorn.Server):
     """A uvicorn server that shares the endpoint server's event loop and signal handlers."""
 
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class DataCollector:
@@ -235,7 +236,8 @@ def _lines(folder: Path, since: datetime) -> Iterator[bytes]:
         rolled = ROLLED_HOUR.search(path.as_posix())
         if rolled is None:
             continue
-        hour = datetime(*(int(rolled[k]) for k in "ymdh"), tzinfo=UTC)  # type: ignore[misc]
+        year, month, day, hour_of_day = (int(rolled[k]) for k in "ymdh")
+        hour = datetime(year, month, day, hour_of_day, tzinfo=UTC)
         if hour >= first_hour:
             with path.open("rb") as handle:
                 for line in handle:

@@ -35,6 +35,7 @@ from backends.serving_package import (
     DEFAULT_THRESHOLD,
     SCORING_SCRIPT,
     code_snapshot,
+    deployment_setting,
     deployment_template,
     deployment_variables,
     inference_venv,
@@ -77,7 +78,12 @@ def deployment_spec(
     the request timeout and the readiness probe's patience."""
     variables = deployment_variables(model)
     template = deployment_template()
-    probe = template.readiness_probe
+    request = deployment_setting(template.request_settings, "request_settings")
+    timeout = deployment_setting(request.request_timeout_ms, "request_settings.request_timeout_ms")
+    probe = deployment_setting(template.readiness_probe, "readiness_probe")
+    initial_delay = deployment_setting(probe.initial_delay, "readiness_probe.initial_delay")
+    period = deployment_setting(probe.period, "readiness_probe.period")
+    failures = deployment_setting(probe.failure_threshold, "readiness_probe.failure_threshold")
     code = code_snapshot(code_root)
     return DeploymentSpec(
         name=name,
@@ -87,8 +93,8 @@ def deployment_spec(
         code=str(code),
         environment=str(inference_venv(conda_file)),
         variables=variables,
-        request_timeout_ms=int(template.request_settings.request_timeout_ms),
-        start_timeout_s=float(probe.initial_delay + probe.period * probe.failure_threshold),
+        request_timeout_ms=int(timeout),
+        start_timeout_s=float(initial_delay + period * failures),
     )
 
 

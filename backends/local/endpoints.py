@@ -279,7 +279,7 @@ class LocalEndpoints:
         if state is None:
             return False
         running = state.pid is not None and _is_server(state.pid, state_dir)
-        if running:
+        if running and state.pid is not None:
             stop_process(state.pid, timeout)
         for process in state.processes.values():
             stop_leftover(process, state_dir)

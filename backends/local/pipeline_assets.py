@@ -19,6 +19,7 @@ import yaml
 
 from backends.pipeline_assets import (
     AssetsNotPromoted,
+    EnvironmentAsset,
     PipelineAssets,
     parse_reference,
     registered_spec,
@@ -52,7 +53,7 @@ class AssetStore:
             target = self.version_dir(kind, asset.name, asset.version)
             partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
             partial.mkdir(parents=True)
-            if kind == "environment":
+            if isinstance(asset, EnvironmentAsset):  # kind == "environment"
                 shutil.copy2(asset.spec_file, partial / ENVIRONMENT_FILE)
                 shutil.copy2(asset.conda_file, partial / asset.conda_file.name)
             else:
