@@ -336,10 +336,11 @@ class EndpointServer:
     # --- scoring ------------------------------------------------------------------------------
 
     async def forward(
-        self, deployment: Deployment, body: bytes, headers: Mapping[str, str]
+        self, deployment: Deployment, body: bytes, headers: Mapping[str, str], query: str = ""
     ) -> Response:
         """The deployment's own answer to the request, or the endpoint's when it cannot be
-        reached in time; every outcome is counted (5xx, timeouts and failures as errors)."""
+        reached in time; every outcome is counted (5xx, timeouts and failures as errors). The
+        query string goes with it (the scoring script's `?explain=true`)."""
         started = time.perf_counter()
         server = deployment.server
         if server is None:
@@ -353,7 +354,10 @@ class EndpointServer:
         server.in_flight += 1
         try:
             reply = await self.http.post(
-                f"{server.base_url}/score", content=body, headers=headers, timeout=timeout_ms / 1000
+                f"{server.base_url}/score" + (f"?{query}" if query else ""),
+                content=body,
+                headers=headers,
+                timeout=timeout_ms / 1000,
             )
         except httpx.TimeoutException:
             self.metrics.record(deployment.name, _ms_since(started), error=True)
@@ -576,7 +580,7 @@ def create_app(server: EndpointServer) -> FastAPI:
             "content-type": request.headers.get("content-type", "application/json"),
             "x-request-id": request_id,
         }
-        response = await server.forward(deployment, body, forwarded)
+        response = await server.forward(deployment, body, forwarded, request.url.query)
         response.headers["x-request-id"] = request_id
         response.headers["azureml-model-deployment"] = deployment.name
         if mirrors:

@@ -56,6 +56,28 @@ def test_split_and_records_layouts_return_the_models_probabilities_and_labels(
         assert [p["label"] for p in answer["predictions"]] == [int(p >= 0.5) for p in expected]
 
 
+def test_an_explanation_asked_in_the_query_reaches_the_scoring_script_through_the_endpoint(
+    shared: Caller, rows: pd.DataFrame
+) -> None:
+    """The endpoint passes the query string on (`?explain=true`: the scoring script adds each
+    row's top contributions); without it the answer is the plain one."""
+    body = json.dumps(split_body(rows.head(2))).encode()
+    headers = {"Authorization": f"Bearer {shared.key}", "Content-Type": "application/json"}
+
+    explained = shared.http.post(
+        shared.scoring_uri,
+        params={"explain": "true", "explain_top": 3},
+        content=body,
+        headers=headers,
+    )
+
+    assert explained.status_code == 200, explained.text
+    answer = explained.json()
+    assert answer["explanation"]["top"] == 3
+    assert [len(p["contributions"]) for p in answer["predictions"]] == [3, 3]
+    assert "explanation" not in shared.score(body).json()
+
+
 def test_a_large_batch_gets_the_pipelines_probabilities_in_row_order(
     shared: Caller, rows: pd.DataFrame, models: ModelDirs
 ) -> None:
