@@ -268,7 +268,8 @@ def markdown(
         "|---|---|---|",
         f"| pairs (canaries among them) | {comparison.pairs} ({comparison.canary_pairs}) | "
         f"at least {limits.min_pairs} |",
-        f"| mirrored answers with no live pair | {comparison.unpaired} | |",
+        f"| mirrored answers with no live pair (not collected yet, or another id) | "
+        f"{comparison.unpaired} | |",
         f"| pairs left out: inputs differ | {comparison.mismatched} | |",
         f"| label agreement | {_percent(comparison.label_agreement)} | "
         f"at least {1 - limits.max_label_disagreement:.1%} |",

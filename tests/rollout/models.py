@@ -1,10 +1,13 @@
-"""A slow model for rollout tests: right answers, several times the old model's latency."""
+"""Candidates for rollout tests that serve fine and are wrong in one way: a slow one (right
+answers, several times the old model's latency) and an inverted one (fast, error-free, and
+saying the opposite of the live model)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import mlflow.sklearn
+from mlflow.models import infer_signature
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -31,6 +34,27 @@ def save_slow_model(target: Path) -> Path:
         model,
         str(target),
         input_example=features.head(5),
+        pyfunc_predict_fn="predict_proba",
+        skops_trusted_types=train.trusted_types(model),
+        pip_requirements=train.pip_requirements(),
+    )
+    return target
+
+
+def save_inverted_model(target: Path) -> Path:
+    """The real training recipe fitted on inverted labels: it loads, answers every request
+    quickly and without an error, so only comparing its answers with the live model's shows
+    it is wrong (it disagrees on about 90% of labels)."""
+    train = load_train_script()
+    features, labels = training_frame(1_500, seed=5)
+    model = train.build_model(features, max_iter=60)
+    model.fit(features, 1 - labels)
+    example = features.head(5)
+    mlflow.sklearn.save_model(
+        model,
+        str(target),
+        signature=infer_signature(example, model.predict_proba(example)[:, 1]),
+        input_example=example,
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=train.trusted_types(model),
         pip_requirements=train.pip_requirements(),

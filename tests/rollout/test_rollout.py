@@ -8,7 +8,8 @@ seconds; Azure's smallest is PT1M).
 
 Users are a background thread sending single rows through the endpoint's normal route; the
 candidate deployments are a second good model, a fragile one (fails on patients over 95, whom
-only users send) and a slow one (a 1,500-tree forest).
+only users send), a slow one (a 1,500-tree forest) and an inverted one (fast and error-free,
+trained on inverted labels: only the mirror step's shadow comparison can tell).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from tasks.rollout.steps import RolloutFailed, RolloutStopped, shift_traffic
 from tasks.rollout.stop import stop_rollout, stop_rollout_of_cancelled_run
 from tests.azure.conftest import AzureUnderTest, azure_under_test
 from tests.endpoints.models import FRAGILE_AGE, save_fragile_model, save_trained_model
-from tests.rollout.models import save_slow_model
+from tests.rollout.models import save_inverted_model, save_slow_model
 
 ENDPOINT = "rollout"
 BAKE = 3.0
@@ -163,6 +164,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "v2": save_trained_model(root / "v2", rows=1_500, seed=4),
         "fragile": save_fragile_model(root / "fragile"),
         "slow": save_slow_model(root / "slow"),
+        "inverted": save_inverted_model(root / "inverted"),
     }
 
 
@@ -256,13 +258,17 @@ def roll_out(candidate: ModelVersion, canary_rows: str, steps: list[dict] | None
     return shift_traffic("prod", ENDPOINT, "green", candidate, canary_rows, settings)
 
 
-def rollout_table() -> list[dict[str, Any]]:
+def latest_artifact(key: str) -> Any:
     with get_client(sync_client=True) as client:
         artifacts = client.read_latest_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["rollout"]))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
         )
-    assert artifacts, "no rollout table artifact"
-    data = artifacts[0].data
+    assert artifacts, f"no {key} artifact"
+    return artifacts[0].data
+
+
+def rollout_table() -> list[dict[str, Any]]:
+    data = latest_artifact("rollout")
     return yaml.safe_load(data) if isinstance(data, str) else data
 
 
@@ -311,6 +317,33 @@ def test_a_deployment_failing_only_on_users_requests_is_rolled_back_at_10_percen
     # the canaries alone (patients up to 95) never failed: the users' requests decided it
     row = rollout_table()[0]
     assert "error rate" in row["verdict"]
+
+
+def test_a_candidate_whose_mirrored_answers_diverge_is_stopped_before_live_traffic_moves(
+    stage: Stage,
+) -> None:
+    stage.reset("inverted")
+    stopped = r"failed step 1 \(mirror 20%\): shadow labels"
+    # the mirror step's absolute p95 limit raised: the candidate is fast, but a loaded test
+    # machine must not stop it before its answers are compared
+    steps = [{"mirror": 20, "max_p95_ms": 5_000}, {"traffic": 100}]
+    with Users(stage).running() as users, pytest.raises(RolloutFailed, match=stopped):
+        roll_out(stage.models["inverted"], stage.canary_rows, steps=steps)
+
+    assert stage.traffic() == {"blue": 100}
+    assert stage.endpoints.get_endpoint(ENDPOINT).mirror_traffic.get("green", 0) == 0
+    assert read_record("prod", ENDPOINT).status == "rolled-back"
+    # no user was ever answered by the candidate: it only saw mirrored copies
+    assert {d for _, status, d in users.answers if status == 200} == {"blue"}
+    assert [r["traffic"] for r in rollout_table()] == ["mirror 20%"]
+    report = latest_artifact("shadow-comparison")
+    assert "**Stopped**: shadow labels disagree" in report
+    assert "## Disagreement by group" in report and "| age_band | 65-79 |" in report
+    audited = [r for r in read_audit_log() if r.action == "shadow-comparison"]
+    assert audited and audited[-1].details["passed"] is False
+    figures = audited[-1].details
+    assert figures["pairs"] >= 20
+    assert figures["label_agreement"] < 0.5 and figures["mean_probability_difference"] > 0.3
 
 
 def test_late_metrics_are_waited_for_and_the_rollout_passes(stage: Stage) -> None:
