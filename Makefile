@@ -40,6 +40,7 @@ demo: $(STAMP)
 test: $(STAMP) $(CHECKOV_STAMP) chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy  # the packages and settings: [tool.mypy] in pyproject.toml
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile  # two workers, a file stays on one
 
 lint: $(STAMP)

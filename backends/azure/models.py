@@ -73,7 +73,7 @@ class ModelStore:
     # --- writing ---------------------------------------------------------------------------
 
     def next_version(self, name: str) -> str:
-        numbers = [int(m.version) for m in self.versions(name) if str(m.version).isdigit()]
+        numbers = [int(str(m.version)) for m in self.versions(name) if str(m.version).isdigit()]
         return str(max(numbers, default=0) + 1)
 
     def register(

@@ -102,7 +102,7 @@ class AzureWorkspace(ModelStoreDelegate):
         for existing in versions:
             if (existing.tags or {}).get(CONTENT_TAG) == content_hash:
                 return DataAsset(name, str(existing.version), str(existing.path), content_hash)
-        numbers = [int(v.version) for v in versions if str(v.version).isdigit()]
+        numbers = [int(str(v.version)) for v in versions if str(v.version).isdigit()]
         data = Data(
             name=name,
             version=str(max(numbers, default=0) + 1),

@@ -69,7 +69,7 @@ def _to_model_version(mv: MlflowModelVersion) -> ModelVersion:
     return ModelVersion(
         name=mv.name,
         version=str(mv.version),
-        source=mv.source,
+        source=mv.source or "",  # MLflow always sets it; its type says optional
         run_id=mv.run_id or None,
         tags=dict(mv.tags or {}),
         aliases=tuple(mv.aliases or ()),
@@ -95,9 +95,12 @@ class MlflowRegistry:
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # created meanwhile by another process
-            return self.client.get_experiment_by_name(name).experiment_id
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
-    def register_model(
+    def register_once(
         self,
         name: str,
         model_dir: str,
@@ -243,9 +246,7 @@ class LocalWorkspace(MlflowRegistry):
         identity = lineage_tags.PIPELINE_RUN_ID
         if identity not in tags:
             raise ValueError(f"register_model needs a {identity} tag for lineage")
-        return MlflowRegistry.register_model(
-            self, name, model_dir, run_id, tags, description, identity_tag=identity
-        )
+        return self.register_once(name, model_dir, run_id, tags, description, identity)
 
 
 class LocalSharedRegistry(MlflowRegistry):
@@ -264,7 +265,7 @@ class LocalSharedRegistry(MlflowRegistry):
         origin = f"{tags[lineage_tags.SOURCE_WORKSPACE]}:{model.name}:{model.version}"
         target = self.directory / "models" / model.name / origin.replace(":", "_")
         shutil.copytree(model_dir, target, dirs_exist_ok=True)
-        return self.register_model(
+        return self.register_once(
             model.name,
             str(target),
             None,  # the training run lives in the source workspace's store, not this one

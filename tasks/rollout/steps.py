@@ -304,9 +304,12 @@ class Rollout:
         done = sum(1 for r in self.history if r.verdict.healthy)
         percent = 100.0 * done / steps
         if self.progress is None:
-            self.progress = create_progress_artifact(
+            created = create_progress_artifact(
                 percent, key="rollout-progress", description=description
             )
+            if not isinstance(created, UUID):  # a sync caller gets the sync form's id
+                raise TypeError(f"create_progress_artifact returned {created!r}, not an id")
+            self.progress = created
         else:
             update_progress_artifact(self.progress, percent, description=description)
         if self.history:

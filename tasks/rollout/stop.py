@@ -51,7 +51,7 @@ def stop_rollout(
     return record
 
 
-def stop_rollout_of_cancelled_run(flow: object, run: FlowRun, state: State) -> None:
+def stop_rollout_of_cancelled_run(flow: object, flow_run: FlowRun, state: State) -> None:
     """A flow's on_cancellation hook: when a worker cancels a release (the UI's Cancel), it may
     kill the process before the rollout notices; the hook (which the runner calls after the
     kill) stops the rollout this run was driving, so traffic never stays half-shifted."""
@@ -60,7 +60,7 @@ def stop_rollout_of_cancelled_run(flow: object, run: FlowRun, state: State) -> N
     settings = load_release_settings()
     prod, endpoint = settings.prod_environment, settings.prod_endpoint
     record = read_record(prod, endpoint)
-    if record is not None and str(run.id) in (record.flow_run_id, record.root_flow_run_id):
+    if record is not None and str(flow_run.id) in (record.flow_run_id, record.root_flow_run_id):
         stop_rollout(prod, endpoint, "cancel", "prefect", "the flow run was cancelled")
 
 

@@ -34,7 +34,7 @@ def test_a_store_killed_mid_migration_is_created_whole_on_the_next_open(tmp_path
     assert not (store / "mlflow.db").exists()  # nothing half-made under the real name
     registry = MlflowRegistry(store)
     registry.experiment_id("training")
-    version = registry.register_model(
+    version = registry.register_once(
         "m", str(tmp_path), None, {"source": "a"}, "first", identity_tag="source"
     )
     assert version.version == "1"
