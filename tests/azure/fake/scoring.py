@@ -92,6 +92,20 @@ FRONT_DOOR_SOURCES = (
         routed=False,
     ),
     RouteSource(
+        "POST",
+        INFERENCE + "/score (a copy mirrored to the shadow deployment)",
+        "score_request",
+        None,
+        "the copy goes to the mirror deployment with the caller's x-request-id (or the one made "
+        "up for the live answer), so both deployments' collected data carry one correlation id "
+        "(tasks/rollout/shadow.py pairs on it). 'Perform safe rollout of new deployments' says "
+        "the mirrored percentage is copied and submitted to the shadow deployment and clients "
+        "get only the live answer; 'Collect production data' says the collected correlationid "
+        "is the id the script's correlation context carries. Neither, nor any recording, says "
+        "which x-request-id the copy carries",
+        routed=False,
+    ),
+    RouteSource(
         "POST", INFERENCE + "/jobs", "invoke_batch", BATCH_RECORDING + "#21,24", routed=False
     ),
 )
