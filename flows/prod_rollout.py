@@ -27,8 +27,11 @@ def prod_rollout(model: ModelVersion, canary_rows_dir: str) -> ModelVersion | St
     """Deploy `model` (a shared-registry version) to prod beside the serving colour, shift
     traffic to it through every baked step, and crown it champion.
 
-    A failed step puts traffic back on the old colour (which stays deployed for instant
-    rollback) and the run fails; an abort, a rollback or a cancellation ends it Cancelled.
+    The mirror step also compares the new colour's answers to the mirrored copies with the
+    old colour's answers to the same requests (the `shadow-comparison` artifact); a failed
+    step, that comparison included, puts traffic back on the old colour (which stays deployed
+    for instant rollback) and the run fails; an abort, a rollback or a cancellation ends it
+    Cancelled.
     `canary_rows_dir` holds the rows canaries send (the test split of the training data).
     """
     settings = load_release_settings()
