@@ -34,6 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="prefect-test-home-"))
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["MLOPS_ROOT"] = str(home / "mlops-default")
+    # Absolute latency is not what the flow tests prove, and two workers on two cores make a
+    # healthy deployment's p95 pass 250 ms now and then: the fixed limit is wide here; the
+    # relative guardrail (new p95 against old over the same window) still judges, and the
+    # tests about the absolute limit set their own (tests/unit/test_rollout_judge.py, per-step
+    # max_p95_ms in tests/integration/test_release.py).
+    os.environ.setdefault("MLOPS_RELEASE__ROLLOUT__GUARDRAILS__MAX_P95_MS", "2000")
     _server = start_server(home)
     os.environ["PREFECT_API_URL"] = _server.api_url
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"

@@ -208,13 +208,17 @@ def test_a_writer_that_lost_the_race_to_create_the_month_appends_to_the_winners_
     assert len(refused) == 1 and refused[0].headers.get("If-None-Match") == "*"
 
 
-def test_mlops_audit_prints_the_azure_trail(storage: FakeAzureML) -> None:
-    from mlops_cli.main import app
+def test_mlops_audit_prints_the_azure_trail(
+    storage: FakeAzureML, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_cli import main
 
     deploy_storage(storage)
     record("approved", "ivan", "mlr-readmission-shared/readmission", "evidence reviewed")
+    # the CLI's console took its width when first imported, maybe by another test: wide here
+    monkeypatch.setattr(main.console, "width", 200)
 
-    shown = CliRunner().invoke(app, ["audit"], env={"COLUMNS": "200"})
+    shown = CliRunner().invoke(main.app, ["audit"])
 
     assert shown.exit_code == 0, shown.output
     assert "approved" in shown.output and "evidence reviewed" in shown.output

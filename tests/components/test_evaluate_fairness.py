@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -114,9 +115,13 @@ def evaluate(
     out: Path,
     **limits: float,
 ) -> subprocess.Popen[str]:
-    """The evaluate component's command from its YAML, with the runner's cwd and PYTHONPATH."""
+    """The evaluate component's command from its YAML, run from a copy of its code folder (as
+    the runner runs a snapshot: MLflow's default artifact root `./mlruns` lands in the copy,
+    never in components/src, whose files the next job would upload) with the runner's
+    PYTHONPATH."""
     spec = yaml.safe_load(EVALUATE.read_text())
-    code_dir = (EVALUATE.parent / spec["code"]).resolve()
+    code_dir = out.parent / f"{out.name}-code"
+    shutil.copytree((EVALUATE.parent / spec["code"]).resolve(), code_dir)
     includes = [str((EVALUATE.parent / i).resolve().parent) for i in spec["additional_includes"]]
     out.mkdir(parents=True)
     values = {
