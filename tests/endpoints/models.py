@@ -39,12 +39,15 @@ def training_frame(rows: int = 3_000, seed: int = 0) -> tuple[pd.DataFrame, pd.S
     return frame.drop(columns=[LABEL]), frame[LABEL]
 
 
-def save_trained_model(target: Path, rows: int = 3_000, seed: int = 0) -> Path:
-    """`build_model` fitted on synthetic rows, saved as train_model.py saves it."""
+def save_trained_model(
+    target: Path, rows: int = 3_000, seed: int = 0, invert_labels: bool = False
+) -> Path:
+    """`build_model` fitted on synthetic rows (on their inverted labels: a model that answers
+    fast and without errors, and wrongly), saved as train_model.py saves it."""
     train = load_train_script()
     features, labels = training_frame(rows, seed)
     model = train.build_model(features, max_iter=60)
-    model.fit(features, labels)
+    model.fit(features, 1 - labels if invert_labels else labels)
     example = features.head(5)
     mlflow.sklearn.save_model(
         model,

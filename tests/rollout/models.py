@@ -7,12 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow.sklearn
-from mlflow.models import infer_signature
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from tests.endpoints.models import load_train_script, training_frame
+from tests.endpoints.models import load_train_script, save_trained_model, training_frame
 
 
 def save_slow_model(target: Path) -> Path:
@@ -45,18 +44,4 @@ def save_inverted_model(target: Path) -> Path:
     """The real training recipe fitted on inverted labels: it loads, answers every request
     quickly and without an error, so only comparing its answers with the live model's shows
     it is wrong (it disagrees on about 90% of labels)."""
-    train = load_train_script()
-    features, labels = training_frame(1_500, seed=5)
-    model = train.build_model(features, max_iter=60)
-    model.fit(features, 1 - labels)
-    example = features.head(5)
-    mlflow.sklearn.save_model(
-        model,
-        str(target),
-        signature=infer_signature(example, model.predict_proba(example)[:, 1]),
-        input_example=example,
-        pyfunc_predict_fn="predict_proba",
-        skops_trusted_types=train.trusted_types(model),
-        pip_requirements=train.pip_requirements(),
-    )
-    return target
+    return save_trained_model(target, rows=1_500, seed=5, invert_labels=True)
