@@ -10,10 +10,29 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 import audit
 import backends
-from backends.topology import REPO_ROOT
+from backends.topology import REPO_ROOT, load_topology
 from records.infra import InfraPlan
+from settings import load_release_settings
 
 CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"
+
+
+SHARED = "shared"
+"""The shared registry's deployment (infra/shared.bicep): first, every workspace needs it."""
+
+
+def deployment_order(environment: str = "all") -> tuple[list[str], str | None]:
+    """(what deploys without asking, in order; the environment that waits for an approval).
+
+    The shared registry first, then environments.yaml's environments in its order; the one
+    release.yaml calls prod (`prod_environment`) last, behind the approval. One environment:
+    the shared registry and it.
+    """
+    gated = load_release_settings().prod_environment
+    names = list(load_topology().environments) if environment == "all" else [environment]
+    return [SHARED, *(n for n in names if n not in (SHARED, gated))], (
+        gated if gated in names else None
+    )
 
 
 class InfraLintFailed(RuntimeError):
