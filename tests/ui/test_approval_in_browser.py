@@ -78,7 +78,8 @@ def test_approval_in_the_prefect_ui_form_promotes(paused_release, mlops_root: Pa
         page.goto(f"{ui}/runs/flow-run/{run_id}")
         page.get_by_role("button", name="Resume").click()
         dialog = page.get_by_role("dialog")
-        dialog.get_by_text("Candidate vs champion").wait_for()
+        dialog.get_by_text("Candidate vs champion", exact=True).wait_for()
+        dialog.get_by_text("Patient groups: candidate vs champion").wait_for()  # the groups
         dialog.get_by_role("switch").first.click()
         fields = dialog.locator("textarea, input[type=text]")
         fields.nth(0).fill("ursula (UI)")
