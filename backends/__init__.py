@@ -5,7 +5,14 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
-from backends.base import AuditTrail, Endpoints, Infrastructure, ModelRegistry, Workspace
+from backends.base import (
+    AuditTrail,
+    BatchScoring,
+    Endpoints,
+    Infrastructure,
+    ModelRegistry,
+    Workspace,
+)
 from backends.topology import load_topology
 
 BACKENDS = {"local": "backends.local", "azure": "backends.azure"}
@@ -36,6 +43,11 @@ def shared_registry() -> ModelRegistry:
 def endpoints(environment: str) -> Endpoints:
     """The online endpoints of an environment's workspace."""
     return _backend().open_endpoints(workspace(environment))
+
+
+def batch_scoring(environment: str) -> BatchScoring:
+    """The batch endpoint and inbox of an environment's workspace."""
+    return _backend().open_batch_scoring(workspace(environment))
 
 
 def infrastructure() -> Infrastructure:

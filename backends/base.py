@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from records.audit import AuditRecord
+from records.batch import BatchSummary, InboxFile
 from records.infra import InfraPlan
 from records.serving import DeploymentInfo, EndpointInfo, ServingMetrics
 from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from backends.pipeline_assets import PipelineAssets
+    from settings import BatchSettings
 
 
 class Workspace(Protocol):
@@ -132,6 +134,66 @@ class ModelRegistry(Protocol):
     def pipeline_asset_references(self, assets: PipelineAssets) -> AssetReferences:
         """The registry's references for exactly these versions; raises AssetsNotPromoted
         naming every one the registry does not hold."""
+        ...
+
+
+class BatchScoring(Protocol):
+    """An environment's batch endpoint and the inbox it scores: files in, scored rows written
+    back beside them (an Azure ML batch endpoint and a datastore folder; locally the batch
+    scoring script in a process pool and a workspace folder). Names and layout: records.batch.
+    """
+
+    inbox: str
+    """Where people drop files, as they find it (a folder; a datastore URI)."""
+
+    def inbox_files(self) -> list[InboxFile]:
+        """Every file under the inbox, oldest first (last modified, then name), hashed."""
+        ...
+
+    def inbox_file(self, name_or_uri: str) -> InboxFile:
+        """One file: a name under the inbox, a local path, or a datastore URI (azure); raises
+        FileNotFoundError naming what was looked for."""
+        ...
+
+    def local_copy(self, file: InboxFile) -> Path:
+        """The file's content on this machine, for the contract check (azure: downloaded)."""
+        ...
+
+    def deploy_model(
+        self,
+        endpoint: str,
+        model: ModelVersion,
+        model_dir: Path,
+        environment: str | None,
+        settings: BatchSettings,
+    ) -> str:
+        """Create the batch endpoint if it is missing and make `model` (scored by the batch
+        scoring script in the inference environment `environment`, a reference; None: the
+        working tree's) its default deployment. A deployment of the same model version is
+        kept as it is. Returns the deployment's name."""
+        ...
+
+    def score(
+        self,
+        endpoint: str,
+        file: InboxFile,
+        model: ModelVersion,
+        run_id: str,
+        settings: BatchSettings,
+    ) -> BatchSummary:
+        """Run one job of the endpoint's default deployment on the file, follow it to its end
+        and write the results under records.batch.results_prefix(file, model), summary.json
+        last. Raises BatchScoringFailed past settings.error_threshold refused rows (the
+        rejects are kept, the scored rows are not) or when the job fails."""
+        ...
+
+    def finished(self, file: InboxFile, model: ModelVersion) -> BatchSummary | None:
+        """The summary of a finished job on the same content and model version, if any."""
+        ...
+
+    def read_scored(self, since: datetime) -> pd.DataFrame:
+        """The rows batch jobs finished since `since` scored: the contract's features plus
+        probability, label, model_version and timestamp (empty if none), for drift."""
         ...
 
 

@@ -389,3 +389,43 @@ class RetrainSettings(FileSettings):
 
 def load_retrain_settings(path: Path | None = None) -> RetrainSettings:
     return load_settings(RetrainSettings, path)
+
+
+# --- config/batch.yaml -----------------------------------------------------------------------
+
+
+class LocalBatchSettings(Section):
+    mini_batch_rows: int = Field(gt=0)
+    workers: int = Field(ge=0)
+    """0: one per core this process may use."""
+
+
+class AzureBatchSettings(Section):
+    instance_count: int = Field(gt=0)
+    max_concurrency_per_instance: int = Field(gt=0)
+    mini_batch_size: int = Field(gt=0)
+    max_retries: int = Field(ge=0)
+    timeout_seconds: int = Field(gt=0)
+    job_timeout_seconds: int = Field(gt=0)
+
+
+class BatchSettings(FileSettings):
+    """Batch scoring of an environment's inbox by the champion (batch-inbox, batch-score)."""
+
+    file_name: ClassVar[str] = "batch.yaml"
+    model_config = _settings_config(file_name)
+
+    environment: str
+    endpoint: str
+    inbox: str
+    results: str
+    datastore: str
+    event: str
+    max_bad_row_share: float = Field(ge=0, le=1)
+    error_threshold: int = Field(ge=-1)
+    local: LocalBatchSettings
+    azure: AzureBatchSettings
+
+
+def load_batch_settings(path: Path | None = None) -> BatchSettings:
+    return load_settings(BatchSettings, path)

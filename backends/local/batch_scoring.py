@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from backends.serving_package import SERVING_DIR, model_settings
+from records.batch import BatchScoringFailed, BatchSummary
 from records.workspace import ModelVersion
 
 SCRIPT_DIR = SERVING_DIR / "src"
@@ -55,44 +56,6 @@ busy while this process cuts and writes, few enough that memory does not grow wi
 _CSV_BLOCK_BYTES = 1 << 20
 """CSV bytes per block read. The streaming reader reads ahead a few dozen blocks whatever the
 consumer does: about 40 MB at 1 MiB blocks, 300 MB at 8 MiB (measured on the generator's rows)."""
-
-
-@dataclass(frozen=True)
-class BatchSummary:
-    """What one scoring job did, for the summary artifact and the caller's checks."""
-
-    input: str
-    scored: str
-    """The scored rows: the input's columns plus probability, label, model_name,
-    model_version, run_id (Parquet)."""
-    rejects: str
-    """The refused rows as read, plus row, reasons and rules (Parquet)."""
-    rows: int
-    rows_scored: int
-    rows_refused: int
-    refused_by_rule: Mapping[str, int]
-    """Refused rows per contract rule (a row breaking two rules counts under both)."""
-    label_rate: float | None
-    """Share of scored rows labelled 1; None when no row was scored."""
-    seconds: float
-    model_name: str
-    model_version: str
-    run_id: str
-    mini_batches: int
-    workers: int
-
-
-class BatchScoringFailed(RuntimeError):
-    """The job stopped: more refused rows than the error threshold, or a mini-batch failed.
-    The counts are the rows read up to then; the rejects file keeps the refused rows."""
-
-    def __init__(
-        self, message: str, rows_read: int, rows_refused: int, refused_by_rule: Mapping[str, int]
-    ) -> None:
-        super().__init__(message)
-        self.rows_read = rows_read
-        self.rows_refused = rows_refused
-        self.refused_by_rule = dict(refused_by_rule)
 
 
 def scoring_script() -> ModuleType:

@@ -20,9 +20,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from backends.local.batch_scoring import BatchScoringFailed, score_file, scoring_script
+from backends.local.batch_scoring import score_file, scoring_script
 from data_checks.readmission_schema import FEATURES, LABEL
 from records import lineage_tags
+from records.batch import BatchScoringFailed
 from records.workspace import ModelVersion
 from synthetic_data.readmissions import generate_readmissions
 from tests.endpoints.models import save_trained_model
