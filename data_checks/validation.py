@@ -172,13 +172,16 @@ class DataValidationReport:
         return "\n".join(lines) + "\n"
 
 
-def validate_file(path: str | Path) -> tuple[DataValidationReport, dict[str, Any]]:
-    """Read a CSV and validate it; an unreadable file is a failed report, not an exception.
+def validate_file(
+    path: str | Path, *, labelled: bool = True, mostly: float = 1.0
+) -> tuple[DataValidationReport, dict[str, Any]]:
+    """Read a CSV (or Parquet) file and validate it; an unreadable file is a failed report,
+    not an exception. `labelled`/`mostly`: which suite (suite.build_readmission_suite).
 
     The dict is Great Expectations' full result as JSON (empty when the file could not be read).
     """
     data_path = str(path)
-    frame, error = _read_csv(Path(path))
+    frame, error = _read(Path(path))
     if error is not None or frame is None:
         return _unvalidated(data_path, error or "unknown read error", row_count=0), {}
     if not set(frame.columns) & set(ALL_COLUMNS):
@@ -189,16 +192,16 @@ def validate_file(path: str | Path) -> tuple[DataValidationReport, dict[str, Any
             f"header row as described in {CONTRACT}"
         )
         return _unvalidated(data_path, error, row_count=len(frame)), {}
-    return validate_dataframe(frame, data_path)
+    return validate_dataframe(frame, data_path, labelled=labelled, mostly=mostly)
 
 
 def validate_dataframe(
-    df: pd.DataFrame, data_path: str = "<dataframe>"
+    df: pd.DataFrame, data_path: str = "<dataframe>", *, labelled: bool = True, mostly: float = 1.0
 ) -> tuple[DataValidationReport, dict[str, Any]]:
     """Validate rows already in memory; `data_path` only labels the report."""
     frame = _numbers_where_possible(df)
     try:
-        result = _validation_definition().run(
+        result = _validation_definition(labelled, mostly).run(
             batch_parameters={"dataframe": frame}, result_format="SUMMARY"
         )
     except Exception as error:  # GX failing as a whole must still yield a report
@@ -221,8 +224,9 @@ def validate_dataframe(
 
 
 @functools.cache
-def _validation_definition() -> ValidationDefinition:
-    """One ephemeral GX context per process: building it costs more than a small validation."""
+def _validation_definition(labelled: bool, mostly: float) -> ValidationDefinition:
+    """One ephemeral GX context per process and suite: building it costs more than a small
+    validation."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -235,14 +239,23 @@ def _validation_definition() -> ValidationDefinition:
         .add_dataframe_asset("rows")
         .add_batch_definition_whole_dataframe("whole_frame")
     )
-    suite = context.suites.add(build_readmission_suite())
+    suite = context.suites.add(build_readmission_suite(labelled, mostly))
     return context.validation_definitions.add(
-        gx.ValidationDefinition(name="readmission_data_gate", data=batch, suite=suite)
+        gx.ValidationDefinition(name=f"readmission_{suite.name}", data=batch, suite=suite)
     )
 
 
-def _read_csv(path: Path) -> tuple[pd.DataFrame | None, str | None]:
-    """Read the file as CSV, or say in plain words why it cannot be read and what to do."""
+def _read(path: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """Read the file as CSV (Parquet by its suffix), or say in plain words why it cannot be
+    read and what to do."""
+    if path.suffix.lower() == ".parquet" and path.is_file():
+        try:
+            return pd.read_parquet(path), None
+        except Exception as error:  # a damaged or foreign file is a data problem to report
+            return None, (
+                f"{path} could not be read as Parquet ({type(error).__name__}: {error}); "
+                "re-export it, or send a comma-separated file with a header row"
+            )
     if not path.exists():
         return None, f"{path} does not exist; check the data path or the data asset version"
     if path.is_dir():

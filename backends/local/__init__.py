@@ -20,12 +20,21 @@ def open_endpoints(workspace: LocalWorkspace):  # noqa: ANN201 - imported lazily
     return LocalEndpoints(Path(workspace.directory))
 
 
+def open_batch_scoring(workspace: LocalWorkspace):  # noqa: ANN201 - imported lazily
+    """The workspace's batch endpoints and inbox (imported on use: pyarrow, the pool)."""
+    from backends.local.batch_endpoint import LocalBatchScoring
+    from settings import load_batch_settings
+
+    return LocalBatchScoring(Path(workspace.directory), load_batch_settings())
+
+
 __all__ = [
     "LocalAuditTrail",
     "LocalSharedRegistry",
     "LocalWorkspace",
     "MlflowRegistry",
     "open_audit_trail",
+    "open_batch_scoring",
     "open_endpoints",
     "open_infrastructure",
     "open_shared_registry",
