@@ -9,9 +9,9 @@ online deployments use, so labels follow the model's own threshold).
 Memory stays bounded whatever the file's size: the input is read in blocks (CSV: 1 MiB blocks;
 Parquet: a row group at a time, so a file written as one huge row group is the exception), cut
 into mini-batches of `mini_batch_rows` rows written as Arrow IPC files to a spool folder, and at
-most two mini-batches per worker are in flight. Each `run()` writes its scored and
-refused rows as Parquet (as it does on Azure), and this process appends them, in input order, to
-one streaming Parquet writer each, so the outputs have Azure's layout: `<output>/scored/<input
+most two mini-batches per worker are in flight. Each `run()` writes its scored and refused rows
+(Arrow IPC here, Parquet on Azure), and this process appends them, in input order, to one
+streaming Parquet writer each, so the outputs have Azure's layout: `<output>/scored/<input
 stem>.parquet` and `<output>/rejects/<input stem>.parquet`.
 
 Azure ML's `error_threshold` semantics, counted in rows: past `error_threshold` refused rows the
@@ -53,6 +53,10 @@ DEFAULT_MINI_BATCH_ROWS = 50_000
 IN_FLIGHT_PER_WORKER = 2
 """Mini-batches handed to each worker ahead of the one being written: enough to keep every core
 busy while this process cuts and writes, few enough that memory does not grow with the file."""
+PART_FORMAT = "arrow"
+"""The workers' outputs are Arrow IPC (the script's BATCH_OUTPUT_FORMAT): this process appends
+them to its Parquet files, so Parquet-encoding them in the worker too would only cost a decode
+here (about 1 s of CPU per million rows, measured by bench/batch.py)."""
 _CSV_BLOCK_BYTES = 1 << 20
 """CSV bytes per block read. The streaming reader reads ahead a few dozen blocks whatever the
 consumer does: about 40 MB at 1 MiB blocks, 300 MB at 8 MiB (measured on the generator's rows)."""
@@ -116,6 +120,7 @@ def score_file(
         "AZUREML_MODEL_DIR": str(Path(model_dir).resolve()),
         "AZUREML_BI_OUTPUT_PATH": str(work / "parts"),
         "AZUREML_RUN_ID": run_id,
+        script.OUTPUT_FORMAT_VARIABLE: PART_FORMAT,
     }
     job = _Job(script, source, output, work, run_id, error_threshold)
     try:
@@ -263,8 +268,9 @@ class _Job:
             (self.script.SCORED_DIR, self.scored_path),
             (self.script.REJECTS_DIR, self.rejects_path),
         ):
-            part = parts / folder / f"{spool.stem}.parquet"
-            self._append(final, pq.read_table(part))
+            part = parts / folder / f"{spool.stem}.{PART_FORMAT}"
+            with pa.memory_map(str(part)) as mapped:
+                self._append(final, pa.ipc.open_file(mapped).read_all())
             part.unlink()
         spool.unlink()
         self.mini_batches += 1

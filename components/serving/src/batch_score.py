@@ -30,7 +30,6 @@ Settings (environment variables): AZUREML_MODEL_DIR, AZUREML_BI_OUTPUT_PATH, AZU
 from __future__ import annotations
 
 import collections
-import itertools
 import json
 import logging
 import os
@@ -45,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.csv
 import pyarrow.parquet as pq
 from model_scoring import Scorer, load_scorer
-from request_contract import FeatureBatch, Violation, find_violations
+from request_contract import EncodedColumn, FeatureBatch, Violation, find_violations_in_columns
 
 from data_checks.readmission_schema import CATEGORICAL_COLUMNS, FEATURES, NUMERIC_COLUMNS
 
@@ -59,6 +58,11 @@ REJECTS_DIR = "rejects"
 OUTPUT_COLUMNS = ("probability", "label", "model_name", "model_version", "run_id")
 REJECT_COLUMNS = ("row", "reasons", "rules")
 SUMMARY_COLUMNS = ("file", "rows", "scored", "refused", "positive", "refusals")
+OUTPUT_FORMAT_VARIABLE = "BATCH_OUTPUT_FORMAT"
+"""parquet (Azure ML's outputs, the default) or arrow: Arrow IPC parts, for a caller that
+appends them to files of its own (the local backend) and would otherwise decode Parquet only to
+encode it again."""
+OUTPUT_FORMATS = ("parquet", "arrow")
 _NUMERIC = {c.name: c for c in NUMERIC_COLUMNS}
 _CATEGORICAL = frozenset(c.name for c in CATEGORICAL_COLUMNS)
 
@@ -72,6 +76,7 @@ class Loaded(NamedTuple):
     model_version: str
     run_id: str
     output: Path
+    output_format: str
 
 
 _loaded: Loaded | None = None
@@ -89,9 +94,12 @@ def init(environment: Mapping[str, str] | None = None) -> None:
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"MODEL_THRESHOLD={threshold} is not a probability in [0, 1]")
     output = Path(os.environ["AZUREML_BI_OUTPUT_PATH"])
+    output_format = os.environ.get(OUTPUT_FORMAT_VARIABLE, "parquet")
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"{OUTPUT_FORMAT_VARIABLE}={output_format}: use one of {OUTPUT_FORMATS}")
     for folder in (SCORED_DIR, REJECTS_DIR):
         (output / folder).mkdir(parents=True, exist_ok=True)
-    scorer = load_scorer(model_dir)
+    scorer = load_scorer(model_dir, bulk=True)
     _loaded = Loaded(
         scorer=scorer,
         threshold=threshold,
@@ -99,6 +107,7 @@ def init(environment: Mapping[str, str] | None = None) -> None:
         model_version=os.environ.get("MODEL_VERSION", model_dir.name),
         run_id=os.environ.get("AZUREML_RUN_ID", ""),
         output=output,
+        output_format=output_format,
     )
     log.info(
         "batch scoring %s v%s with the %s scorer (threshold %.4f), writing to %s",
@@ -124,8 +133,8 @@ def run(mini_batch: Sequence[str]) -> pd.DataFrame:
         path = Path(name)
         table, first_row = read_rows(path)
         scored, rejected, refusals = score_rows(table, first_row, loaded)
-        pq.write_table(scored, loaded.output / SCORED_DIR / f"{path.stem}.parquet")
-        pq.write_table(rejected, loaded.output / REJECTS_DIR / f"{path.stem}.parquet")
+        write_part(scored, loaded.output / SCORED_DIR / path.stem, loaded.output_format)
+        write_part(rejected, loaded.output / REJECTS_DIR / path.stem, loaded.output_format)
         positive = int(pc.sum(scored["label"]).as_py() or 0)
         summaries.append(
             (path.name, table.num_rows, scored.num_rows, rejected.num_rows, positive, refusals)
@@ -133,6 +142,17 @@ def run(mini_batch: Sequence[str]) -> pd.DataFrame:
     frame = pd.DataFrame(summaries, columns=list(SUMMARY_COLUMNS))
     frame["refusals"] = frame["refusals"].map(json.dumps)  # Azure ML writes plain values only
     return frame
+
+
+def write_part(table: pa.Table, stem: Path, output_format: str) -> Path:
+    """One output file, `<stem>.parquet` or `<stem>.arrow`."""
+    path = stem.with_name(f"{stem.name}.{output_format}")
+    if output_format == "arrow":
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    else:
+        pq.write_table(table, path)
+    return path
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -168,22 +188,24 @@ def read_rows(path: Path) -> tuple[pa.Table, int]:
 
 
 class Feature(NamedTuple):
-    """One contract column of a file: its values as the contract checks them (Python objects),
-    and the column in the contract's Arrow type when every value converted (else None)."""
+    """One contract column of a file: its values as the contract checks them, and the column in
+    the contract's Arrow type when every value converted (else None). The values are a numpy
+    array (numbers without nulls), an EncodedColumn (text), or Python objects (anything else:
+    nulls, mixed text), the three forms `find_violations_in_columns` and the scorer take."""
 
-    values: list[Any]
+    values: np.ndarray | EncodedColumn | list[Any]
     typed: pa.ChunkedArray | None
 
 
 def contract_feature(name: str, column: pa.ChunkedArray) -> Feature:
-    """Python values for `request_contract`, built column-wise (C loops, not per value, unless
-    a text column holds something that is not a number)."""
+    """The column in the forms above, built column-wise (C loops, not per value, unless a text
+    column holds something that is not a number, or a number is missing)."""
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if name in _CATEGORICAL:
         if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
             return Feature(column.to_pylist(), None)
-        return Feature(_strings(column), column.cast(pa.string()))
+        return Feature(_encoded(column), column.cast(pa.string()))
     wanted = pa.int64() if _NUMERIC[name].integer else pa.float64()
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         for target in (wanted, pa.float64()):  # "71.0" in a whole-number column: a float
@@ -196,18 +218,24 @@ def contract_feature(name: str, column: pa.ChunkedArray) -> Feature:
             return Feature([_number_or_text(v) for v in column.to_pylist()], None)
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         return Feature(column.to_pylist(), None)  # booleans, dates: the contract names them
-    values = column.to_numpy().tolist() if column.null_count == 0 else column.to_pylist()
-    return Feature(values, column)
+    if column.null_count:
+        return Feature(column.to_pylist(), column)
+    numbers = column.to_numpy()
+    if numbers.dtype == np.uint64:  # past int64's range: the values as Python holds them
+        return Feature(numbers.tolist(), column)
+    if numbers.dtype.itemsize < 8 or numbers.dtype.kind == "u":
+        numbers = numbers.astype(np.float64 if numbers.dtype.kind == "f" else np.int64)
+    return Feature(numbers, column)
 
 
-def _strings(column: pa.ChunkedArray) -> list[Any]:
-    """A text column as Python strings (None for null) through its few distinct values: one
-    object per category, the list built by numpy's take, not by a Python loop."""
+def _encoded(column: pa.ChunkedArray) -> EncodedColumn:
+    """A text column as its few distinct values (None for null) and a code per row."""
     if len(column) == 0:
-        return []
+        return EncodedColumn([], np.empty(0, dtype=np.intp))
     encoded = pc.dictionary_encode(column, null_encoding="encode").combine_chunks()
-    words = np.array(encoded.dictionary.to_pylist(), dtype=object)  # null is one of them
-    return words[encoded.indices.to_numpy(zero_copy_only=False)].tolist()
+    return EncodedColumn(
+        encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False)
+    )
 
 
 def _number_or_text(text: str | None) -> Any:
@@ -249,18 +277,14 @@ def score_rows(
             table, by_row, first_row
         )
     features = {name: contract_feature(name, table[name]) for name in FEATURES}
-    by_row = refusals_by_row(find_violations({n: f.values for n, f in features.items()}))
+    by_row = refusals_by_row(find_violations_in_columns({n: f.values for n, f in features.items()}))
     if by_row:
-        keep = [True] * n_rows
-        for row in by_row:
-            keep[row] = False
+        keep = np.ones(n_rows, dtype=bool)
+        keep[list(by_row)] = False
         mask = pa.array(keep)
         kept_table = table.filter(mask)
         kept = {
-            name: Feature(
-                list(itertools.compress(f.values, keep)),
-                None if f.typed is None else f.typed.filter(mask),
-            )
+            name: Feature(_kept(f.values, keep), None if f.typed is None else f.typed.filter(mask))
             for name, f in features.items()
         }
     else:
@@ -269,6 +293,16 @@ def score_rows(
     batch = FeatureBatch({name: f.values for name, f in kept.items()}, n_kept)
     probabilities = loaded.scorer.probabilities(batch) if n_kept else np.empty(0)
     return _scored(kept_table, kept, probabilities, loaded), *_refused(table, by_row, first_row)
+
+
+def _kept(
+    values: np.ndarray | EncodedColumn | list[Any], keep: np.ndarray
+) -> np.ndarray | EncodedColumn | list[Any]:
+    if isinstance(values, np.ndarray):
+        return values[keep]
+    if isinstance(values, EncodedColumn):
+        return values.filter(keep)
+    return [value for value, wanted in zip(values, keep.tolist(), strict=True) if wanted]
 
 
 def _contract_type(name: str) -> pa.DataType:
@@ -291,7 +325,7 @@ def _scored(
         typed = kept[name].typed
         if typed is None:  # mixed text, every kept value a valid number: via float64
             source = pa.float64() if wanted != pa.string() else pa.string()
-            typed = pa.chunked_array([pa.array(kept[name].values, type=source)])
+            typed = pa.chunked_array([pa.array(list(kept[name].values), type=source)])
         columns[name] = typed.cast(wanted)
     n_rows = len(probabilities)
     labels = (probabilities >= loaded.threshold).astype(np.int8)

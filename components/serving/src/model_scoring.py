@@ -29,6 +29,7 @@ the cost of the plain scoring again, not a model re-run per feature.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-from request_contract import FeatureBatch, RequestError, validate_columns
+from request_contract import EncodedColumn, FeatureBatch, RequestError, validate_columns
 
 from data_checks.readmission_schema import CATEGORICAL_COLUMNS, FEATURES, NUMERIC_COLUMNS
 
@@ -96,7 +97,12 @@ class PipelineScorer:
     def probabilities(self, batch: FeatureBatch) -> np.ndarray:
         import pandas as pd
 
-        frame = pd.DataFrame({name: list(batch.columns[name]) for name in self.features})
+        frame = pd.DataFrame(
+            {
+                name: values if isinstance(values, np.ndarray) else list(values)
+                for name, values in ((n, batch.columns[n]) for n in self.features)
+            }
+        )
         return np.asarray(self.pipeline.predict_proba(frame)[:, 1], dtype=np.float64)
 
     def contributions(self, batch: FeatureBatch) -> Contributions:
@@ -140,17 +146,22 @@ class EncodedScorer:
         return Contributions(base_value, [name for name, _ in self.plan], values, log_odds)
 
     def _matrix(self, batch: FeatureBatch) -> np.ndarray:
-        columns = []
-        for name, codes in self.plan:
+        matrix = np.empty((batch.n_rows, len(self.plan)), dtype=np.float64)
+        for index, (name, codes) in enumerate(self.plan):
             values = batch.columns[name]
-            if codes is not None:
+            if codes is None:
+                matrix[:, index] = values
+            elif isinstance(values, EncodedColumn):  # a lookup per distinct word, then a take
+                matrix[:, index] = np.array(list(map(codes.get, values.words, _NANS)))[values.codes]
+            else:
                 try:  # every contract category has a code (NaN if unseen): a C-level map
-                    values = list(map(codes.__getitem__, values))
+                    matrix[:, index] = list(map(codes.__getitem__, values))
                 except KeyError:
-                    values = [codes.get(v, math.nan) for v in values]
-            columns.append(values)
-        matrix = np.array(columns, dtype=np.float64).T
-        return np.ascontiguousarray(matrix)
+                    matrix[:, index] = [codes.get(v, math.nan) for v in values]
+        return matrix
+
+
+_NANS = itertools.repeat(math.nan)
 
 
 def _encoding_plan(pipeline: Any) -> tuple[list[tuple[str, dict[str, float] | None]], Any] | None:
@@ -320,6 +331,25 @@ def _fast_scorer(pipeline: Any) -> Scorer | None:
     return EncodedScorer(plan, predict, "treelite", _path_contributions(model))
 
 
+def _bulk_scorer(pipeline: Any) -> Scorer | None:
+    """For files, not requests: the classifier's own `predict_proba` on the encoded matrix.
+
+    Per request Treelite wins (no scikit-learn validation overhead on a few rows); per row in
+    bulk scikit-learn's own tree walk is the faster (50,000 encoded rows, one thread: 0.19 s
+    against GTIL's 0.34 s), and it is the very code the pipeline runs after its
+    ColumnTransformer, which the encoding plan replaces with a lookup per distinct category.
+    """
+    found = _encoding_plan(pipeline)
+    if found is None:
+        return None
+    plan, classifier = found
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(classifier.predict_proba(matrix)[:, 1], dtype=np.float64)
+
+    return EncodedScorer(plan, predict, "encoded")
+
+
 def contract_sample(n_rows: int, seed: int = 0) -> FeatureBatch:
     """Random rows spread over the whole contract (every category, the full numeric ranges):
     wider than any training set, so a fast path that mishandles a corner shows up at load."""
@@ -383,8 +413,9 @@ def _load_pipeline(folder: Path) -> tuple[Any, Any]:
     return pipeline, pd.DataFrame(example["data"], columns=example["columns"])
 
 
-def load_scorer(model_dir: Path) -> Scorer:
-    """Load the model, smoke-test it on its input example, pick the fast path.
+def load_scorer(model_dir: Path, *, bulk: bool = False) -> Scorer:
+    """Load the model, smoke-test it on its input example, pick the fast path (`bulk`: the one
+    for files of many rows, see _bulk_scorer; else the one for requests, Treelite).
 
     Raises ModelLoadError (the reason, what to do) instead of anything else, so a model that
     cannot serve stops `init()` and the deployment never becomes ready.
@@ -413,13 +444,17 @@ def load_scorer(model_dir: Path) -> Scorer:
     reference = PipelineScorer(pipeline, features)
     try:
         expected = _smoke_checked(reference.probabilities(smoke), smoke.n_rows, "smoke test")
-        scorer = _fast_scorer(pipeline)
+        scorer = _bulk_scorer(pipeline) if bulk else _fast_scorer(pipeline)
         if scorer is not None and not _same_as_pipeline(scorer, reference, smoke, expected):
             log.warning("fast path %s differs from the pipeline; serving the pipeline", scorer.kind)
             scorer = None
         scorer = scorer or reference
         _smoke_checked(scorer.probabilities(smoke), smoke.n_rows, f"smoke test ({scorer.kind})")
-        if isinstance(scorer, EncodedScorer) and not _contributions_add_up(scorer, smoke):
+        if (
+            isinstance(scorer, EncodedScorer)
+            and scorer.attribute is not None
+            and not _contributions_add_up(scorer, smoke)
+        ):
             log.warning("path contributions do not add up to the margin; explanations are off")
             scorer.attribute = None
     except ModelLoadError:

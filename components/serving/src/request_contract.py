@@ -16,8 +16,9 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, overload
 
+import numpy as np
 import orjson
 
 from data_checks.readmission_schema import CATEGORICAL_COLUMNS, FEATURES, NUMERIC_COLUMNS
@@ -127,6 +128,70 @@ def find_violations(columns: Mapping[str, Sequence[Any]]) -> list[Violation]:
     refuses the rows that hold them and scores the rest. The checks are validate_columns' own,
     so a clean column costs the same C-level pass and only a failing one is walked."""
     return [found for name in FEATURES for found in _violations(name, columns[name])]
+
+
+class EncodedColumn(Sequence[Any]):
+    """Text held as its distinct values (`words`) and, per row, the index of its word (`codes`):
+    how Arrow dictionary-encodes a column. A file of a million rows holds a handful of payer
+    codes, so the contract checks and the model encodes a word at a time, not a row at a time;
+    read as a sequence it is the column's values, row by row."""
+
+    def __init__(self, words: Sequence[Any], codes: np.ndarray) -> None:
+        self.words = list(words)
+        self.codes = np.asarray(codes, dtype=np.intp)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self.words[code] for code in self.codes[index]]
+        return self.words[self.codes[index]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.words.__getitem__, self.codes.tolist())
+
+    def filter(self, keep: np.ndarray) -> EncodedColumn:
+        """The rows where `keep` (a boolean mask) is true."""
+        return EncodedColumn(self.words, self.codes[keep])
+
+
+def find_violations_in_columns(
+    columns: Mapping[str, Sequence[Any] | np.ndarray | EncodedColumn],
+) -> list[Violation]:
+    """find_violations' answer for columns held the way a file reader holds them: numbers as
+    numpy arrays (no nulls: those go as lists), text as EncodedColumn, anything else as a list.
+    The rule's bounds are compared on the whole array (or on the few distinct words) to find
+    the suspect values; find_violations' own per-value check then describes those, so a
+    refusal carries the same words whichever entry point found it."""
+    return [found for name in FEATURES for found in _column_violations(name, columns[name])]
+
+
+def _column_violations(
+    name: str, values: Sequence[Any] | np.ndarray | EncodedColumn
+) -> Iterator[Violation]:
+    if isinstance(values, EncodedColumn):
+        bad_words = {found.row: found for found in _violations(name, values.words)}
+        if not bad_words:
+            return
+        rows = np.flatnonzero(np.isin(values.codes, list(bad_words)))
+        for row, code in zip(rows.tolist(), values.codes[rows].tolist(), strict=True):
+            yield replace(bad_words[code], row=row)
+        return
+    spec = _NUMERIC.get(name)
+    if spec is None or not isinstance(values, np.ndarray) or values.dtype.kind not in "iuf":
+        yield from _violations(name, values)
+        return
+    ok = (values >= spec.minimum) & (values <= spec.maximum)  # NaN compares false
+    if spec.integer and values.dtype.kind == "f":
+        ok &= values == np.floor(values)
+    suspects = np.flatnonzero(~ok)
+    for found in _violations(name, values[suspects].tolist()):
+        yield replace(found, row=int(suspects[found.row]))
 
 
 def _violations(name: str, values: Sequence[Any]) -> Iterator[Violation]:
