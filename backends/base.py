@@ -159,6 +159,16 @@ class BatchScoring(Protocol):
         """The file's content on this machine, for the contract check (azure: downloaded)."""
         ...
 
+    def put_inbox_file(self, source: Path, name: str) -> InboxFile:
+        """Drop a local file in the inbox as `name` (what a person or a data pipeline does);
+        it shows to `inbox_files` only once complete."""
+        ...
+
+    def results_copy(self, summary: BatchSummary, into: Path) -> tuple[Path, Path]:
+        """(scored, rejects) Parquet files of a finished job on this machine (azure:
+        downloaded into `into`; local: where they are)."""
+        ...
+
     def deploy_model(
         self,
         endpoint: str,

@@ -18,6 +18,7 @@ from rich.table import Table
 import backends
 from backends.topology import TOPOLOGY_VARIABLE, load_topology
 from mlops_cli.azure_pool import azure_app
+from mlops_cli.batch import batch_app
 from mlops_cli.prefect_server import running_server, start_server, stop_server
 from records import lineage_tags
 
@@ -29,6 +30,7 @@ app.add_typer(config_app, name="config")
 rollout_app = typer.Typer(help="The prod rollout: where it stands, and stopping it.")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(azure_app, name="azure")
+app.add_typer(batch_app, name="batch")
 console = Console()
 APPROVAL_FLOWS = ("train-dev", "release")
 """Flows that pause for a person: pipeline-asset promotion and model release."""
@@ -392,6 +394,9 @@ def demo(
         console.print(f"[red]The lifecycle did not complete:[/red] {state.message}")
         raise typer.Exit(1)
     _print_prod(time.monotonic() - started)
+    from mlops_cli.batch import print_inbox
+
+    print_inbox()
 
 
 def _print_prod(seconds: float) -> None:

@@ -40,9 +40,11 @@ class InboxFile:
 
 
 def results_prefix(file: InboxFile, model: ModelVersion) -> str:
-    """Where one file's results for one model version live, under the environment's results
-    folder: `<stem>-<sha256[:12]>/<model>-v<version>` (posix; the same on both backends)."""
-    return f"{file.stem}-{file.sha256[:12]}/{model.name}-v{model.version}"
+    """Where one content's results for one model version live, under the environment's
+    results folder: `<sha256[:16]>/<model>-v<version>` (posix; the same on both backends).
+    Keyed on the content alone, so the same rows dropped again under another name find their
+    results; the files inside keep the input's name (`scored/<stem>.parquet`)."""
+    return f"{file.sha256[:16]}/{model.name}-v{model.version}"
 
 
 @dataclass(frozen=True)

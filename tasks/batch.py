@@ -28,6 +28,24 @@ from settings import BatchSettings
 # --- the watcher ---------------------------------------------------------------------------
 
 
+@task
+def drop_sample_discharges(environment: str, rows: int, seed: int) -> str:
+    """A day's synthetic discharges (the label left out) dropped in the inbox, for the demo:
+    what a hospital's nightly export would put there. Returns the file's name."""
+    import tempfile
+
+    from data_checks.readmission_schema import LABEL
+    from synthetic_data.readmissions import generate_readmissions
+
+    name = f"discharges-{rows}-seed{seed}.csv"
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / name
+        generate_readmissions(rows, seed=seed).drop(columns=[LABEL]).to_csv(source, index=False)
+        file = backends.batch_scoring(environment).put_inbox_file(source, name)
+    get_run_logger().info("Dropped %s (%d rows) in %s's inbox", file.name, rows, environment)
+    return file.name
+
+
 def _watermark_name(environment: str) -> str:
     return f"mlops_batch_inbox_{environment}"
 

@@ -25,15 +25,24 @@ from tasks.rollout.canaries import CANARY_PREFIX
 
 @task
 def load_production_window(environment: str, endpoint: str, hours: float) -> pd.DataFrame:
-    """What prod scored in the window: users' live traffic only (mirrored copies are not prod's,
-    and a rollout's canaries replay test rows, which would hide drift)."""
+    """What prod scored in the window: users' live traffic (mirrored copies are not prod's,
+    and a rollout's canaries replay test rows, which would hide drift) and the rows the
+    environment's batch jobs scored, which are prod's inputs as much as online requests."""
     since = datetime.now(UTC) - timedelta(hours=hours)
     captured = backends.endpoints(environment).read_capture(endpoint, since)
     if not captured.empty:
         canary = captured[Capture.REQUEST_ID].astype(str).str.startswith(CANARY_PREFIX)
         captured = captured[~captured[Capture.MIRRORED].astype(bool) & ~canary]
-    get_run_logger().info("Captured rows in the last %s h: %d", hours, len(captured))
-    return captured
+    batch = backends.batch_scoring(environment).read_scored(since)
+    get_run_logger().info(
+        "Rows in the last %s h: %d captured online, %d scored in batch",
+        hours,
+        len(captured),
+        len(batch),
+    )
+    if batch.empty:
+        return captured
+    return batch if captured.empty else pd.concat([captured, batch], ignore_index=True)
 
 
 @task

@@ -3,7 +3,7 @@ model scores), and jobs that run the batch scoring script in a process pool
 (batch_scoring.score_file), with results written back beside the inbox.
 
 Layout under the workspace folder (records.batch names it, the same as on the datastore):
-`<inbox>/` where files are dropped, `<results>/<stem>-<sha12>/<model>-v<version>/` holding
+`<inbox>/` where files are dropped, `<results>/<sha256[:16]>/<model>-v<version>/` holding
 `scored/`, `rejects/` and `summary.json`, and `batch-endpoints/<endpoint>.json` naming each
 endpoint's default deployment, as Azure keeps `defaults.deploymentName`.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,6 +91,17 @@ class LocalBatchScoring:
 
     def local_copy(self, file: InboxFile) -> Path:
         return Path(file.uri)
+
+    def put_inbox_file(self, source: Path, name: str) -> InboxFile:
+        target = self.inbox_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")  # hidden from inbox_files
+        shutil.copyfile(source, partial)
+        partial.replace(target)
+        return self._describe(target)
+
+    def results_copy(self, summary: BatchSummary, into: Path) -> tuple[Path, Path]:
+        return Path(summary.scored), Path(summary.rejects)
 
     # --- the endpoint and its default deployment -------------------------------------------
 

@@ -19,11 +19,15 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import IntervalSchedule
 
+import backends
 from backends.local.endpoints import stop_all
+from data_checks.readmission_schema import LABEL
+from flows.batch import watch_inbox
 from flows.monitor_drift import monitor_drift
 from flows.release import release
 from mlops_cli.traffic import send_traffic
-from settings import config_dir
+from records.batch import SUMMARY_FILE
+from settings import config_dir, load_batch_settings
 from synthetic_data.readmissions import generate_readmissions
 from tests.integration.release_helpers import Approver, publish_working_tree_assets
 
@@ -37,6 +41,8 @@ DEPLOYMENTS = {
     "drift-monitor",
     "retrain-on-drift",
     "rollback",
+    "batch-inbox",
+    "batch-score",
 }
 
 
@@ -184,3 +190,31 @@ def test_drift_starts_one_retrain_which_reaches_approval(deployed: Path) -> None
 
     outcome = wait_for(suspended_release_or_failure, timeout=480, interval=5)
     assert isinstance(outcome, list) and outcome, outcome or "no release reached approval"
+
+
+def test_a_file_dropped_in_the_inbox_is_scored_by_the_run_its_event_starts(deployed: Path) -> None:
+    """The trigger of prefect.yaml's batch-score on the watcher's event, on the worker. The
+    champion is the one the drift test above released."""
+    settings = load_batch_settings()
+    inbox = Path(backends.batch_scoring(settings.environment).inbox)
+    inbox.mkdir(parents=True, exist_ok=True)
+    rows = generate_readmissions(400, seed=61).drop(columns=[LABEL])
+    rows.to_csv(inbox / ".discharges.partial", index=False)
+    (inbox / ".discharges.partial").replace(inbox / "discharges.csv")
+
+    assert watch_inbox() == ["discharges.csv"]
+
+    def finished_runs():
+        return [r for r in runs_of("batch-score") if r.state and r.state.is_final()]
+
+    runs = wait_for(finished_runs, timeout=180)
+    assert len(runs) == 1, runs
+    run = runs[0]
+    assert run.state.is_completed(), run.state.message
+    assert run.parameters["input"] == str((inbox / "discharges.csv").resolve())
+    summaries = list(inbox.parent.glob(f"{settings.results}/*/*/{SUMMARY_FILE}"))
+    assert len(summaries) == 1 and '"rows_scored": 400' in summaries[0].read_text()
+
+    assert watch_inbox() == []  # handled: a second look starts nothing
+    time.sleep(10)
+    assert len(runs_of("batch-score")) == 1
