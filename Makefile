@@ -59,6 +59,8 @@ bench: $(STAMP) $(EVIDENTLY_STAMP)
 	$(VENV)/bin/python -m bench.train
 	$(VENV)/bin/python -m bench.serve
 	$(VENV)/bin/python -m bench.drift
+	$(VENV)/bin/python -m bench.explain
+	$(VENV)/bin/python -m bench.batch --peer-big
 
 stop: $(STAMP)
 	$(VENV)/bin/mlops server stop
