@@ -10,9 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Any
-
-from records.workspace import ModelVersion
+from typing import Any, Protocol
 
 SUMMARY_FILE = "summary.json"
 """Written last in a results folder: its presence says the job finished (exactly once)."""
@@ -39,7 +37,17 @@ class InboxFile:
         return PurePosixPath(self.name).stem
 
 
-def results_prefix(file: InboxFile, model: ModelVersion) -> str:
+class Versioned(Protocol):
+    """A model version (records.workspace.ModelVersion), as far as results are named by it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+
+def results_prefix(file: InboxFile, model: Versioned) -> str:
     """Where one content's results for one model version live, under the environment's
     results folder: `<sha256[:16]>/<model>-v<version>` (posix; the same on both backends).
     Keyed on the content alone, so the same rows dropped again under another name find their
