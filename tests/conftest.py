@@ -60,6 +60,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 SLOW = (
     "tests/integration/",
     "tests/rollout/",
+    "tests/batch/",
     "tests/ui/",
     "tests/azure/test_flows_on_azure.py",
     "tests/azure/test_drift_on_azure.py",
