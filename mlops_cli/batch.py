@@ -102,10 +102,17 @@ def print_inbox(environment: str | None = None) -> None:
 
 
 def print_summary(summary: BatchSummary) -> None:
-    table = Table("file", "model", "rows", "scored", "refused", "label rate", "seconds")
+    table = Table(
+        "model",
+        "rows",
+        "scored",
+        "refused",
+        "label rate",
+        "seconds",
+        title=f"Batch scoring of {Path(summary.input).name}",
+    )
     table.add_row(
-        Path(summary.input).name,
-        f"{summary.model_name} v{summary.model_version}",
+        f"v{summary.model_version}",
         f"{summary.rows:,}",
         f"{summary.rows_scored:,}",
         f"{summary.rows_refused:,}",
