@@ -5,6 +5,7 @@ through azure-ai-ml, and the Bicep through Resource Manager, with DefaultAzureCr
 from __future__ import annotations
 
 from backends.azure.audit import AzureAuditTrail, open_audit_trail
+from backends.azure.batch import AzureBatchScoring
 from backends.azure.clients import connection
 from backends.azure.endpoints import AzureEndpoints
 from backends.azure.infrastructure import AzureInfrastructure, open_infrastructure
@@ -25,13 +26,19 @@ def open_endpoints(workspace: AzureWorkspace) -> AzureEndpoints:
     return AzureEndpoints(workspace)
 
 
+def open_batch_scoring(workspace: AzureWorkspace) -> AzureBatchScoring:
+    return AzureBatchScoring(workspace)
+
+
 __all__ = [
     "AzureAuditTrail",
+    "AzureBatchScoring",
     "AzureEndpoints",
     "AzureInfrastructure",
     "AzureSharedRegistry",
     "AzureWorkspace",
     "open_audit_trail",
+    "open_batch_scoring",
     "open_endpoints",
     "open_infrastructure",
     "open_shared_registry",

@@ -33,7 +33,9 @@ from backends.azure.clients import connection, workspace_client
 from tests.azure.conftest import AzureUnderTest
 
 IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
-PUBLIC_FOLDER = "https://pipelinedata.blob.core.windows.net/sampledata/mnist"  # as recorded
+INPUT_FOLDER = "azureml://datastores/workspaceblobstore/paths/mnist/"
+"""The recording invokes on a public folder (pipelinedata.blob.core.windows.net/sampledata/
+mnist); the fake's jobs read their input from its own storage, so the files go there."""
 
 
 def _dev(azure: AzureUnderTest) -> tuple[MLClient, str]:
@@ -91,10 +93,16 @@ def test_batch_endpoint_invocation_starts_a_batch_job_in_the_workspace(
     listed = ml_client.batch_deployments.list(endpoint_name="batch-readmission")
     assert [d.name for d in listed] == ["blue"]
 
+    ws = fake_azure.fake.workspaces[fake_azure.topology.environments["dev"].workspace.lower()]
+    images = tmp_path / "mnist"
+    images.mkdir()
+    for n in range(3):
+        (images / f"{n}.png").write_bytes(b"digit")
+    fake_azure.fake.put_files(ws.storage_account, ws.container, "mnist", images)
     job = ml_client.batch_endpoints.invoke(
         endpoint_name="batch-readmission",
         deployment_name="blue",
-        input=Input(type="uri_folder", path=PUBLIC_FOLDER),
+        input=Input(type="uri_folder", path=INPUT_FOLDER),
     )
     assert job.name.startswith("batchjob-")
     assert job.status == "Preparing"
@@ -102,6 +110,10 @@ def test_batch_endpoint_invocation_starts_a_batch_job_in_the_workspace(
     while run.status not in ("Completed", "Failed"):
         run = ml_client.jobs.get(job.name)
     assert run.status == "Completed"
+    # the deployment's script ran: its run() rows appended to the output file (append_row)
+    written = fake_azure.fake.files_under(ws.storage_account, ws.container, f"azureml/{job.name}/")
+    predictions = written["score/predictions.csv"].decode().split()
+    assert sorted(Path(p).name for p in predictions) == ["0.png", "1.png", "2.png"]
     invocations = [r for r in fake_azure.fake.requests if r.path == "/jobs"]
     assert [r.headers.get("azureml-model-deployment") for r in invocations] == ["blue"]
     assert [r.status for r in invocations] == [201]

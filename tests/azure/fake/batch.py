@@ -19,6 +19,7 @@ import re
 import uuid
 from typing import Any
 
+from tests.azure.fake.batch_runs import BatchRunApi
 from tests.azure.fake.endpoints import deployment_not_found, endpoint_not_found, model_not_found
 from tests.azure.fake.http import PROVIDER, Reply, SeenRequest, arm_error
 from tests.azure.fake.scoring import _refusal
@@ -54,8 +55,9 @@ def _seconds(duration: str) -> int:
     return hours * 3600 + minutes * 60 + seconds
 
 
-class BatchApi:
-    """Mixed into FakeAzureML, which holds the state and routes requests here."""
+class BatchApi(BatchRunApi):
+    """Mixed into FakeAzureML, which holds the state and routes requests here; the jobs run
+    the deployment's scoring script for real (batch_runs.py)."""
 
     def add_batch_routes(self) -> None:
         r = self._route
@@ -381,4 +383,5 @@ class BatchApi:
             "systemData": created,
         }
         self._job_progress[name] = self.job_polls
+        self._start_batch_run(ws, name, deployment, sent)
         return job
