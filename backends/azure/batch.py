@@ -273,16 +273,21 @@ class AzureBatchScoring:
         assert created is not None
         return created
 
+    def _default_deployment(self, endpoint: str) -> str:
+        found = self._endpoint(endpoint)
+        current = _default_name(found) if found is not None else None
+        if not current:
+            raise AzureOperationFailed(
+                f"batch endpoint {endpoint} in {self.workspace.name} "
+                f"{'does not exist' if found is None else 'has no default deployment'}; "
+                "deploy the champion to it first (the batch-score flow does)"
+            )
+        return str(current)
+
     def _make_default(self, endpoint: str, deployment: str) -> None:
         found = self._endpoint(endpoint)
         assert found is not None
-        defaults: Any = found.defaults
-        current = (
-            defaults.get("deployment_name") or defaults.get("deploymentName")
-            if isinstance(defaults, dict)
-            else getattr(defaults, "deployment_name", None)
-        )
-        if current == deployment:
+        if _default_name(found) == deployment:
             return
         found.defaults = {"deployment_name": deployment}
         self._wait(
@@ -375,9 +380,14 @@ class AzureBatchScoring:
         started = time.perf_counter()
         folder = f"{self.results_folder}/{results_prefix(file, model)}"
         what = f"score {file.name} with {model.name} v{model.version} on batch endpoint {endpoint}"
+        deployment = self._default_deployment(endpoint)
         with explained(what):
             job = self.client.batch_endpoints.invoke(
                 endpoint_name=endpoint,
+                # named every time: azure-ai-ml 1.35 keeps the azureml-model-deployment header
+                # of an earlier invoke in a module-level dict (EndpointInvokeFields.
+                # DEFAULT_HEADER), so an unnamed call can reach another call's deployment
+                deployment_name=deployment,
                 input=Input(type="uri_file", path=file.uri),
                 outputs={OUTPUT_NAME: Output(type="uri_folder", path=self._uri(folder + "/"))},
             )
@@ -547,6 +557,14 @@ class _Counts:
         self.rows = self.scored = self.refused = self.positive = 0
         self.by_rule: Counter[str] = Counter()
         self.missing = ""
+
+
+def _default_name(endpoint: BatchEndpoint) -> str | None:
+    """The default deployment's name: the SDK hands `defaults` back as a REST model or a dict."""
+    defaults: Any = endpoint.defaults
+    if isinstance(defaults, dict):
+        return defaults.get("deployment_name") or defaults.get("deploymentName")
+    return getattr(defaults, "deployment_name", None)
 
 
 def _state(resource: Any) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.azure.fake.batch import BatchApi
+from tests.azure.fake.batch_runs import BATCH_RUN_SOURCES
 from tests.azure.fake.conflicts import ConflictApi
 from tests.azure.fake.container_instances import ContainerInstanceApi
 from tests.azure.fake.containers import Container, ContainerApi
@@ -522,7 +523,7 @@ class FakeAzureML(
         self.add_container_instance_routes()
         self.add_batch_routes()
         self.add_schedule_routes()
-        self.route_sources.extend(BLOB_SOURCES + FRONT_DOOR_SOURCES)
+        self.route_sources.extend(BLOB_SOURCES + FRONT_DOOR_SOURCES + BATCH_RUN_SOURCES)
 
 
 __all__ = [

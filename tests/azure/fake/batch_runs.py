@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tests.azure.fake.state import Workspace
+from tests.azure.fake.state import RouteSource, Workspace
 
 DATASTORE_PATH = re.compile(r"datastores/(?P<datastore>[^/]+)/paths/(?P<path>.*)$")
 DRIVER = """
@@ -74,6 +74,34 @@ json.dump(done, open(result, "w"))
 """Azure ML's parallel-run worker in miniature: import the entry script by file name from the
 code folder, init() once, run() per mini-batch with retries, one result per mini-batch."""
 RUN_TIMEOUT_SECONDS = 600
+WS = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices"
+BATCH_RUN_SOURCES = (
+    RouteSource(
+        "GET",
+        WS + "/workspaces/{ws}/jobs/{name} (a batch job's run)",
+        "_finish_job",
+        None,
+        "Running until the deployment's scoring script has run on the input (init() once, "
+        "run() per mini-batch of miniBatchSize files, retried maxRetries times) and its output "
+        "folder is in storage, then Completed, or Failed past errorThreshold failed files; "
+        "Azure ML's batch scoring docs ('Author scoring scripts for batch deployments', "
+        "'Customize outputs in batch deployments') describe this; no recording follows a batch "
+        "job past Preparing",
+        routed=False,
+    ),
+    RouteSource(
+        "PUT",
+        "https://{account}.blob.core.windows.net/{container}/{outputData.score}/... "
+        "(a batch job's outputs)",
+        "_execute",
+        None,
+        "what the script wrote under AZUREML_BI_OUTPUT_PATH lands in the invocation's "
+        "outputData.score folder (azure-ai-ml 1.35's invoke(outputs=...) wire body), else "
+        "azureml/<job>/score/; outputFileName holds run()'s rows with AppendRow only (the SDK "
+        "refuses a file name with SummaryOnly); no recording shows a batch job's outputs",
+        routed=False,
+    ),
+)
 
 
 @dataclass
