@@ -14,7 +14,8 @@ files `modelDataCollector/<endpoint>/<deployment>/<collection>/yyyy/MM/dd/HH/<in
 
 (the documented format: "Data collection from models in production", Azure ML docs). The local
 backend's sidecar writes these lines; on Azure the service does. Both backends read them back
-through `collected_rows`, so the drift monitor sees one schema.
+through `collected_rows`, so the drift monitor sees one schema. Rows scored by batch jobs join
+them in the same columns (`batch_rows_as_captured`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from records.serving import Capture
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from records.batch import BatchSummary
 
 COLLECTIONS = ("model_inputs", "model_outputs")
 COLLECTOR_FOLDER = "modelDataCollector"
@@ -133,3 +139,18 @@ def counted_as_mirrored(
     """Collected records do not say whether a request was a mirrored copy, on Azure or here:
     rows of a deployment that takes mirror traffic and no live traffic count as mirrored."""
     return traffic.get(deployment, 0) == 0 and mirror_traffic.get(deployment, 0) > 0
+
+
+def batch_rows_as_captured(frame: pd.DataFrame, summary: BatchSummary) -> pd.DataFrame:
+    """A batch job's scored rows in the captured rows' columns (records.serving.Capture), so
+    the drift monitor reads them with prod's online traffic: never mirrored, timed when the job
+    finished, the request id `batch-<run id>`."""
+    return frame.assign(
+        **{
+            Capture.DEPLOYMENT: f"batch:{summary.model_name}-v{summary.model_version}",
+            Capture.MODEL_VERSION: summary.model_version,
+            Capture.MIRRORED: False,
+            Capture.TIMESTAMP: datetime.fromisoformat(summary.finished_at),
+            Capture.REQUEST_ID: f"batch-{summary.run_id}",
+        }
+    )

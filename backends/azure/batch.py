@@ -44,7 +44,7 @@ from azure.ai.ml.entities import (
     ModelBatchDeployment,
     ModelBatchDeploymentSettings,
 )
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
 from backends.azure.datastores import DatastorePath
@@ -52,6 +52,7 @@ from backends.azure.endpoints import AzureEndpoints
 from backends.azure.errors import AzureOperationFailed, explain, explained
 from backends.azure.pipelines import TERMINAL
 from backends.azure.retries import poll_until, wait_for
+from backends.collected_data import batch_rows_as_captured
 from backends.serving_package import SERVING_DIR, code_snapshot, model_settings
 from records.batch import (
     REJECTS_DIR,
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
 
 BATCH_DEPLOYMENT_FILE = SERVING_DIR / "batch-deployment.yml"
 BATCH_SCORING_SCRIPT = "batch_score.py"
+CLAIM_FILE = "claim.json"
+"""Held in a results folder while a run scores into it (see AzureBatchScoring._claim)."""
 OUTPUT_NAME = "score"
 """The output a model deployment's job writes to (Azure ML's batch examples name it so)."""
 DEPLOYMENT_NAME_LENGTH = 32
@@ -158,6 +161,26 @@ class AzureBatchScoring:
                     f"{file.sha256[:12]}, now {digest[:12]}); list the inbox again"
                 )
         return target
+
+    def put_inbox_file(self, source: Path, name: str) -> InboxFile:
+        """One upload: a blob is visible only once its blocks are committed, so the watcher
+        never sees half a file."""
+        path = f"{self.inbox_folder}/{name.strip('/')}"
+        with (
+            explained(f"upload {source} to {self._uri(path)} of {self.workspace.name}"),
+            source.open("rb") as data,
+        ):
+            self._container().upload_blob(path, data, overwrite=True)
+        return self.inbox_file(name)
+
+    def results_copy(self, summary: BatchSummary, into: Path) -> tuple[Path, Path]:
+        copies = []
+        for uri in (summary.scored, summary.rejects):
+            where = DatastorePath.parse(uri)
+            target = into / PurePosixPath(where.path).parent.name / PurePosixPath(where.path).name
+            self._download(where.path, target)
+            copies.append(target)
+        return copies[0], copies[1]
 
     def _inbox_file(self, path: str, etag: str, size: int, modified: datetime) -> InboxFile:
         """Hashed by downloading the content, once per blob version (etag). Content-MD5 is no
@@ -317,8 +340,8 @@ class AzureBatchScoring:
             endpoint_name=endpoint,
             description=f"{model.name} v{model.version}",
             tags={"model_name": model.name, "model_version": str(model.version)},
-            model=self._online._model_reference(model),
-            environment=environment or self._online._environment_reference(),
+            model=self._online.model_reference(model),
+            environment=environment or self._online.environment_reference(),
             code_configuration=CodeConfiguration(
                 code=str(code_snapshot(self.workspace.cache / "serving-code")),
                 scoring_script=BATCH_SCORING_SCRIPT,
@@ -329,10 +352,7 @@ class AzureBatchScoring:
                 instance_count=scale.instance_count,
                 max_concurrency_per_instance=scale.max_concurrency_per_instance,
                 output_action=template.output_action,
-                # summary_only: Azure writes no summary file, and the SDK refuses a name for one
-                output_file_name=None
-                if str(template.output_action).lower() == "summary_only"
-                else template.output_file_name,
+                output_file_name=template.output_file_name,
                 retry_settings=BatchRetrySettings(
                     max_retries=scale.max_retries, timeout=scale.timeout_seconds
                 ),
@@ -380,6 +400,53 @@ class AzureBatchScoring:
         started = time.perf_counter()
         folder = f"{self.results_folder}/{results_prefix(file, model)}"
         what = f"score {file.name} with {model.name} v{model.version} on batch endpoint {endpoint}"
+        earlier = self._claim(folder, run_id, settings)
+        if earlier is not None:
+            return earlier
+        try:
+            return self._score(endpoint, file, model, run_id, settings, folder, what, started)
+        finally:
+            self._delete(f"{folder}/{CLAIM_FILE}")
+
+    def _claim(self, folder: str, run_id: str, settings: BatchSettings) -> BatchSummary | None:
+        """Take the results folder for this run (a conditional create: If-None-Match *), or
+        wait for the run that holds it and return its summary. A claim older than the job
+        timeout is a run that died: taken over. Two runs on one content never both score."""
+        claim = f"{folder}/{CLAIM_FILE}"
+        stale_after = settings.azure.job_timeout_seconds
+        body = json.dumps({"run_id": run_id, "at": datetime.now(UTC).isoformat()}).encode()
+        while True:
+            with explained(f"claim {self._uri(folder)} for run {run_id}"):
+                try:
+                    self._container().upload_blob(claim, body, overwrite=False)
+                    return None
+                except ResourceExistsError:
+                    pass
+            held = self._read(claim)
+            summary = self._read(f"{folder}/{SUMMARY_FILE}")
+            if summary is not None:
+                return BatchSummary.from_json(summary.decode())
+            if held is not None:
+                at = datetime.fromisoformat(json.loads(held)["at"])
+                if (datetime.now(UTC) - at).total_seconds() > stale_after:
+                    self._write(claim, body)
+                    return None
+            time.sleep(max(self.poll_seconds, 0.2))
+
+    def _score(
+        self,
+        endpoint: str,
+        file: InboxFile,
+        model: ModelVersion,
+        run_id: str,
+        settings: BatchSettings,
+        folder: str,
+        what: str,
+        started: float,
+    ) -> BatchSummary:
+        earlier = self._read(f"{folder}/{SUMMARY_FILE}")
+        if earlier is not None:  # finished while this run waited for the claim
+            return BatchSummary.from_json(earlier.decode())
         deployment = self._default_deployment(endpoint)
         with explained(what):
             job = self.client.batch_endpoints.invoke(
@@ -487,15 +554,15 @@ class AzureBatchScoring:
         return None if data is None else BatchSummary.from_json(data.decode())
 
     def read_scored(self, since: datetime) -> pd.DataFrame:
-        """The contract's features plus probability, label, model_version and timestamp (the
-        job's finished_at) of every job finished since `since`."""
+        """The contract's features plus probability and label of every job finished since
+        `since`, in the captured rows' columns (backends.collected_data)."""
         import pandas as pd
         import pyarrow.parquet as pq
 
         from data_checks.readmission_schema import FEATURES
 
         since = since.astimezone(UTC)
-        columns = [*FEATURES, "probability", "label", "model_version"]
+        columns = [*FEATURES, "probability", "label"]
         frames = []
         container = self._container()
         with explained(f"list the batch results {self._uri(self.results_folder)}"):
@@ -515,10 +582,9 @@ class AzureBatchScoring:
                 local = Path(tmp) / f"{number}.parquet"
                 self._download(DatastorePath.parse(summary.scored).path, local)
                 frame = pq.read_table(local, columns=columns).to_pandas()
-                frame["timestamp"] = pd.Timestamp(summary.finished_at)
-                frames.append(frame)
+                frames.append(batch_rows_as_captured(frame, summary))
         if not frames:
-            return pd.DataFrame(columns=[*columns, "timestamp"])
+            return pd.DataFrame()
         return pd.concat(frames, ignore_index=True)
 
     # --- blobs -----------------------------------------------------------------------------

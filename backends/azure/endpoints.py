@@ -258,17 +258,17 @@ class AzureEndpoints:
         definition = deployment_template()
         definition.name = deployment
         definition.endpoint_name = endpoint
-        definition.model = self._model_reference(model)
+        definition.model = self.model_reference(model)
         definition.code_configuration = CodeConfiguration(
             code=str(code_snapshot(self.workspace.cache / "serving-code")),
             scoring_script=SCORING_SCRIPT,
         )
-        definition.environment = environment or self._environment_reference()
+        definition.environment = environment or self.environment_reference()
         definition.environment_variables = deployment_variables(model)
         definition.tags = {"model_name": model.name, "model_version": model.version}
         return definition
 
-    def _environment_reference(self) -> str:
+    def environment_reference(self) -> str:
         """The working tree's inference environment, registered in this workspace once per
         content version (the workspace's asset store reads first, so a re-run creates
         nothing): what an ad-hoc deployment without an environment reference runs in."""
@@ -285,7 +285,7 @@ class AzureEndpoints:
             deployment,
         )
 
-    def _model_reference(self, model: ModelVersion) -> str:
+    def model_reference(self, model: ModelVersion) -> str:
         """Registry models by their registry id; workspace models only in their own workspace
         (AML deploys from the endpoint's workspace or a registry, nothing else)."""
         if REGISTRY_MODEL.match(model.source):

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
+from backends.collected_data import batch_rows_as_captured
 from backends.content_hash import file_sha256
 from backends.local.batch_scoring import score_file
 from records.batch import SUMMARY_FILE, BatchSummary, InboxFile, results_prefix
-from records.serving import Capture
 from records.workspace import ModelVersion
 
 if TYPE_CHECKING:
@@ -198,15 +198,5 @@ class LocalBatchScoring:
             finished = datetime.fromisoformat(summary.finished_at)
             if finished < since or not Path(summary.scored).is_file():
                 continue
-            frame = pd.read_parquet(summary.scored)
-            frames.append(
-                frame.assign(
-                    **{
-                        Capture.DEPLOYMENT: f"batch:{summary.model_name}-v{summary.model_version}",
-                        Capture.MIRRORED: False,
-                        Capture.TIMESTAMP: finished,
-                        Capture.REQUEST_ID: f"batch-{summary.run_id}",
-                    }
-                )
-            )
+            frames.append(batch_rows_as_captured(pd.read_parquet(summary.scored), summary))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
