@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tests.azure.fake.containers import write_files
 from tests.azure.fake.state import RouteSource, Workspace
 
 DATASTORE_PATH = re.compile(r"datastores/(?P<datastore>[^/]+)/paths/(?P<path>.*)$")
@@ -237,14 +238,9 @@ class BatchRunApi:
         root = self._container_root()  # type: ignore[attr-defined]
         work = Path(tempfile.mkdtemp(prefix=f"{spec.job}-", dir=root))
         code = work / "code"
-        for relative, data in spec.code.items():
-            (code / relative).parent.mkdir(parents=True, exist_ok=True)
-            (code / relative).write_bytes(data)
+        write_files(code, spec.code)
         model_dir = work / "azureml-models" / spec.model_name / spec.model_version
-        for relative, data in spec.model_files.items():
-            target = model_dir / spec.model_folder / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+        write_files(model_dir / spec.model_folder, spec.model_files)
         inputs = []
         for name, data in sorted(spec.inputs.items()):
             target = work / "inputs" / name

@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -236,14 +237,9 @@ class ContainerApi:
     def _boot(self, container: Container, spec: ContainerSpec) -> None:
         workdir = container.workdir
         code = workdir / "onlinescoring"
-        for relative, data in spec.code.items():
-            (code / relative).parent.mkdir(parents=True, exist_ok=True)
-            (code / relative).write_bytes(data)
+        write_files(code, spec.code)
         model_dir = workdir / "azureml-models" / spec.model_name / spec.model_version
-        for relative, data in spec.model_files.items():
-            target = model_dir / spec.model_folder / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+        write_files(model_dir / spec.model_folder, spec.model_files)
         conda = workdir / "conda.yml"
         conda.write_text(spec.conda_file)
         with container.log.open("ab") as log:
@@ -446,3 +442,11 @@ def _stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> No
             continue
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(1)
+
+
+def write_files(root: Path, files: Mapping[str, bytes]) -> None:
+    """Lay out an asset's files (a code snapshot, a model's folder) under `root`, as the
+    service mounts them in a container."""
+    for relative, data in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
