@@ -53,7 +53,8 @@ def _batch_deployment(tmp_path: Path, endpoint: str, compute: str) -> ModelBatch
     model.mkdir()
     (model / "model.pkl").write_bytes(b"not a real model")
     conda = tmp_path / "conda.yaml"
-    conda.write_text("name: batch\ndependencies:\n- python=3.11\n")
+    # the fake builds the job's environment from this file, as Azure ML builds its image
+    conda.write_text("name: batch\ndependencies:\n- python=3.11\n- pip:\n  - pyyaml==6.0.3\n")
     return ModelBatchDeployment(
         name="blue",
         endpoint_name=endpoint,

@@ -14,10 +14,10 @@ files failed than `errorThreshold` (-1: never). `run()` returns one row per file
 
 Here one thread per job lays out the code asset the SDK uploaded (with data_checks/ copied in)
 and the registered model's files as the service does for online deployments (containers.py),
-downloads the input blobs, and runs `init()` and every mini-batch in one Python process (the
-test run's own interpreter, which has the script's packages: the inference environment's conda
-file does not pin pyarrow yet, see components/serving/batch-deployment.yml), then uploads what
-the script wrote to the output folder. The job stays Running until then; `jobs.get` then
+downloads the input blobs, and runs `init()` and every mini-batch in one Python process of the
+deployment's environment (a venv built from its conda file, as containers.py builds the online
+deployments'; Azure ML builds the image from the same file), then uploads what the script
+wrote to the output folder. The job stays Running until then; `jobs.get` then
 answers Completed or Failed.
 
 Sources: no recording shows a batch job run to its end or what it writes (the recorded job,
@@ -34,7 +34,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import threading
 import uuid
@@ -42,8 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from backends.serving_package import inference_venv
 from tests.azure.fake.containers import write_files
-from tests.azure.fake.state import RouteSource, Workspace
+from tests.azure.fake.state import ProvisioningFailed, RouteSource, Workspace
 
 DATASTORE_PATH = re.compile(r"datastores/(?P<datastore>[^/]+)/paths/(?P<path>.*)$")
 DRIVER = """
@@ -124,6 +124,7 @@ class BatchRunSpec:
     model_version: str
     model_folder: str
     model_files: dict[str, bytes]
+    conda_file: str
     variables: dict[str, str]
     inputs: dict[str, bytes]  # file name -> content
     output: tuple[str, str, str]  # account, container, prefix
@@ -170,6 +171,10 @@ class BatchRunApi:
         if model is None:
             raise ValueError(f"the deployment's model {model_ref or '(none)'} was not found")
         folder, model_files = self._model_files(ws, model_ref, model["name"], model["version"])
+        try:
+            conda = self._environment_conda(ws, str(props.get("environmentId") or ""))  # type: ignore[attr-defined]
+        except ProvisioningFailed as missing:
+            raise ValueError(missing.message) from None
         job = sent.get("properties") or {}
         inputs: dict[str, bytes] = {}
         for spec in (job.get("inputData") or {}).values():
@@ -190,6 +195,7 @@ class BatchRunApi:
             model_version=model["version"],
             model_folder=folder,
             model_files=model_files,
+            conda_file=conda,
             variables={k: str(v) for k, v in (props.get("environmentVariables") or {}).items()},
             inputs=inputs,
             output=output,
@@ -252,8 +258,11 @@ class BatchRunApi:
         (work / "batches.json").write_text(json.dumps(batches))
         output = work / "output"
         output.mkdir()
+        conda = work / "conda.yml"
+        conda.write_text(spec.conda_file)
+        venv = inference_venv(conda)  # the image Azure ML builds from the environment
         environment = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": f"{venv / 'bin'}{os.pathsep}/usr/bin:/bin",
             "HOME": str(work),
             "LANG": "C.UTF-8",
             "TMPDIR": str(work),
@@ -267,7 +276,7 @@ class BatchRunApi:
         with (work / "job.log").open("wb") as log:
             finished = subprocess.run(
                 [
-                    sys.executable,
+                    str(venv / "bin" / "python"),
                     "-c",
                     DRIVER,
                     str(code),

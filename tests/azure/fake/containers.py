@@ -141,25 +141,7 @@ class ContainerApi:
         if code_asset is None:
             raise ProvisioningFailed("BadArgument", f"Code asset {code_id} was not found.")
         code_files = self._code_files(code_asset["properties"]["codeUri"])
-        environment_id = str(props.get("environmentId") or "")
-        environment = ASSET.search(environment_id)
-        # a registry's environment is sent as its azureml://registries/... id, which the SDK
-        # leaves as it is (as the registry componentId in test_pipeline_job...create_with_
-        # registries; no recording shows a deployment of one): read from that registry's store
-        registry = REGISTRY_ASSET.match(environment_id)
-        reg = self.registries.get(registry["registry"].lower()) if registry else None
-        store = reg.environments if reg is not None else ws.environments
-        found = (
-            store.get(environment["name"], {}).get(environment["version"])
-            if environment and environment["kind"] == "environments"
-            else None
-        )
-        conda = (found or {}).get("properties", {}).get("condaFile")
-        if not conda:
-            raise ProvisioningFailed(
-                "BadArgument",
-                f"Environment {environment_id or '(none)'} was not found or has no conda file.",
-            )
+        conda = self._environment_conda(ws, str(props.get("environmentId") or ""))
         model_ref = str(props.get("model") or "")
         short = MODEL.search(model_ref)
         assert short, model_ref
@@ -183,6 +165,29 @@ class ContainerApi:
             variables={k: str(v) for k, v in (props.get("environmentVariables") or {}).items()},
             collections=collections,
         )
+
+    def _environment_conda(self, ws: Any, environment_id: str) -> str:
+        """The conda file of the environment a deployment names, as the service builds its
+        image from it. Raises ProvisioningFailed for one it could not find."""
+        environment = ASSET.search(environment_id)
+        # a registry's environment is sent as its azureml://registries/... id, which the SDK
+        # leaves as it is (as the registry componentId in test_pipeline_job...create_with_
+        # registries; no recording shows a deployment of one): read from that registry's store
+        registry = REGISTRY_ASSET.match(environment_id)
+        reg = self.registries.get(registry["registry"].lower()) if registry else None
+        store = reg.environments if reg is not None else ws.environments
+        found = (
+            store.get(environment["name"], {}).get(environment["version"])
+            if environment and environment["kind"] == "environments"
+            else None
+        )
+        conda = (found or {}).get("properties", {}).get("condaFile")
+        if not conda:
+            raise ProvisioningFailed(
+                "BadArgument",
+                f"Environment {environment_id or '(none)'} was not found or has no conda file.",
+            )
+        return str(conda)
 
     def _code_files(self, code_uri: str) -> dict[str, bytes]:
         """A code asset's files: `codeUri` is the blob folder the SDK uploaded the snapshot to."""
