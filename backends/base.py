@@ -146,8 +146,10 @@ class BatchScoring(Protocol):
     inbox: str
     """Where people drop files, as they find it (a folder; a datastore URI)."""
 
-    def inbox_files(self) -> list[InboxFile]:
-        """Every file under the inbox, oldest first (last modified, then name), hashed."""
+    def inbox_files(self, since: datetime | None = None) -> list[InboxFile]:
+        """The files under the inbox last modified at or after `since` (None: all), oldest
+        first (last modified, then name), hashed. Older files are not read: a watcher in a
+        fresh container does not download the whole inbox to find what is new."""
         ...
 
     def inbox_file(self, name_or_uri: str) -> InboxFile:

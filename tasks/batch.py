@@ -75,19 +75,14 @@ def new_inbox_files(
     environment: str, watermark: datetime | None, handled: list[str]
 ) -> list[InboxFile]:
     """Files in the inbox the watcher has not handled yet, oldest first."""
-    files = backends.batch_scoring(environment).inbox_files()
+    files = backends.batch_scoring(environment).inbox_files(since=watermark)
     fresh = [
-        f
-        for f in files
-        if watermark is None
-        or f.modified > watermark
-        or (f.modified == watermark and f.name not in handled)
+        f for f in files if watermark is None or f.modified > watermark or f.name not in handled
     ]
     get_run_logger().info(
-        "%d file(s) in %s's inbox, %d new since %s",
-        len(files),
-        environment,
+        "%d new file(s) in %s's inbox since %s",
         len(fresh),
+        environment,
         watermark.isoformat() if watermark else "the beginning",
     )
     return fresh

@@ -114,13 +114,16 @@ class AzureBatchScoring:
 
     # --- the inbox -------------------------------------------------------------------------
 
-    def inbox_files(self) -> list[InboxFile]:
-        """Every blob under the inbox folder, oldest first (last modified, then name)."""
+    def inbox_files(self, since: datetime | None = None) -> list[InboxFile]:
+        """The blobs under the inbox folder modified at or after `since`, oldest first (last
+        modified, then name); only those are downloaded to be hashed."""
         container = self._container()
         prefix = self.inbox_folder + "/"
         with explained(f"list the batch inbox {self.inbox} of {self.workspace.name}"):
             blobs = [
-                b for b in container.list_blobs(name_starts_with=prefix) if not b.name.endswith("/")
+                b
+                for b in container.list_blobs(name_starts_with=prefix)
+                if not b.name.endswith("/") and (since is None or b.last_modified >= since)
             ]
         blobs.sort(key=lambda b: (b.last_modified, b.name))
         return [self._inbox_file(b.name, b.etag, b.size, b.last_modified) for b in blobs]

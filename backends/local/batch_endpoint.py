@@ -52,15 +52,17 @@ class LocalBatchScoring:
 
     # --- the inbox ------------------------------------------------------------------------
 
-    def inbox_files(self) -> list[InboxFile]:
+    def inbox_files(self, since: datetime | None = None) -> list[InboxFile]:
         if not self.inbox_dir.is_dir():
             return []
+        earliest = since.timestamp() if since is not None else float("-inf")
         found = [
             path
             for path in self.inbox_dir.rglob("*")
             if path.is_file()
             and path.suffix.lower() in SCORABLE_SUFFIXES
             and not path.name.startswith(".")  # a copy still being written (.name.partial)
+            and path.stat().st_mtime >= earliest
         ]
         files = [self._describe(path) for path in found]
         return sorted(files, key=lambda f: (f.modified, f.name))
