@@ -417,7 +417,7 @@ class AzureBatchScoring:
         timeout is a run that died: taken over. Two runs on one content never both score."""
         claim = f"{folder}/{CLAIM_FILE}"
         stale_after = settings.azure.job_timeout_seconds
-        body = json.dumps({"run_id": run_id, "at": datetime.now(UTC).isoformat()}).encode()
+        body = json.dumps({"held_by": run_id, "at": datetime.now(UTC).isoformat()}).encode()
         while True:
             with explained(f"claim {self._uri(folder)} for run {run_id}"):
                 try:
