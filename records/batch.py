@@ -7,10 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Any, Protocol
+from typing import Protocol
 
 SUMMARY_FILE = "summary.json"
 """Written last in a results folder: its presence says the job finished (exactly once)."""
@@ -85,7 +85,6 @@ class BatchSummary:
     """ISO time the results were complete (UTC)."""
     job: str = ""
     """Where the job ran: the local pool, or the Azure ML batch job's name."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -400,14 +400,12 @@ class AzureBatchScoring:
         settings: BatchSettings,
     ) -> BatchSummary:
         """One batch job on the file, its outputs written straight to the results folder."""
-        started = time.perf_counter()
         folder = f"{self.results_folder}/{results_prefix(file, model)}"
-        what = f"score {file.name} with {model.name} v{model.version} on batch endpoint {endpoint}"
         earlier = self._claim(folder, run_id, settings)
         if earlier is not None:
             return earlier
         try:
-            return self._score(endpoint, file, model, run_id, settings, folder, what, started)
+            return self._score(endpoint, file, model, run_id, settings)
         finally:
             self._delete(f"{folder}/{CLAIM_FILE}")
 
@@ -443,10 +441,11 @@ class AzureBatchScoring:
         model: ModelVersion,
         run_id: str,
         settings: BatchSettings,
-        folder: str,
-        what: str,
-        started: float,
     ) -> BatchSummary:
+        """The job itself, once this run holds the claim."""
+        started = time.perf_counter()
+        folder = f"{self.results_folder}/{results_prefix(file, model)}"
+        what = f"score {file.name} with {model.name} v{model.version} on batch endpoint {endpoint}"
         earlier = self._read(f"{folder}/{SUMMARY_FILE}")
         if earlier is not None:  # finished while this run waited for the claim
             return BatchSummary.from_json(earlier.decode())

@@ -15,6 +15,7 @@ the next run scores again from scratch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -173,14 +174,12 @@ class LocalBatchScoring:
                 workers=settings.local.workers or None,
                 error_threshold=settings.error_threshold,
             )
-            summary = BatchSummary(
-                **{
-                    **summary.__dict__,
-                    "input": file.uri,
-                    "sha256": file.sha256,
-                    "finished_at": datetime.now(UTC).isoformat(),
-                    "job": f"local pool of {summary.workers} processes (pid {os.getpid()})",
-                }
+            summary = dataclasses.replace(
+                summary,
+                input=file.uri,
+                sha256=file.sha256,
+                finished_at=datetime.now(UTC).isoformat(),
+                job=f"local pool of {summary.workers} processes (pid {os.getpid()})",
             )
             partial = folder / f".{SUMMARY_FILE}.partial"
             partial.write_text(summary.to_json())

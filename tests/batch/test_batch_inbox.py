@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
@@ -35,9 +34,6 @@ from tests.drift_events import prefect_events, wait_for_prefect_events
 from tests.endpoints.models import save_trained_model
 from tests.integration.release_helpers import publish_working_tree_assets
 
-if TYPE_CHECKING:
-    from tests.azure.conftest import AzureUnderTest
-
 MODEL = "readmission-classifier"
 SETTINGS = load_batch_settings()
 ENVIRONMENT = SETTINGS.environment
@@ -47,7 +43,6 @@ ENVIRONMENT = SETTINGS.environment
 class Stage:
     backend: str
     champion: ModelVersion
-    under_test: AzureUnderTest | None
     files: Path
 
     def drop(self, name: str, rows: pd.DataFrame) -> None:
@@ -65,17 +60,17 @@ class Stage:
 
 
 @contextlib.contextmanager
-def on_backend(
-    backend: str, root: Path, patch: pytest.MonkeyPatch
-) -> Iterator[AzureUnderTest | None]:
+def on_backend(backend: str, root: Path, patch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The flows on `backend`: locally under `root`; on azure against the fake."""
+    patch.setenv("MLOPS_ROOT", str(root))
+    if backend == "local":
+        yield
+        return
     from tests.azure.conftest import azure_under_test  # the fake, only where it is used
 
-    patch.setenv("MLOPS_ROOT", str(root))
-    azure = azure_under_test(patch) if backend == "azure" else contextlib.nullcontext()
-    with azure as under_test:
-        if under_test is not None:
-            patch.setenv("MLOPS_BACKEND", "azure")
-        yield under_test
+    with azure_under_test(patch):
+        patch.setenv("MLOPS_BACKEND", "azure")
+        yield
 
 
 @pytest.fixture(scope="module", params=["local", "azure"])
@@ -86,7 +81,7 @@ def stage(
     files = tmp_path_factory.mktemp(f"batch-files-{request.param}")
     with (
         pytest.MonkeyPatch.context() as patch,
-        on_backend(request.param, root, patch) as under_test,
+        on_backend(request.param, root, patch),
     ):
         publish_working_tree_assets()
         workspace = backends.workspace("test")
@@ -106,9 +101,7 @@ def stage(
         )
         registry.set_model_alias(MODEL, "champion", champion.version)
         Variable.unset(_watermark_variable())  # the other backend's run of this module
-        yield Stage(
-            request.param, registry.get_model(MODEL, "champion") or champion, under_test, files
-        )
+        yield Stage(request.param, registry.get_model(MODEL, "champion") or champion, files)
         Variable.unset(_watermark_variable())
 
 
