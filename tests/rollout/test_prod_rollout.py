@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import State
@@ -61,6 +62,12 @@ def registry_models(
     """Four versions of the model in the shared registry, v1 serving prod; bakes of seconds."""
     root = tmp_path_factory.mktemp(f"prod-rollout-{request.param}") / "mlops"
     config = fast_rollout_config(tmp_path_factory.mktemp("prod-rollout-config") / "config")
+    # These tests are about turns, resumes and cancels, not latency (test_rollout.py judges
+    # that): two same-speed models on two busy cores differed by 68 ms against 28 ms at p95 in
+    # CI, past the relative guardrail's 25 ms slack. Slack for noise here, nowhere else.
+    release = yaml.safe_load((config / "release.yaml").read_text())
+    release["rollout"]["guardrails"]["p95_slack_ms"] = 500
+    (config / "release.yaml").write_text(yaml.safe_dump(release))
     canaries = tmp_path_factory.mktemp("prod-canaries")
     generate_readmissions(200, seed=8).to_parquet(canaries / "data.parquet")
     models_dir = tmp_path_factory.mktemp("prod-models")
