@@ -9,6 +9,7 @@ from prefect.states import State
 
 from flows.prod_rollout import prod_rollout
 from flows.training import train_in_environment
+from records import aliases
 from records.workspace import ModelVersion
 from settings import TrainingRunSettings, load_release_settings
 from tasks.release.approval import ask_for_approval, evidence_pack
@@ -43,7 +44,7 @@ def release(
     timeout = approval_timeout_seconds or settings.approval.timeout_seconds
 
     # Retrain in test on the full data, gated against prod's champion, with the registry's code
-    trained = train_in_environment("test", data_path, "candidate", run_settings)
+    trained = train_in_environment("test", data_path, aliases.CANDIDATE, run_settings)
     candidate = trained.model
     subject = f"{candidate.name}/v{candidate.version} (test)"
 

@@ -7,6 +7,7 @@ from prefect import flow
 from prefect.states import State
 
 from flows.training import train_in_environment
+from records import aliases
 from records.workspace import ModelVersion
 from settings import TrainingRunSettings, load_release_settings
 from tasks.release.approval import ask_for_approval
@@ -32,7 +33,7 @@ def train_dev(
     a person to approve promoting them (test and prod run only the registry's versions); a
     rejected or timed-out approval promotes nothing and leaves the model in dev.
     """
-    trained = train_in_environment(environment, data_path, "champion", run_settings)
+    trained = train_in_environment(environment, data_path, aliases.CHAMPION, run_settings)
     model = trained.model
 
     # Pipeline assets: what this run validated goes to the shared registry once approved

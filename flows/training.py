@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from data_checks.validation import DataValidationReport
+from records import aliases
 from records.workspace import AssetReferences, ModelVersion, PipelineRun
 from settings import TrainingRunSettings, load_training_settings
 from tasks.data import generate_synthetic_sample, register_data_asset, validate_data
@@ -38,7 +39,7 @@ class TrainingOutcome:
 def train_in_environment(
     environment: str,
     data_path: str | None = None,
-    alias: str = "champion",
+    alias: str = aliases.CHAMPION,
     run_settings: TrainingRunSettings | None = None,
 ) -> TrainingOutcome:
     """Validate, train, gate and register in one environment's workspace.

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 import backends
+from records import aliases
 from records.batch import BatchSummary
 
 batch_app = typer.Typer(help="Batch scoring: the inbox, scoring what is new, the results.")
@@ -74,7 +75,9 @@ def results(
     environment = _environment(environment)
     batch = backends.batch_scoring(environment)
     file = batch.inbox_file(name)
-    champion = backends.shared_registry().get_model(load_training_settings().model_name, "champion")
+    champion = backends.shared_registry().get_model(
+        load_training_settings().model_name, aliases.CHAMPION
+    )
     summary = batch.finished(file, champion) if champion else None
     if summary is None:
         console.print(f"{name} has no results from the champion yet.")
@@ -91,7 +94,9 @@ def print_inbox(environment: str | None = None) -> None:
 
     environment = _environment(environment)
     batch = backends.batch_scoring(environment)
-    champion = backends.shared_registry().get_model(load_training_settings().model_name, "champion")
+    champion = backends.shared_registry().get_model(
+        load_training_settings().model_name, aliases.CHAMPION
+    )
     for file in batch.inbox_files():
         summary = batch.finished(file, champion) if champion else None
         if summary is None:

@@ -20,7 +20,7 @@ from backends.topology import TOPOLOGY_VARIABLE, load_topology
 from mlops_cli.azure_pool import azure_app
 from mlops_cli.batch import batch_app
 from mlops_cli.prefect_server import running_server, start_server, stop_server
-from records import lineage_tags
+from records import aliases, lineage_tags
 
 app = typer.Typer(help="Readmission MLOps lifecycle on Prefect (local backend by default).")
 server_app = typer.Typer(help="The local Prefect server the demo runs against.")
@@ -405,7 +405,7 @@ def _print_prod(seconds: float) -> None:
 
     model_name = load_training_settings().model_name
     registry = backends.shared_registry()
-    champion = registry.get_model(model_name, "champion")
+    champion = registry.get_model(model_name, aliases.CHAMPION)
     release = load_release_settings()
     endpoint_name = release.prod_endpoint
     endpoints = backends.endpoints(release.prod_environment)

@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 
 import audit
 import backends
+from records import aliases
 from records.serving import EndpointInfo
 from records.workspace import ModelVersion
 
@@ -18,8 +19,8 @@ class NothingToRollBackTo(RuntimeError):
 def find_last_known_good(model_name: str) -> tuple[ModelVersion, ModelVersion]:
     """(current champion, the champion before it)."""
     registry = backends.shared_registry()
-    current = registry.get_model(model_name, "champion")
-    previous = registry.get_model(model_name, "previous-champion")
+    current = registry.get_model(model_name, aliases.CHAMPION)
+    previous = registry.get_model(model_name, aliases.PREVIOUS_CHAMPION)
     if current is None or previous is None or previous.version == current.version:
         raise NothingToRollBackTo(
             f"no earlier champion of {model_name} to return to (champion: "
@@ -57,8 +58,8 @@ def return_traffic(
 @task
 def restore_champion(current: ModelVersion, good: ModelVersion, actor: str, reason: str) -> None:
     registry = backends.shared_registry()
-    registry.set_model_alias(good.name, "champion", good.version)
-    registry.set_model_alias(good.name, "previous-champion", good.version)
+    registry.set_model_alias(good.name, aliases.CHAMPION, good.version)
+    registry.set_model_alias(good.name, aliases.PREVIOUS_CHAMPION, good.version)
     audit.record(
         "rollback",
         actor,

@@ -7,7 +7,7 @@ from prefect.transactions import Transaction, get_transaction
 
 import audit
 import backends
-from records import lineage_tags
+from records import aliases, lineage_tags
 from records.workspace import ModelVersion
 from tasks.release.approval import PromotionApproval
 
@@ -34,7 +34,7 @@ def promote_to_shared_registry(
         },
         description=f"Approved by {approval.approver}: {approval.reason}",
     )
-    registry.set_model_alias(promoted.name, "challenger", promoted.version)
+    registry.set_model_alias(promoted.name, aliases.CHALLENGER, promoted.version)
     audit.record(
         "promoted",
         approval.approver,
@@ -57,13 +57,13 @@ def promote_to_shared_registry(
 def crown_champion(model: ModelVersion) -> ModelVersion | None:
     """Prod serves `model` now: it becomes champion, the old champion the last known good."""
     registry = backends.shared_registry()
-    previous = registry.get_model(model.name, "champion")
+    previous = registry.get_model(model.name, aliases.CHAMPION)
     transaction = get_transaction()
     if transaction is not None:
         transaction.set("previous_champion", previous)
     if previous is not None and previous.version != model.version:
-        registry.set_model_alias(model.name, "previous-champion", previous.version)
-    registry.set_model_alias(model.name, "champion", model.version)
+        registry.set_model_alias(model.name, aliases.PREVIOUS_CHAMPION, previous.version)
+    registry.set_model_alias(model.name, aliases.CHAMPION, model.version)
     audit.record(
         "champion",
         "release-flow",
@@ -78,4 +78,6 @@ def crown_champion(model: ModelVersion) -> ModelVersion | None:
 def _restore_champion(transaction: Transaction) -> None:
     previous = transaction.get("previous_champion")
     if previous is not None:
-        backends.shared_registry().set_model_alias(previous.name, "champion", previous.version)
+        backends.shared_registry().set_model_alias(
+            previous.name, aliases.CHAMPION, previous.version
+        )

@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 import backends
 from backends.topology import load_topology
+from records import aliases
 from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
 from reports.pictures import publish_image
 from settings import PIPELINES_DIR, FairnessSettings, GateSettings, PipelineSettings
@@ -52,7 +53,7 @@ def find_champion(environment: str, model_name: str) -> Champion | None:
         (backends.shared_registry(), "shared registry"),
         (backends.workspace(environment), environment),
     ):
-        champion = registry.get_model(model_name, "champion")
+        champion = registry.get_model(model_name, aliases.CHAMPION)
         if champion is not None:
             logger.info("Champion: %s v%s from the %s", model_name, champion.version, where)
             return Champion(champion, str(registry.model_path(champion)), where)

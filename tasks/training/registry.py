@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 
 import backends
-from records import lineage_tags
+from records import aliases, lineage_tags
 from records.lineage import git_commit
 from records.workspace import AssetReferences, DataAsset, ModelVersion, PipelineRun
 from tasks.training.pipeline import GateResult
@@ -19,7 +19,7 @@ class NoChampion(RuntimeError):
 @task
 def find_prod_champion(model_name: str) -> ModelVersion:
     """The shared registry's `champion`: the model prod serves."""
-    champion = backends.shared_registry().get_model(model_name, "champion")
+    champion = backends.shared_registry().get_model(model_name, aliases.CHAMPION)
     if champion is None:
         raise NoChampion(f"{model_name} has no champion in the shared registry: release first")
     return champion
@@ -33,7 +33,7 @@ def register_model(
     asset: DataAsset,
     gate: GateResult,
     assets: AssetReferences,
-    alias: str = "champion",
+    alias: str = aliases.CHAMPION,
 ) -> ModelVersion:
     """Register the gated model and point `alias` at it (dev: its champion; test: candidate).
 

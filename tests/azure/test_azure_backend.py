@@ -25,6 +25,7 @@ from backends.azure.registry import AzureSharedRegistry
 from backends.pipeline_assets import working_tree_assets
 from backends.serving_package import deployment_template, environment_version
 from records import lineage_tags
+from records.aliases import CHAMPION
 from records.serving import DeploymentFailed, DeploymentHealth
 from records.workspace import ModelVersion
 from settings import load_training_settings
@@ -718,13 +719,15 @@ def test_an_alias_claimed_twice_by_a_crash_resolves_to_the_newest_claim(
 ) -> None:
     ws = workspace(fake_azure)
     one, two = register(ws, model_dir, "a"), register(ws, model_dir, "b")
-    ws.set_model_alias(MODEL, "champion", one.version)
+    ws.set_model_alias(MODEL, CHAMPION, one.version)
     # a crash after tagging the new holder and before untagging the old one:
-    ws.models.set_tags(MODEL, two.version, {aliases.tag_for("champion"): aliases.claim()})
+    ws.models.set_tags(MODEL, two.version, {aliases.tag_for(CHAMPION): aliases.claim()})
 
-    assert ws.get_model(MODEL, "champion").version == "2"
-    ws.set_model_alias(MODEL, "champion", two.version)  # the next set cleans up
-    tagged = [m.version for m in ws.models.versions(MODEL) if "alias.champion" in (m.tags or {})]
+    assert ws.get_model(MODEL, CHAMPION).version == "2"
+    ws.set_model_alias(MODEL, CHAMPION, two.version)  # the next set cleans up
+    tagged = [
+        m.version for m in ws.models.versions(MODEL) if aliases.tag_for(CHAMPION) in (m.tags or {})
+    ]
     assert tagged == ["2"]
 
 
@@ -735,7 +738,7 @@ def test_a_promotion_interrupted_after_the_copy_adopts_it_instead_of_copying_aga
 
     ws = workspace(fake_azure)
     candidate = register(ws, model_dir, "run-a")
-    ws.set_model_alias(MODEL, "champion", candidate.version)
+    ws.set_model_alias(MODEL, CHAMPION, candidate.version)
     registry = backends.azure.open_shared_registry(fake_azure.topology)
     registry.client.models.create_or_update(  # the import went through, then the flow died
         WorkspaceAssetReference(name=MODEL, version="1", asset_id=candidate.source)

@@ -24,7 +24,7 @@ import pytest
 import backends
 from backends.azure.batch import AzureBatchScoring, deployment_name
 from data_checks.readmission_schema import FEATURES, LABEL
-from records import lineage_tags
+from records import aliases, lineage_tags
 from records.batch import SUMMARY_FILE, BatchScoringFailed, results_prefix
 from records.workspace import ModelVersion
 from settings import BatchSettings, load_batch_settings, load_training_settings
@@ -65,7 +65,7 @@ def world(
         champion = registry.promote(
             candidate, model_dir, {lineage_tags.SOURCE_WORKSPACE: test.name}, "approved"
         )
-        registry.set_model_alias(MODEL, "champion", champion.version)
+        registry.set_model_alias(MODEL, aliases.CHAMPION, champion.version)
         scoring = backends.batch_scoring(SETTINGS.environment)
         assert isinstance(scoring, AzureBatchScoring)
         deployment = scoring.deploy_model(SETTINGS.endpoint, champion, model_dir, None, SETTINGS)

@@ -29,7 +29,7 @@ from backends.pipeline_assets import (
 )
 from backends.topology import Topology, load_topology
 from backends.traffic_rules import RequestRefused
-from records import lineage_tags
+from records import aliases, lineage_tags
 from records.serving import DeploymentFailed
 from records.workspace import ModelVersion
 from tests.azure.conftest import AzureUnderTest
@@ -188,20 +188,20 @@ def test_an_alias_points_at_exactly_one_version(
     workspace = backend.workspace()
     one, two = (register(workspace, model_dirs[0], run) for run in ("run-a", "run-b"))
 
-    assert workspace.get_model(MODEL, "champion") is None
-    workspace.set_model_alias(MODEL, "champion", one.version)
-    workspace.set_model_alias(MODEL, "challenger", two.version)
-    assert workspace.get_model(MODEL, "champion").version == "1"
+    assert workspace.get_model(MODEL, aliases.CHAMPION) is None
+    workspace.set_model_alias(MODEL, aliases.CHAMPION, one.version)
+    workspace.set_model_alias(MODEL, aliases.CHALLENGER, two.version)
+    assert workspace.get_model(MODEL, aliases.CHAMPION).version == "1"
 
-    workspace.set_model_alias(MODEL, "champion", two.version)
-    workspace.set_model_alias(MODEL, "champion", two.version)  # idempotent
+    workspace.set_model_alias(MODEL, aliases.CHAMPION, two.version)
+    workspace.set_model_alias(MODEL, aliases.CHAMPION, two.version)  # idempotent
 
-    champion = workspace.get_model(MODEL, "champion")
+    champion = workspace.get_model(MODEL, aliases.CHAMPION)
     assert champion.version == "2"
-    assert set(champion.aliases) == {"champion", "challenger"}
+    assert set(champion.aliases) == {aliases.CHAMPION, aliases.CHALLENGER}
     assert not any(key.startswith("alias.") for key in champion.tags)
     held = {v.version: set(v.aliases) for v in workspace.list_model_versions(MODEL)}
-    assert held == {"1": set(), "2": {"champion", "challenger"}}
+    assert held == {"1": set(), "2": {aliases.CHAMPION, aliases.CHALLENGER}}
 
 
 def test_model_path_holds_the_registered_files(
@@ -222,7 +222,7 @@ def test_promotion_copies_once_with_its_lineage_and_keeps_aliases_apart(
     workspace = backend.workspace()
     registry = backend.registry()
     candidate = register(workspace, model_dirs[0], "run-a")
-    workspace.set_model_alias(MODEL, "champion", candidate.version)
+    workspace.set_model_alias(MODEL, aliases.CHAMPION, candidate.version)
     approval = {lineage_tags.SOURCE_WORKSPACE: workspace.name, lineage_tags.APPROVED_BY: "dr.who"}
 
     promoted = registry.promote(candidate, workspace.model_path(candidate), approval, "ok")
@@ -236,9 +236,9 @@ def test_promotion_copies_once_with_its_lineage_and_keeps_aliases_apart(
     assert promoted.tags[lineage_tags.APPROVED_BY] == "dr.who"
     assert promoted.tags[lineage_tags.PIPELINE_RUN_ID] == "run-a"
     assert promoted.tags[lineage_tags.SOURCE_RUN_ID] == "train-run-a"
-    assert registry.get_model(MODEL, "champion") is None  # the workspace's alias stays there
-    registry.set_model_alias(MODEL, "challenger", promoted.version)
-    assert registry.get_model(MODEL, "challenger").version == promoted.version
+    assert registry.get_model(MODEL, aliases.CHAMPION) is None  # the workspace's alias stays there
+    registry.set_model_alias(MODEL, aliases.CHALLENGER, promoted.version)
+    assert registry.get_model(MODEL, aliases.CHALLENGER).version == promoted.version
     assert files(registry.model_path(promoted)) == files(model_dirs[0])
 
 

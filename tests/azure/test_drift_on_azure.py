@@ -27,7 +27,7 @@ import backends.azure
 from backends.azure.errors import AzureConflict
 from flows.monitor_drift import monitor_drift
 from mlops_cli.traffic import send_traffic
-from records import lineage_tags
+from records import aliases, lineage_tags
 from settings import load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
 from tests.azure.conftest import AzureUnderTest
@@ -66,7 +66,7 @@ def azure_prod(
     champion = registry.promote(
         candidate, model_dir, {lineage_tags.SOURCE_WORKSPACE: test.name}, "approved"
     )
-    registry.set_model_alias(MODEL, "champion", champion.version)
+    registry.set_model_alias(MODEL, aliases.CHAMPION, champion.version)
     prod = backends.endpoints("prod")
     prod.create_or_update_endpoint(ENDPOINT)
     prod.create_or_update_deployment(ENDPOINT, "blue", champion, model_dir)
@@ -198,7 +198,7 @@ def downloaded_training_data(azure: AzureUnderTest) -> list[str]:
 
 
 def report_version() -> str:
-    champion = backends.shared_registry().get_model(MODEL, "champion")
+    champion = backends.shared_registry().get_model(MODEL, aliases.CHAMPION)
     assert champion is not None
     return champion.version
 

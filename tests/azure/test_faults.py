@@ -26,7 +26,7 @@ from backends.azure.errors import (
 )
 from backends.azure.retries import Deadlines, OperationTimedOut
 from backends.topology import EnvironmentSpec
-from records import lineage_tags
+from records import aliases, lineage_tags
 from records.serving import DeploymentFailed
 from records.workspace import ModelVersion, PipelineFailed
 from synthetic_data.readmissions import generate_readmissions
@@ -278,7 +278,7 @@ def test_no_request_carries_a_key_or_secret_only_bearer_tokens_from_the_credenti
     data.write_text("age,readmitted_30d\n70,1\n")
     ws.register_data("readmissions", data)
     candidate = register(ws, model_dir, "run-a")
-    ws.set_model_alias(MODEL, "champion", candidate.version)
+    ws.set_model_alias(MODEL, aliases.CHAMPION, candidate.version)
     ws.model_path(candidate)
     registry = backends.azure.open_shared_registry(fake_azure.topology)
     promoted = registry.promote(

@@ -43,7 +43,7 @@ from backends.serving_package import deployment_template, environment_version
 from flows.release import release
 from flows.rollback import rollback
 from flows.train_dev import train_dev
-from records import lineage_tags
+from records import aliases, lineage_tags
 from records.serving import EndpointInfo
 from settings import config_dir, load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
@@ -200,7 +200,7 @@ def shared_versions() -> list[str]:
 
 
 def champion() -> str:
-    found = backends.shared_registry().get_model(MODEL, "champion")
+    found = backends.shared_registry().get_model(MODEL, aliases.CHAMPION)
     assert found is not None
     return found.version
 
@@ -219,7 +219,7 @@ def test_train_dev_registers_the_dev_champion_through_a_small_code_snapshot(
     dev_model = trained.result()
     dev = backends.workspace("dev")
     assert [v.version for v in dev.list_model_versions(MODEL)] == [dev_model.version]
-    assert dev.get_model(MODEL, "champion").version == dev_model.version
+    assert dev.get_model(MODEL, aliases.CHAMPION).version == dev_model.version
     # the components' code snapshot is their scripts plus data_checks (additional_includes),
     # not the repository with its venvs: what every submission hashes and uploads
     snapshots = [
@@ -256,7 +256,7 @@ def test_approved_release_is_promoted_and_serves_in_prod(
     registry = backends.shared_registry()
     assert shared_versions() == ["1"]
     assert champion() == promoted.version == "1"
-    assert registry.get_model(MODEL, "champion").tags[lineage_tags.APPROVED_BY] == "alice"
+    assert registry.get_model(MODEL, aliases.CHAMPION).tags[lineage_tags.APPROVED_BY] == "alice"
     assert prod_endpoint(azure_flows)["traffic"] == {"blue": 100}
     assert_test_endpoint_deleted(state)
     response = score_prod()

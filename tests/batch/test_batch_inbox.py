@@ -24,7 +24,7 @@ from prefect.variables import Variable
 import backends
 from data_checks.readmission_schema import LABEL
 from flows.batch import batch_score, watch_inbox
-from records import lineage_tags
+from records import aliases, lineage_tags
 from records.batch import BatchScoringFailed, BatchSummary
 from records.workspace import ModelVersion
 from settings import load_batch_settings
@@ -99,9 +99,9 @@ def stage(
             {lineage_tags.SOURCE_WORKSPACE: workspace.name, lineage_tags.APPROVED_BY: "test"},
             "test",
         )
-        registry.set_model_alias(MODEL, "champion", champion.version)
+        registry.set_model_alias(MODEL, aliases.CHAMPION, champion.version)
         Variable.unset(_watermark_variable())  # the other backend's run of this module
-        yield Stage(request.param, registry.get_model(MODEL, "champion") or champion, files)
+        yield Stage(request.param, registry.get_model(MODEL, aliases.CHAMPION) or champion, files)
         Variable.unset(_watermark_variable())
 
 

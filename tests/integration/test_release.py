@@ -22,7 +22,7 @@ from backends.local.endpoints import stop_all
 from flows.release import release
 from flows.rollback import rollback
 from mlops_cli.main import app
-from records import lineage_tags
+from records import aliases, lineage_tags
 from settings import config_dir, load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
 from tasks.release.integration_tests import split_body
@@ -124,7 +124,7 @@ def test_approved_release_is_promoted_and_serves_in_prod(backend: Path, data: di
     promoted = state.result()
     registry = backends.shared_registry()
     assert shared_versions() == ["1"]
-    champion = registry.get_model(MODEL, "champion")
+    champion = registry.get_model(MODEL, aliases.CHAMPION)
     assert champion is not None and champion.version == promoted.version
     assert champion.tags[lineage_tags.APPROVED_BY] == "alice"
     assert (
@@ -192,7 +192,7 @@ def test_second_release_goes_green_and_rollback_returns_blue(backend: Path, data
 
     assert back.type == StateType.COMPLETED, back.message
     assert dict(prod().traffic)["blue"] == 100
-    assert backends.shared_registry().get_model(MODEL, "champion").version == "1"
+    assert backends.shared_registry().get_model(MODEL, aliases.CHAMPION).version == "1"
     assert score_prod().json()["model"]["version"] == "1"
     assert ("rollback", "dave") in [(r.action, r.actor) for r in read_audit_log()]
 
@@ -211,7 +211,7 @@ def test_failing_health_check_mid_shift_returns_traffic_to_the_old_colour(
     assert state.type == StateType.FAILED
     assert "failed step 3 (50% live)" in str(state.result(raise_on_failure=False))
     assert dict(prod().traffic) == before and prod().serving() == serving_colour
-    assert backends.shared_registry().get_model(MODEL, "champion").version == "1"
+    assert backends.shared_registry().get_model(MODEL, aliases.CHAMPION).version == "1"
     assert score_prod().status_code == 200
 
 

@@ -13,6 +13,7 @@ import backends
 from audit import read_audit_log
 from backends.local.endpoints import stop_all
 from flows.release import release
+from records import aliases
 from settings import load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
 from tests.integration.release_helpers import (
@@ -53,7 +54,7 @@ def test_killed_mid_promotion_rerun_converges_without_duplicates(
         flow_process.kill()
         flow_process.wait()
     approver.join(timeout=30)
-    assert backends.shared_registry().get_model(MODEL, "champion") is None  # not finished
+    assert backends.shared_registry().get_model(MODEL, aliases.CHAMPION) is None  # not finished
 
     rerun = Approver(approved=True, name_="frank", reason="re-run after the crash")
     rerun.start()
@@ -64,7 +65,7 @@ def test_killed_mid_promotion_rerun_converges_without_duplicates(
     registry = backends.shared_registry()
     assert [v.version for v in registry.list_model_versions(MODEL)] == ["1"]
     assert [v.version for v in backends.workspace("test").list_model_versions(MODEL)] == ["1"]
-    assert registry.get_model(MODEL, "champion").version == "1"
+    assert registry.get_model(MODEL, aliases.CHAMPION).version == "1"
     endpoint = backends.endpoints("prod").get_endpoint(load_release_settings().prod_endpoint)
     assert endpoint.traffic[endpoint.serving()] == 100
     assert {d.model_version for d in endpoint.deployments if d.name == endpoint.serving()} == {"1"}

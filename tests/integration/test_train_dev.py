@@ -19,7 +19,7 @@ from data_checks.readmission_schema import FEATURES, LABEL
 from flows.release import release
 from flows.train_dev import train_dev
 from flows.training import train_in_environment
-from records import lineage_tags
+from records import aliases, lineage_tags
 from reports.model_card import NOT_DECIDED
 from settings import load_training_settings
 from synthetic_data.readmissions import generate_readmissions
@@ -61,7 +61,7 @@ def test_train_dev_registers_a_gated_model_with_lineage(
     workspace = backends.workspace("dev")
     versions = workspace.list_model_versions(MODEL)
     assert [v.version for v in versions] == ["1"]
-    registered = workspace.get_model(MODEL, "champion")
+    registered = workspace.get_model(MODEL, aliases.CHAMPION)
     assert registered is not None and registered.version == model.version
     tags = registered.tags
     assert (
@@ -115,7 +115,9 @@ def test_train_dev_registers_a_gated_model_with_lineage(
     }
 
     # Test trains with the registry's versions of the same components: nothing to ask again.
-    in_test = train_in_environment("test", write(good_frame, tmp_path / "test.csv"), "candidate")
+    in_test = train_in_environment(
+        "test", write(good_frame, tmp_path / "test.csv"), aliases.CANDIDATE
+    )
     assert set(in_test.pipeline_run.components.values()) == {
         held.components[name]
         for name in (
@@ -174,7 +176,7 @@ def test_rejected_asset_promotion_promotes_nothing_and_test_refuses_the_unpromot
 
     assert state.type == StateType.CANCELLED
     assert "Rejected by judy" in state.message and "Nothing was promoted" in state.message
-    assert backends.workspace("dev").get_model(MODEL, "champion") is not None  # stays in dev
+    assert backends.workspace("dev").get_model(MODEL, aliases.CHAMPION) is not None  # stays in dev
     with pytest.raises(AssetsNotPromoted):
         backends.shared_registry().pipeline_asset_references(working_tree_assets())
     assert [r.action for r in read_audit_log()] == ["rejected"]

@@ -23,7 +23,7 @@ import backends
 from audit import read_audit_log
 from flows.prod_rollout import prod_rollout
 from flows.rollback import rollback
-from records import lineage_tags
+from records import aliases, lineage_tags
 from records.workspace import ModelVersion
 from settings import load_release_settings, load_training_settings
 from synthetic_data.readmissions import generate_readmissions
@@ -52,7 +52,7 @@ def serving_model() -> str:
 
 
 def champion() -> str:
-    return backends.shared_registry().get_model(MODEL, "champion").version
+    return backends.shared_registry().get_model(MODEL, aliases.CHAMPION).version
 
 
 @pytest.fixture(scope="module", params=["local", "azure"])

@@ -14,7 +14,7 @@ import pytest
 import backends
 from audit import read_audit_log
 from backends.local.endpoints import stop_all
-from records import lineage_tags
+from records import aliases, lineage_tags
 from settings import load_training_settings
 from synthetic_data.readmissions import generate_readmissions
 from tests.integration.release_helpers import publish_working_tree_assets, wait_for_paused_release
@@ -91,7 +91,7 @@ def test_approval_in_the_prefect_ui_form_promotes(paused_release, mlops_root: Pa
         browser.close()
 
     assert process.wait(timeout=300) == 0
-    champion = backends.shared_registry().get_model(MODEL, "champion")
+    champion = backends.shared_registry().get_model(MODEL, aliases.CHAMPION)
     assert champion is not None and champion.tags[lineage_tags.APPROVED_BY] == "ursula (UI)"
     assert ("approved", "ursula (UI)") in [(r.action, r.actor) for r in read_audit_log()]
     assert (SCREENSHOTS / "approval-form.png").stat().st_size > 10_000

@@ -1,21 +1,23 @@
-"""The layering rules of docs/architecture.md, read from the imports, and one place per tag name.
+"""The layering rules of docs/architecture.md, read from the imports, and one place per tag name
+and per alias name.
 
 Each rule is checked on the source with `ast` (nothing is imported), so a violation fails here
 naming the file, the line and the import, instead of surfacing later as a backend that cannot be
-swapped or a tag name that changed in one copy only. Imports under `if TYPE_CHECKING:` count:
-a type hint is a dependency too.
+swapped or a tag or alias name that changed in one copy only. Imports under `if TYPE_CHECKING:`
+count: a type hint is a dependency too.
 """
 
 from __future__ import annotations
 
 import ast
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from functools import cache
 from pathlib import Path
 
 import pytest
 
-from records import lineage_tags
+from records import aliases, lineage_tags
 
 REPO = Path(__file__).resolve().parents[2]
 FIRST_PARTY = tuple(
@@ -194,3 +196,135 @@ def test_the_tag_check_sees_a_copy_where_tags_are_written_and_read() -> None:
     )
     found = [copy.split(" writes ")[1].split(":")[0] for copy in copies(sample, "sample.py")]
     assert found == ["'pipeline_run_id'", "'gate'", "'approved_by'", "'run_id'", "'promoted_from'"]
+
+
+# --- one place for each alias name ---------------------------------------------------------
+
+ALIASES = {
+    value: name
+    for name, value in vars(aliases).items()
+    if name.isupper() and isinstance(value, str)
+}
+"""Every alias name records/aliases.py defines -> its constant."""
+
+ALIASES_ALSO_KEYS = {
+    aliases.CHAMPION: "the champion's figures in metrics.json and fairness.json (written by the "
+    "evaluate component, read by reports/ and tasks/training/), the audit trail's action",
+    aliases.CANDIDATE: "the candidate's figures in metrics.json and fairness.json",
+}
+"""Alias names that are also keys of the evaluation's JSON: a literal of one of these is a copy
+of the alias only where it is given as an alias (an argument landing on a parameter named
+`alias`, that parameter's default, or a comparison with `x.aliases`); the other names are
+copies wherever they are written."""
+
+
+@cache
+def alias_parameters() -> Mapping[str, frozenset[int]]:
+    """Function name -> the positions of its `alias` parameter in a call (after `self`/`cls`),
+    over every definition in our scanned code: `get_model`, `set_model_alias`,
+    `train_in_environment`, `register_model`, ..."""
+    found: dict[str, set[int]] = {}
+    for path in scanned_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                names = [a.arg for a in (*node.args.posonlyargs, *node.args.args)]
+                if names and names[0] in ("self", "cls"):
+                    names = names[1:]
+                if "alias" in names:
+                    found.setdefault(node.name, set()).add(names.index("alias"))
+    return {name: frozenset(positions) for name, positions in found.items()}
+
+
+def called_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+
+
+def alias_uses(tree: ast.AST, parameters: Mapping[str, frozenset[int]]) -> set[int]:
+    """ids of the nodes given as an alias: call arguments that land on a parameter named
+    `alias` (by keyword, or by position in a function of that name), defaults of such a
+    parameter, and everything compared with `x.aliases`."""
+    used: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            positions = parameters.get(called_name(node) or "", frozenset())
+            used.update(id(arg) for i, arg in enumerate(node.args) if i in positions)
+            used.update(id(k.value) for k in node.keywords if k.arg == "alias")
+        elif isinstance(node, ast.arguments):
+            positional = [*node.posonlyargs, *node.args]
+            with_defaults = positional[len(positional) - len(node.defaults) :]
+            pairs = [
+                *zip(with_defaults, node.defaults, strict=True),
+                *zip(node.kwonlyargs, node.kw_defaults, strict=True),
+            ]
+            used.update(id(default) for arg, default in pairs if arg.arg == "alias")
+        elif isinstance(node, ast.Compare) and any(
+            isinstance(part, ast.Attribute) and part.attr == "aliases" for part in ast.walk(node)
+        ):
+            used.update(id(part) for part in ast.walk(node))
+    return used
+
+
+def alias_copies(source: str, where: str, parameters: Mapping[str, frozenset[int]]) -> list[str]:
+    """Each string constant in `source` that is an alias name written out, in reading order."""
+    tree = ast.parse(source, where)
+    as_aliases = alias_uses(tree, parameters)
+    found = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value in ALIASES
+        and (node.value not in ALIASES_ALSO_KEYS or id(node) in as_aliases)
+    ]
+    return [
+        f"{where}:{node.lineno} writes {node.value!r}: use records.aliases.{ALIASES[node.value]}"
+        for node in sorted(found, key=lambda n: (n.lineno, n.col_offset))
+    ]
+
+
+def test_the_alias_check_knows_the_functions_that_take_an_alias() -> None:
+    parameters = alias_parameters()
+    assert parameters["get_model"] == {1}
+    assert parameters["set_model_alias"] == {1}
+    assert parameters["train_in_environment"] == {2}
+
+
+def test_alias_names_are_written_only_in_the_records_module() -> None:
+    parameters = alias_parameters()
+    found = [
+        copy
+        for path in scanned_files()
+        for copy in alias_copies(path.read_text(), str(path.relative_to(REPO)), parameters)
+    ]
+    assert found == [], "\n".join(found)
+
+
+def test_the_alias_check_sees_a_copy_where_an_alias_is_given() -> None:
+    sample = (
+        "registry.get_model(name, 'champion')\n"
+        "registry.set_model_alias(name, 'previous-champion', version)\n"
+        "train_in_environment('test', path, 'candidate')\n"
+        "register_model(environment, name, run, alias='champion')\n"
+        "def train(alias: str = 'candidate') -> None: ...\n"
+        "assert set(model.aliases) == {'champion'}\n"
+        "promoted = 'challenger'\n"
+        "metrics['champion']['auc']\n"  # the evaluation's figures, not the alias
+        "report = {'candidate': ours, 'champion': theirs}\n"
+        "audit.record('champion', actor, subject, reason)\n"  # the audit trail's action
+    )
+    parameters = {"get_model": frozenset({1}), "set_model_alias": frozenset({1})}
+    parameters |= {"train_in_environment": frozenset({2})}
+    found = [
+        copy.split(" writes ")[1].split(":")[0]
+        for copy in alias_copies(sample, "sample.py", parameters)
+    ]
+    assert found == [
+        "'champion'",
+        "'previous-champion'",
+        "'candidate'",
+        "'champion'",
+        "'candidate'",
+        "'champion'",
+        "'challenger'",
+    ]
