@@ -56,7 +56,7 @@ def release(
         integration = run_integration_tests(
             route_all_traffic("test", test_endpoint, "blue"),
             endpoint_key("test", test_endpoint),
-            trained.pipeline_run.outputs["prep.test_data"],
+            trained.pipeline_run.test_data,
             trained.gate.candidate["auc"],
             settings.integration.p95_budget_ms,
             settings.integration.latency_requests,
@@ -88,7 +88,5 @@ def release(
     publish_model_card(promoted)
 
     # Prod: deploy beside the serving colour, roll out step by baked step, crown
-    rolled_out = prod_rollout(
-        promoted, trained.pipeline_run.outputs["prep.test_data"], return_state=True
-    )
+    rolled_out = prod_rollout(promoted, trained.pipeline_run.test_data, return_state=True)
     return rolled_out if not rolled_out.is_completed() else promoted

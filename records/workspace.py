@@ -28,9 +28,21 @@ class StepRun:
     seconds: float
 
 
+TRAIN_DATA_OUTPUT = "prep.train_data"
+"""The training pipeline's train split in `PipelineRun.outputs`: the output `train_data` of the
+job `prep` in components/pipelines/train.yml (both backends key a step's output
+`<job>.<output>`; tests/unit/test_one_place_for_each_fact.py checks train.yml still has it)."""
+TEST_DATA_OUTPUT = "prep.test_data"
+"""The training pipeline's test split in `PipelineRun.outputs`: the output `test_data` of the
+job `prep` in components/pipelines/train.yml (checked like TRAIN_DATA_OUTPUT)."""
+
+
 @dataclass(frozen=True)
 class PipelineRun:
-    """A finished pipeline run: its MLflow parent run id, steps, and named outputs (local paths)."""
+    """A finished pipeline run: its MLflow parent run id, steps, and named outputs (local paths).
+
+    `outputs` holds the pipeline's own outputs by name (`model`) and every step's as
+    `<job>.<output>` (`prep.test_data`), on both backends."""
 
     run_id: str
     display_name: str
@@ -43,6 +55,17 @@ class PipelineRun:
 
     def step(self, name: str) -> StepRun:
         return next(s for s in self.steps if s.name == name)
+
+    @property
+    def train_data(self) -> str:
+        """The training pipeline's train split (a folder holding data.parquet)."""
+        return self.outputs[TRAIN_DATA_OUTPUT]
+
+    @property
+    def test_data(self) -> str:
+        """The training pipeline's test split (a folder holding data.parquet): the rows the
+        gate judged the model on, which the release's endpoint tests and rollout score too."""
+        return self.outputs[TEST_DATA_OUTPUT]
 
 
 @dataclass(frozen=True)

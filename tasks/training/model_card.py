@@ -216,8 +216,8 @@ def _version(
 
 def _training_data(run: PipelineRun, asset: DataAsset) -> TrainingData:
     """Row counts and readmission rates from the prep step's split (the label column only)."""
-    train = pd.read_parquet(Path(run.outputs["prep.train_data"]) / "data.parquet", columns=[LABEL])
-    test = pd.read_parquet(Path(run.outputs["prep.test_data"]) / "data.parquet", columns=[LABEL])
+    train = pd.read_parquet(Path(run.train_data) / "data.parquet", columns=[LABEL])
+    test = pd.read_parquet(Path(run.test_data) / "data.parquet", columns=[LABEL])
     return TrainingData(
         asset=asset.name,
         version=asset.version,

@@ -125,7 +125,7 @@ def test_the_training_pipeline_runs_as_one_job_and_every_output_comes_home(
     assert [s.name for s in run.steps] == ["prep", "train", "evaluate"]
     assert all(s.status == "Completed" and s.seconds > 0 for s in run.steps)
     assert (Path(run.outputs["evaluation"]) / "gate.json").read_text() == '{"passed": true}'
-    assert (Path(run.outputs["prep.test_data"]) / "data.parquet").read_text() == "test rows"
+    assert (Path(run.test_data) / "data.parquet").read_text() == "test rows"
     assert run.outputs["train.model"] == run.outputs["model"]
     assert (Path(run.outputs["model"]) / "MLmodel").is_file()
     job = submitted_job(fake_azure)

@@ -99,7 +99,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Trai
             )
             return Trained(
                 Path(run.outputs["model"]),
-                Path(run.outputs["prep.test_data"]),
+                Path(run.test_data),
                 Evaluation(Path(run.outputs["evaluation"])),
             )
 

@@ -1,4 +1,6 @@
 """Each quality-gate threshold is written once: config/training.yaml, typed by the settings package.
+(And the facts the Python reads from a YAML it does not own: the training pipeline's output
+keys, at the end.)
 
 The training pipeline's evaluate step takes the thresholds as required inputs and the flow
 passes the settings' values in, so no component, pipeline, script default, task or flow may
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from records.workspace import TEST_DATA_OUTPUT, TRAIN_DATA_OUTPUT
 from settings import FairnessSettings, GateSettings, PipelineSettings, load_training_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,3 +190,21 @@ def test_the_scan_finds_each_kind_of_copy() -> None:
     assert sorted(line for line, _ in copies_in_python(python)) == [1, 2, 3, 4, 5, 6]
     pipeline = {"inputs": {"min_auc": 0.7, "min_f1": {"type": "number", "default": 0.3}}}
     assert list(copies_in_yaml(pipeline)) == ["inputs.min_auc: 0.7", "inputs.min_f1.default: 0.3"]
+
+
+# --- the training pipeline's output keys: records.workspace names what train.yml declares ----
+
+TRAIN_PIPELINE = REPO / "components" / "pipelines" / "train.yml"
+
+
+@pytest.mark.parametrize("key", [TRAIN_DATA_OUTPUT, TEST_DATA_OUTPUT])
+def test_each_pipeline_output_key_names_an_output_of_a_job_in_train_yml(key: str) -> None:
+    """Renaming the job or its output in the YAML fails here, not in a release's endpoint
+    tests (PipelineRun.test_data / .train_data read these keys)."""
+    job_name, output = key.split(".")
+    jobs = yaml.safe_load(TRAIN_PIPELINE.read_text())["jobs"]
+    assert job_name in jobs, f"train.yml has no job {job_name!r} (jobs: {sorted(jobs)})"
+    component = yaml.safe_load((TRAIN_PIPELINE.parent / jobs[job_name]["component"]).read_text())
+    assert output in component["outputs"], (
+        f"{jobs[job_name]['component']} (train.yml's job {job_name!r}) has no output {output!r}"
+    )
