@@ -66,7 +66,33 @@ SLOW = (
     "tests/azure/test_drift_on_azure.py",
     "tests/azure/test_infra_on_azure.py",
 )
-"""Whole flows on a real Prefect server (minutes): `pytest -m "not slow"` is the fast loop."""
+"""Whole flows on a real Prefect server (minutes): `pytest -m "not slow"` leaves them out."""
+
+FAST = (
+    "tests/unit/test_layers.py",
+    "tests/unit/test_one_place_for_each_fact.py",
+    "tests/unit/test_settings.py",
+    "tests/unit/test_traffic_rules.py",
+    "tests/unit/test_rollout_judge.py",
+    "tests/unit/test_drift.py",
+    "tests/unit/test_processes.py",
+    "tests/unit/test_local_data_collector.py",
+    "tests/unit/test_local_audit_trail.py",
+    "tests/unit/test_data_contract_example.py",
+    "tests/unit/test_local_deployment_layout.py",
+    "tests/unit/test_fairness_biased_data.py",
+    "tests/unit/test_fairness_gate.py",
+    "tests/unit/test_model_card.py",
+    "tests/azure/test_recordings.py",
+    "tests/azure/test_fake_sources.py",
+    "tests/azure/test_audit_trail.py",
+    "tests/serving/test_columnar_contract.py",
+)
+"""The rules, in under a minute in all on one core (`pytest -m fast`): layering and one place
+for each fact, settings, traffic rules, the rollout's judge, drift, the data contract's
+example, the fairness gate, the model card, the fake's sources and the audit trail. No server
+but the session's Prefect server, no pipeline run, no inference server: a file that starts one
+belongs in the `not slow` rest (so does the Great Expectations suite, 12 s alone)."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -74,6 +100,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         where = Path(str(item.fspath)).relative_to(REPO_ROOT).as_posix()
         if where.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+        elif where in FAST:
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture
