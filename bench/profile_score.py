@@ -66,15 +66,16 @@ def request(body: bytes) -> Any:
 def profile(score: Any, code: Path, name: str, body: bytes, repeat: int) -> None:
     from azureml.ai.monitoring.queue import get_queue
     from azureml.ai.monitoring.worker.sender import MdcSender
+    from model_scoring import predicted_labels
     from request_contract import parse_scoring_request
 
     served = score._served
     batch = parse_scoring_request(body)
     probabilities = served.scorer.probabilities(batch)
-    labels = (probabilities >= served.threshold).astype(np.int8)
+    labels = predicted_labels(probabilities, served.threshold)
 
     def respond() -> None:
-        labelled = (probabilities >= served.threshold).astype(np.int8)
+        labelled = predicted_labels(probabilities, served.threshold)
         content = {
             "predictions": [
                 {"probability": p, "label": label}

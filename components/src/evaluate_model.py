@@ -12,7 +12,13 @@ groups and numbers and registers nothing; the step itself exits 0 either way, so
 Writes to the `evaluation` output:
 
 - metrics.json: {"candidate": {auc, f1, precision, recall, accuracy, brier, threshold},
-  "champion": the same or null, "test_rows": n}
+  "champion": the same or null, "test_rows": n}. Registration tags the model with each of the
+  candidate's figures as `test_<figure>` (records.lineage_tags.metric_tag, which this script
+  cannot import: it runs in the training image), so `threshold` becomes the `test_threshold`
+  tag (records.lineage_tags.TEST_THRESHOLD) from which deployments get MODEL_THRESHOLD. The
+  keys "candidate" and "champion" name the two models' figures here and in fairness.json (read
+  by tasks/training/pipeline.py and reports/), not the aliases of records/aliases.py.
+  Labels are `probability >= threshold`: label_rule.py, the snapshot's one copy of the rule.
 - gate.json: {"passed", "failures": [quality, then fairness], "thresholds": {quality limits,
   fairness limits}, "compared_with_champion", "fairness": {"passed", "failures", "report":
   "fairness.json"}}
@@ -84,6 +90,7 @@ from fairness import (  # noqa: E402
     FairnessVerdict,
     subgroup_report,
 )
+from label_rule import predicted_labels  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.inspection import permutation_importance  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
@@ -118,7 +125,7 @@ def choose_threshold(labels: pd.Series, probabilities: np.ndarray) -> float:
     grid = np.linspace(0.05, 0.95, 91)
     # F1 = 2TP / (2TP + FP + FN) at every threshold at once (0 when undefined, as
     # f1_score(zero_division=0)); 91 f1_score calls cost ~1 s of input validation
-    predicted = probabilities[None, :] >= grid[:, None]
+    predicted = predicted_labels(probabilities[None, :], grid[:, None]).astype(bool)
     positive = labels.to_numpy().astype(bool)[None, :]
     true_pos = (predicted & positive).sum(axis=1)
     wrong = (predicted != positive).sum(axis=1)
@@ -127,7 +134,7 @@ def choose_threshold(labels: pd.Series, probabilities: np.ndarray) -> float:
 
 
 def metrics_for(labels: pd.Series, probabilities: np.ndarray, threshold: float) -> dict[str, float]:
-    predicted = (probabilities >= threshold).astype(int)
+    predicted = predicted_labels(probabilities, threshold)
     return {
         "auc": float(roc_auc_score(labels, probabilities)),
         "f1": float(f1_score(labels, predicted, zero_division=0)),

@@ -52,6 +52,7 @@ from fairlearn.metrics import (
     selection_rate,
     true_positive_rate,
 )
+from label_rule import predicted_labels
 from sklearn.metrics import precision_score, roc_auc_score
 
 REPORT_FILE = "fairness.json"
@@ -156,7 +157,7 @@ def assess_model(
     """Per-group metrics (fairlearn) and per-attribute gaps with intervals for one model."""
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=float)
-    predicted = (probabilities >= threshold).astype(np.int64)
+    predicted = predicted_labels(probabilities, threshold)
     strata = _strata(groups)
     report: dict[str, Any] = {"threshold": threshold, "overall": None, "attributes": {}}
     gaps: dict[tuple[str, str], Estimate] = {}
@@ -317,7 +318,7 @@ def _group_metrics(
     """
 
     def summary(y: np.ndarray, p: np.ndarray) -> tuple[float, ...]:
-        predicted = (p >= threshold).astype(np.int64)
+        predicted = predicted_labels(p, threshold)
         positives = int(y.sum())
         one_class = positives in (0, len(y))
         return (

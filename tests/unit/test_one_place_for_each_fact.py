@@ -1,6 +1,7 @@
 """Each quality-gate threshold is written once: config/training.yaml, typed by the settings package.
-(And the facts the Python reads from a YAML it does not own: the training pipeline's output
-keys, at the end.)
+(And, at the end, two facts with a copy that must stay: the training pipeline's output keys,
+which train.yml declares and records.workspace names, and the label rule, which each code
+snapshot under components/ holds once.)
 
 The training pipeline's evaluate step takes the thresholds as required inputs and the flow
 passes the settings' values in, so no component, pipeline, script default, task or flow may
@@ -11,10 +12,12 @@ fail when one comes back, naming the file and line.
 from __future__ import annotations
 
 import ast
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -208,3 +211,46 @@ def test_each_pipeline_output_key_names_an_output_of_a_job_in_train_yml(key: str
     assert output in component["outputs"], (
         f"{jobs[job_name]['component']} (train.yml's job {job_name!r}) has no output {output!r}"
     )
+
+
+# --- the label rule: one copy per code snapshot, and the two agree ---------------------------
+
+TRAINING_SNAPSHOT = REPO / "components" / "src"
+SERVING_SNAPSHOT = REPO / "components" / "serving" / "src"
+
+
+def test_the_training_and_serving_snapshots_label_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """components/src/label_rule.py (evaluation: the threshold chosen, the metrics, the fairness
+    gate) and components/serving/src/model_scoring.py (what deployments answer) each hold the
+    rule `probability >= threshold` once; Azure ML uploads the two folders as separate code
+    snapshots, so they cannot share it. Here they must label every probability alike at every
+    threshold, at the boundary too (a probability equal to the threshold is a 1)."""
+    monkeypatch.syspath_prepend(str(TRAINING_SNAPSHOT))
+    monkeypatch.syspath_prepend(str(SERVING_SNAPSHOT))
+    training = importlib.import_module("label_rule").predicted_labels
+    serving = importlib.import_module("model_scoring").predicted_labels
+
+    grid = np.linspace(0.0, 1.0, 101)
+    probabilities = np.concatenate(
+        [grid, np.nextafter(grid, -1.0), np.nextafter(grid, 2.0), [0.0, 1.0]]
+    )
+    for threshold in (*grid.tolist(), 0.27, 1e-12, 1.0 - 1e-12):
+        expected = [1 if p >= threshold else 0 for p in probabilities.tolist()]
+        assert training(probabilities, threshold).tolist() == expected, threshold
+        assert serving(probabilities, threshold).tolist() == expected, threshold
+    assert training(np.array([0.3]), 0.3).tolist() == serving(np.array([0.3]), 0.3).tolist() == [1]
+
+
+def test_the_serving_snapshot_reads_the_threshold_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """score.py and batch_score.py take MODEL_THRESHOLD through model_scoring's one reader."""
+    monkeypatch.syspath_prepend(str(SERVING_SNAPSHOT))
+    model_scoring = importlib.import_module("model_scoring")
+    assert model_scoring.decision_threshold({"MODEL_THRESHOLD": "0.27"}) == 0.27
+    assert model_scoring.decision_threshold({}) == 0.5
+    with pytest.raises(ValueError, match="not a probability"):
+        model_scoring.decision_threshold({"MODEL_THRESHOLD": "1.5"})
+    for script in ("score.py", "batch_score.py"):
+        source = (SERVING_SNAPSHOT / script).read_text()
+        assert "decision_threshold(" in source and "predicted_labels(" in source, script
+        assert '"MODEL_THRESHOLD"' not in source, f"{script} reads MODEL_THRESHOLD itself"
+        assert ">= served.threshold" not in source and ">= loaded.threshold" not in source

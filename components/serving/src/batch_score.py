@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv
 import pyarrow.parquet as pq
-from model_scoring import Scorer, load_scorer
+from model_scoring import Scorer, decision_threshold, load_scorer, predicted_labels
 from request_contract import EncodedColumn, FeatureBatch, Violation, find_violations_in_columns
 
 from data_checks.readmission_schema import CATEGORICAL_COLUMNS, FEATURES, NUMERIC_COLUMNS
@@ -90,9 +90,7 @@ def init(environment: Mapping[str, str] | None = None) -> None:
     if environment:
         os.environ.update(environment)
     model_dir = Path(os.environ["AZUREML_MODEL_DIR"])
-    threshold = float(os.environ.get("MODEL_THRESHOLD", "0.5"))
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"MODEL_THRESHOLD={threshold} is not a probability in [0, 1]")
+    threshold = decision_threshold(os.environ)
     output = Path(os.environ["AZUREML_BI_OUTPUT_PATH"])
     output_format = os.environ.get(OUTPUT_FORMAT_VARIABLE, "parquet")
     if output_format not in OUTPUT_FORMATS:
@@ -328,7 +326,7 @@ def _scored(
             typed = pa.chunked_array([pa.array(list(kept[name].values), type=source)])
         columns[name] = typed.cast(wanted)
     n_rows = len(probabilities)
-    labels = (probabilities >= loaded.threshold).astype(np.int8)
+    labels = predicted_labels(probabilities, loaded.threshold)
     columns["probability"] = pa.array(probabilities, type=pa.float64())
     columns["label"] = pa.array(labels, type=pa.int8())
     for name, value in zip(

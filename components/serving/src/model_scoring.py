@@ -48,6 +48,32 @@ VERIFY_TOLERANCE = 1e-9
 """Largest difference from `pipeline.predict_proba` a fast scorer may show at load."""
 
 
+THRESHOLD_VARIABLE = "MODEL_THRESHOLD"
+"""The deployment's variable holding the decision threshold (backends/serving_package.py sets it
+from the model's `test_threshold` tag, the threshold chosen at evaluation)."""
+
+
+def decision_threshold(environment: Mapping[str, str]) -> float:
+    """The deployment's decision threshold, read from MODEL_THRESHOLD (0.5 when unset): a
+    threshold outside [0, 1] raises, so init() fails and the deployment never gets traffic.
+    score.py and batch_score.py both read it here."""
+    threshold = float(environment.get(THRESHOLD_VARIABLE, "0.5"))
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"{THRESHOLD_VARIABLE}={threshold} is not a probability in [0, 1]")
+    return threshold
+
+
+def predicted_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """The label rule: 1 when the probability is at least the threshold, else 0 (int8).
+
+    The one copy in the serving snapshot (score.py and batch_score.py). It mirrors
+    `predicted_labels` in components/src/label_rule.py, the training snapshot's copy, which
+    the evaluation uses to choose the threshold and measure the model: on Azure the two folders
+    are separate code snapshots and cannot share a module, so
+    tests/unit/test_one_place_for_each_fact.py checks the two label alike, boundary included."""
+    return (probabilities >= threshold).astype(np.int8)
+
+
 class ModelLoadError(RuntimeError):
     """The model did not load or failed its smoke test; the message says which and why."""
 

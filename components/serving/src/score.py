@@ -8,9 +8,10 @@ data collection have one definition.
 Request: `{"input_data": {"columns": [...], "data": [[...], ...]}}` (split) or
 `{"input_data": [{"age": 71, ...}, ...]}` (records), raw fields as the data contract defines them.
 Response: `{"predictions": [{"probability": p, "label": 0|1}, ...], "model": {"name", "version"}}`,
-the label being `probability >= threshold`, the threshold chosen at evaluation and given to the
-deployment as MODEL_THRESHOLD. Every bad request gets a 4xx with `{"message": reason}` from this
-script (the inference server's own errors have the same shape), and the server keeps serving.
+the label being `probability >= threshold` (model_scoring.predicted_labels), the threshold chosen
+at evaluation and given to the deployment as MODEL_THRESHOLD. Every bad request gets a 4xx with
+`{"message": reason}` from this script (the inference server's own errors have the same shape),
+and the server keeps serving.
 
 Explanations, on request only: `POST /score?explain=true` adds, per row, the features that
 pushed its score up or down most (`?explain=true&explain_top=K`, K from 1 to the number of
@@ -46,7 +47,14 @@ import numpy as np
 import orjson
 from azureml_inference_server_http.api.aml_request import rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
-from model_scoring import Contributions, ExplanationUnavailable, Scorer, load_scorer
+from model_scoring import (
+    Contributions,
+    ExplanationUnavailable,
+    Scorer,
+    decision_threshold,
+    load_scorer,
+    predicted_labels,
+)
 from request_contract import MAX_BODY_BYTES, FeatureBatch, RequestError, parse_scoring_request
 
 from data_checks.readmission_schema import FEATURES
@@ -75,9 +83,7 @@ def init() -> None:
     deployment never becomes ready, so it never gets traffic)."""
     global _served
     model_dir = Path(os.environ["AZUREML_MODEL_DIR"])
-    threshold = float(os.environ.get("MODEL_THRESHOLD", "0.5"))
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"MODEL_THRESHOLD={threshold} is not a probability in [0, 1]")
+    threshold = decision_threshold(os.environ)
     scorer = load_scorer(model_dir)
     inputs, outputs = _collectors()
     _served = Served(
@@ -219,7 +225,7 @@ def run(request: Any) -> AMLResponse:
         except ExplanationUnavailable as why:
             return _refuse(422, str(why))
     probabilities = served.scorer.probabilities(batch)
-    labels = (probabilities >= served.threshold).astype(np.int8)
+    labels = predicted_labels(probabilities, served.threshold)
     request_id = request.headers.get("x-request-id", "")
     if served.inputs is not None:
         _collect(served, batch, probabilities, labels, request_id)
