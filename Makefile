@@ -60,6 +60,7 @@ bench: $(STAMP) $(EVIDENTLY_STAMP)
 	$(VENV)/bin/python -m bench.serve
 	$(VENV)/bin/python -m bench.drift
 	$(VENV)/bin/python -m bench.explain
+	$(VENV)/bin/python -m bench.fairness
 	$(VENV)/bin/python -m bench.batch --peer-big
 
 stop: $(STAMP)

@@ -270,12 +270,11 @@ def test_a_candidate_that_narrows_the_champions_gaps_passes(
     assert widening["widening"]["value"] < 0
 
 
-def test_the_subgroup_evaluation_adds_seconds_not_minutes(
+def test_the_subgroup_evaluation_covers_every_test_row_and_records_its_time(
     trained: dict[str, Trained], compared: dict[str, Evaluation]
 ) -> None:
-    """Measured on the demo's data size (fairness.json `seconds`): ~0.6 s alone and ~1.3 s
-    with a champion on an idle 2-core machine; the bound only catches a slow rewrite
-    (fairlearn's own bootstrap took ~28 s per attribute)."""
+    """How long it takes is measured by `bench.fairness` against fairlearn's own bootstrap,
+    not here; the step records its time (fairness.json `seconds`, MLflow `fairness_seconds`)."""
     for evaluation in (trained["fair"].evaluation, compared["biased_vs_fair"]):
         assert evaluation.report["test_rows"] == TEST_ROWS
-        assert evaluation.report["seconds"] < 10
+        assert evaluation.report["seconds"] > 0
