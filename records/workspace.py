@@ -35,6 +35,11 @@ job `prep` in components/pipelines/train.yml (both backends key a step's output
 TEST_DATA_OUTPUT = "prep.test_data"
 """The training pipeline's test split in `PipelineRun.outputs`: the output `test_data` of the
 job `prep` in components/pipelines/train.yml (checked like TRAIN_DATA_OUTPUT)."""
+MODEL_OUTPUT = "model"
+"""The trained model (an MLflow model folder): train.yml's own output `model` (checked too)."""
+EVALUATION_OUTPUT = "evaluation"
+"""The evaluate step's folder (metrics, gate, fairness, pictures): train.yml's own output
+`evaluation` (checked too)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,16 @@ class PipelineRun:
 
     def step(self, name: str) -> StepRun:
         return next(s for s in self.steps if s.name == name)
+
+    @property
+    def model_folder(self) -> str:
+        """The training pipeline's model, an MLflow model folder."""
+        return self.outputs[MODEL_OUTPUT]
+
+    @property
+    def evaluation_folder(self) -> str:
+        """The training pipeline's evaluation: metrics.json, gate.json, fairness.json, pictures."""
+        return self.outputs[EVALUATION_OUTPUT]
 
     @property
     def train_data(self) -> str:

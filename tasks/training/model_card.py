@@ -87,7 +87,7 @@ def write_model_card(
     into the model folder the registration will take, so the card is part of the version.
     Deterministic: a re-run after a crash writes the same bytes. Returns the markdown."""
     evaluation_dir = Path(gate.evaluation_dir)
-    card_dir = Path(run.outputs["model"]) / CARD_DIR
+    card_dir = Path(run.model_folder) / CARD_DIR
     card_dir.mkdir(exist_ok=True)
     picture = evaluation_dir / IMPORTANCE_PICTURE
     if picture.exists():

@@ -124,7 +124,7 @@ def run_training_pipeline(
 @task
 def check_quality_gate(run: PipelineRun) -> GateResult:
     """Publish the metrics and the verdict; a failed gate ends the flow Failed, loudly."""
-    evaluation = Path(run.outputs["evaluation"])
+    evaluation = Path(run.evaluation_folder)
     metrics = json.loads((evaluation / "metrics.json").read_text())
     verdict = json.loads((evaluation / "gate.json").read_text())
     result = GateResult(

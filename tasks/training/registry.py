@@ -55,7 +55,7 @@ def register_model(
     }
     version = workspace.register_model(
         model_name,
-        run.outputs["model"],
+        run.model_folder,
         run.step("train").run_id,
         tags,
         description=f"Trained on {asset.name}:{asset.version}; gate passed",

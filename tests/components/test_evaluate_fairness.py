@@ -98,9 +98,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Trai
                 run_name=f"fairness test: {name}",
             )
             return Trained(
-                Path(run.outputs["model"]),
+                Path(run.model_folder),
                 Path(run.test_data),
-                Evaluation(Path(run.outputs["evaluation"])),
+                Evaluation(Path(run.evaluation_folder)),
             )
 
         with ThreadPoolExecutor(2) as pool:

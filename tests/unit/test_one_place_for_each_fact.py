@@ -21,7 +21,12 @@ import numpy as np
 import pytest
 import yaml
 
-from records.workspace import TEST_DATA_OUTPUT, TRAIN_DATA_OUTPUT
+from records.workspace import (
+    EVALUATION_OUTPUT,
+    MODEL_OUTPUT,
+    TEST_DATA_OUTPUT,
+    TRAIN_DATA_OUTPUT,
+)
 from settings import FairnessSettings, GateSettings, PipelineSettings, load_training_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,6 +216,12 @@ def test_each_pipeline_output_key_names_an_output_of_a_job_in_train_yml(key: str
     assert output in component["outputs"], (
         f"{jobs[job_name]['component']} (train.yml's job {job_name!r}) has no output {output!r}"
     )
+
+
+@pytest.mark.parametrize("key", [MODEL_OUTPUT, EVALUATION_OUTPUT])
+def test_each_pipeline_level_output_key_is_an_output_of_train_yml(key: str) -> None:
+    """PipelineRun.model_folder / .evaluation_folder read these: train.yml must declare them."""
+    assert key in yaml.safe_load(TRAIN_PIPELINE.read_text())["outputs"]
 
 
 # --- the label rule: one copy per code snapshot, and the two agree ---------------------------
