@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 
@@ -158,22 +158,36 @@ def tag_uses(tree: ast.AST) -> set[int]:
     return used
 
 
-def copies(source: str, where: str) -> list[str]:
-    """Each string constant in `source` that is a tag name written out, in reading order."""
-    tree = ast.parse(source, where)
-    as_tags = tag_uses(tree)
+def literal_copies(
+    tree: ast.AST,
+    where: str,
+    names: Mapping[str, str],
+    ambiguous: Collection[str],
+    used_as_names: set[int],
+    module: str,
+) -> list[str]:
+    """Each string constant in `tree` that is one of `names` written out, in reading order; a
+    name in `ambiguous` (also an ordinary word or key) only where `used_as_names` says so."""
     found = [
         node
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
-        and node.value in TAGS
-        and (node.value not in ALSO_ORDINARY_WORDS or id(node) in as_tags)
+        and node.value in names
+        and (node.value not in ambiguous or id(node) in used_as_names)
     ]
     return [
-        f"{where}:{node.lineno} writes {node.value!r}: use records.lineage_tags.{TAGS[node.value]}"
+        f"{where}:{node.lineno} writes {node.value!r}: use {module}.{names[node.value]}"
         for node in sorted(found, key=lambda n: (n.lineno, n.col_offset))
     ]
+
+
+def copies(source: str, where: str) -> list[str]:
+    """Each string constant in `source` that is a tag name written out, in reading order."""
+    tree = ast.parse(source, where)
+    return literal_copies(
+        tree, where, TAGS, ALSO_ORDINARY_WORDS, tag_uses(tree), "records.lineage_tags"
+    )
 
 
 def test_lineage_tag_names_are_written_only_in_the_records_module() -> None:
@@ -268,19 +282,8 @@ def alias_uses(tree: ast.AST, parameters: Mapping[str, frozenset[int]]) -> set[i
 def alias_copies(source: str, where: str, parameters: Mapping[str, frozenset[int]]) -> list[str]:
     """Each string constant in `source` that is an alias name written out, in reading order."""
     tree = ast.parse(source, where)
-    as_aliases = alias_uses(tree, parameters)
-    found = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Constant)
-        and isinstance(node.value, str)
-        and node.value in ALIASES
-        and (node.value not in ALIASES_ALSO_KEYS or id(node) in as_aliases)
-    ]
-    return [
-        f"{where}:{node.lineno} writes {node.value!r}: use records.aliases.{ALIASES[node.value]}"
-        for node in sorted(found, key=lambda n: (n.lineno, n.col_offset))
-    ]
+    uses = alias_uses(tree, parameters)
+    return literal_copies(tree, where, ALIASES, ALIASES_ALSO_KEYS, uses, "records.aliases")
 
 
 def test_the_alias_check_knows_the_functions_that_take_an_alias() -> None:
