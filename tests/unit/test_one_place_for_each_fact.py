@@ -265,3 +265,24 @@ def test_the_serving_snapshot_reads_the_threshold_once(monkeypatch: pytest.Monke
         assert "decision_threshold(" in source and "predicted_labels(" in source, script
         assert '"MODEL_THRESHOLD"' not in source, f"{script} reads MODEL_THRESHOLD itself"
         assert ">= served.threshold" not in source and ">= loaded.threshold" not in source
+
+
+def test_what_a_deployment_is_given_is_what_the_script_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """backends/serving_package.py sets the variable and its default; the serving snapshot
+    cannot import it, so the two are held equal here: a model's threshold tag reaches the
+    script's labels, and a model without one is labelled at the same default on both sides."""
+    from backends import serving_package
+    from records import lineage_tags
+    from records.workspace import ModelVersion
+
+    monkeypatch.syspath_prepend(str(SERVING_SNAPSHOT))
+    model_scoring = importlib.import_module("model_scoring")
+    tagged = ModelVersion("m", "1", "src", None, {lineage_tags.TEST_THRESHOLD: "0.27"})
+    untagged = ModelVersion("m", "1", "src", None, {})
+    assert model_scoring.decision_threshold(serving_package.model_settings(tagged)) == 0.27
+    assert model_scoring.decision_threshold(serving_package.model_settings(untagged)) == (
+        serving_package.DEFAULT_THRESHOLD
+    )
+    assert model_scoring.decision_threshold({}) == serving_package.DEFAULT_THRESHOLD
